@@ -1,0 +1,286 @@
+//! What has been shipped, kept across restarts.
+//!
+//! The state says which objects are finished (shipped, or given up on with a reason), how
+//! far into an object shipping got, and where each listing resumes. It only ever moves when
+//! a front end reports that records were handed over (Fluent Bit's cleanup callback, a
+//! flushed stdout line), so a restart repeats at most the batch that was in flight.
+//!
+//! The file is JSON, replaced atomically (write a temporary file, `fsync`, rename, `fsync`
+//! the directory): a crash during a save leaves the previous state whole.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const FORMAT_VERSION: u32 = 1;
+
+/// The persisted state.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    version: u32,
+    /// Unix seconds of the first start: anchors a relative `start_time` for good.
+    pub first_start: Option<u32>,
+    /// Objects whose every event was handed over.
+    pub done: BTreeSet<String>,
+    /// Objects given up on, with the reason (also logged when it happened).
+    pub failed: BTreeMap<String, String>,
+    /// Objects partly handed over: how many elements of `Records` were consumed.
+    pub progress: BTreeMap<String, u64>,
+    /// Listing cursors: for each listed prefix, the key to list after.
+    pub cursors: BTreeMap<String, String>,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is not a state file of this program ({reason}); move it away to start over"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The state plus where it lives. `path: None` keeps it in memory only.
+#[derive(Debug)]
+pub struct Store {
+    path: Option<PathBuf>,
+    state: State,
+    dirty: bool,
+    /// Objects claimed by a scan and not finished yet (not persisted: after a restart they
+    /// are found again, and `progress` says where to resume).
+    inflight: HashSet<String>,
+}
+
+impl Store {
+    /// Opens the state at `path`, or starts empty when the file does not exist yet.
+    pub fn open(path: Option<&Path>) -> Result<Self, CheckpointError> {
+        let state = match path {
+            None => State::default(),
+            Some(p) => match fs::read(p) {
+                Ok(bytes) => {
+                    let state: State =
+                        serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                            path: p.into(),
+                            reason: e.to_string(),
+                        })?;
+                    if state.version != FORMAT_VERSION {
+                        return Err(CheckpointError::Corrupt {
+                            path: p.into(),
+                            reason: format!("format version {}", state.version),
+                        });
+                    }
+                    state
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+                Err(source) => {
+                    return Err(CheckpointError::Io {
+                        path: p.into(),
+                        source,
+                    });
+                }
+            },
+        };
+        let mut store = Self {
+            path: path.map(Into::into),
+            state,
+            dirty: false,
+            inflight: HashSet::new(),
+        };
+        store.state.version = FORMAT_VERSION;
+        // Write once at start-up: proves the location is writable before any data moves.
+        store.dirty = true;
+        store.save()?;
+        Ok(store)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Whether the object is finished (shipped or given up on).
+    pub fn is_finished(&self, id: &str) -> bool {
+        self.state.done.contains(id) || self.state.failed.contains_key(id)
+    }
+
+    /// Claims an object for shipping: false when it is finished or already claimed.
+    pub fn claim(&mut self, id: &str) -> bool {
+        !self.is_finished(id) && self.inflight.insert(id.to_string())
+    }
+
+    /// Gives a claim back without finishing the object (a transient failure): the next
+    /// scan finds it again.
+    pub fn release(&mut self, id: &str) {
+        self.inflight.remove(id);
+    }
+
+    /// Objects claimed and not finished.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// How many elements of the object were already handed over.
+    pub fn progress(&self, id: &str) -> u64 {
+        self.state.progress.get(id).copied().unwrap_or(0)
+    }
+
+    /// Sets the first-start time if it is not set yet and returns the value in force.
+    pub fn first_start_or(&mut self, now: u32) -> u32 {
+        *self.state.first_start.get_or_insert_with(|| {
+            self.dirty = true;
+            now
+        })
+    }
+
+    /// Records that elements up to `position` of `id` were handed over.
+    pub fn record_progress(&mut self, id: &str, position: u64) {
+        if self.is_finished(id) {
+            return;
+        }
+        let p = self.state.progress.entry(id.to_string()).or_insert(0);
+        if position > *p {
+            *p = position;
+            self.dirty = true;
+        }
+    }
+
+    /// Marks the object as fully handed over.
+    pub fn record_done(&mut self, id: &str) {
+        self.inflight.remove(id);
+        self.state.progress.remove(id);
+        self.state.done.insert(id.to_string());
+        self.dirty = true;
+    }
+
+    /// Marks the object as given up on.
+    pub fn record_failed(&mut self, id: &str, reason: &str) {
+        self.inflight.remove(id);
+        self.state.progress.remove(id);
+        self.state.failed.insert(id.to_string(), reason.to_string());
+        self.dirty = true;
+    }
+
+    pub fn cursor(&self, prefix: &str) -> Option<&str> {
+        self.state.cursors.get(prefix).map(String::as_str)
+    }
+
+    /// Moves a listing cursor forward (never back) and forgets finished objects below it:
+    /// they sort before the cursor, so no later listing returns them again.
+    pub fn advance_cursor(&mut self, prefix: &str, id_prefix: &str, cursor: &str) {
+        if self.cursor(prefix).is_some_and(|c| c >= cursor) {
+            return;
+        }
+        self.state
+            .cursors
+            .insert(prefix.to_string(), cursor.to_string());
+        let lo = format!("{id_prefix}{prefix}");
+        let hi = format!("{id_prefix}{cursor}");
+        let stale: Vec<String> = self
+            .state
+            .done
+            .range(lo.clone()..hi.clone())
+            .cloned()
+            .collect();
+        for id in stale {
+            self.state.done.remove(&id);
+        }
+        self.state
+            .failed
+            .retain(|id, _| !(id.as_str() >= lo.as_str() && id.as_str() < hi.as_str()));
+        self.dirty = true;
+    }
+
+    /// Writes the state if it changed since the last save.
+    pub fn save(&mut self) -> Result<(), CheckpointError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            write_atomic(path, &self.state).map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, state: &State) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        serde_json::to_writer(&mut f, state)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let mut s = Store::open(Some(&path)).unwrap();
+        s.record_progress("s3://b/k1", 10);
+        s.record_done("s3://b/k2");
+        s.record_failed("s3://b/k3", "gzip: bad");
+        s.advance_cursor(
+            "AWSLogs/1/CloudTrail/r/",
+            "s3://b/",
+            "AWSLogs/1/CloudTrail/r/2023/07/09",
+        );
+        s.save().unwrap();
+        let again = Store::open(Some(&path)).unwrap();
+        assert_eq!(again.state(), s.state());
+        assert_eq!(again.progress("s3://b/k1"), 10);
+        assert!(again.is_finished("s3://b/k2") && again.is_finished("s3://b/k3"));
+    }
+
+    #[test]
+    fn cursor_forgets_done_objects_below_it_and_never_moves_back() {
+        let mut s = Store::open(None).unwrap();
+        let p = "AWSLogs/1/CloudTrail/r/";
+        s.record_done("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/a");
+        s.record_done("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/b");
+        s.record_done("s3://b/AWSLogs/2/CloudTrail/r/2023/07/08/c");
+        s.advance_cursor(p, "s3://b/", "AWSLogs/1/CloudTrail/r/2023/07/09");
+        assert!(!s.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/a"));
+        assert!(s.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/b"));
+        assert!(s.is_finished("s3://b/AWSLogs/2/CloudTrail/r/2023/07/08/c"));
+        s.advance_cursor(p, "s3://b/", "AWSLogs/1/CloudTrail/r/2023/07/01");
+        assert_eq!(s.cursor(p), Some("AWSLogs/1/CloudTrail/r/2023/07/09"));
+    }
+
+    #[test]
+    fn corrupt_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, b"{\"done\": [").unwrap();
+        let err = Store::open(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("state.json") && err.contains("not a state file"),
+            "{err}"
+        );
+    }
+}

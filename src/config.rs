@@ -1,0 +1,664 @@
+//! Configuration: one set of keys for every front end.
+//!
+//! Fluent Bit hands the plugin strings (`scan_interval 60`, `batch_bytes 4M`); the CLI reads
+//! a TOML file with typed values. Both go through the same serde struct, whose field
+//! deserializers accept a number or its string form, so a key means the same thing
+//! everywhere. [`Settings`] is the raw, user-facing shape; [`Settings::validate`] turns it
+//! into a [`Config`] whose types rule out the invalid combinations, with an error that names
+//! the key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::pathexpr::PathExpression;
+use crate::timestamp::EventTime;
+
+/// Every key a user can set, in the order the README documents them. The Fluent Bit plugin
+/// asks the host for exactly these, so this list and [`Settings`] must agree (a test walks
+/// both).
+pub const KEYS: &[&str] = &[
+    "bucket",
+    "dir",
+    "path_expression",
+    "region",
+    "endpoint",
+    "force_path_style",
+    "profile",
+    "role_arn",
+    "external_id",
+    "sts_endpoint",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "scan_interval",
+    "start_time",
+    "db",
+    "batch_bytes",
+    "buffer_bytes",
+    "workers",
+    "max_object_bytes",
+    "metadata_key",
+];
+
+/// Default `path_expression`: CloudTrail logs of any account (organization trails included)
+/// and region, but not `CloudTrail-Digest/` or `CloudTrail-Insight/`.
+pub const DEFAULT_PATH_EXPRESSION: &str = "AWSLogs/*/CloudTrail/*";
+const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
+const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
+const DEFAULT_WORKERS: usize = 4;
+const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// How far back the first run reaches when `start_time` is not set.
+const DEFAULT_START_LOOKBACK_SECS: u64 = 24 * 3600;
+
+/// A value that must never be printed: its `Debug` is a placeholder.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The keys as a user writes them, before validation. Field docs are the user docs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// S3 bucket that receives the trail's objects. Exactly one of `bucket` and `dir`.
+    pub bucket: Option<String>,
+    /// Local folder laid out like the bucket (an `aws s3 sync` copy); read instead of S3.
+    pub dir: Option<PathBuf>,
+    /// Which keys to ship; `*` matches any run of characters including `/`.
+    pub path_expression: Option<String>,
+    /// AWS region of the bucket; default from the SDK chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Custom S3 endpoint URL (S3-compatible stores, VPC endpoints, tests).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible stores.
+    #[serde(default, deserialize_with = "de::opt_bool")]
+    pub force_path_style: Option<bool>,
+    /// Shared-config profile for credentials and region.
+    pub profile: Option<String>,
+    /// Role to assume (through STS) before reading the bucket.
+    pub role_arn: Option<String>,
+    /// External ID for `role_arn`, when the role's trust policy asks for one.
+    pub external_id: Option<Secret>,
+    /// Custom STS endpoint URL for `role_arn`.
+    pub sts_endpoint: Option<String>,
+    /// Static credentials; when unset the SDK's default chain is used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    /// Seconds between two listings of the bucket (suffixes `s`, `m`, `h` accepted).
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub scan_interval: Option<u64>,
+    /// Skip objects delivered before this time: RFC 3339 or relative (`-24h`, `-7d`).
+    pub start_time: Option<String>,
+    /// State file (which objects are shipped); in memory only when unset.
+    pub db: Option<PathBuf>,
+    /// Bytes handed to the host per collect (Fluent Bit calls once a second).
+    #[serde(default, deserialize_with = "de::opt_bytes")]
+    pub batch_bytes: Option<u64>,
+    /// Encoded bytes held ready for the host; downloads wait when it is full.
+    #[serde(default, deserialize_with = "de::opt_bytes")]
+    pub buffer_bytes: Option<u64>,
+    /// Objects downloaded and split in parallel.
+    #[serde(default, deserialize_with = "de::opt_count")]
+    pub workers: Option<u64>,
+    /// Largest object accepted, in bytes after decompression.
+    #[serde(default, deserialize_with = "de::opt_bytes")]
+    pub max_object_bytes: Option<u64>,
+    /// When set, each record gets `{"bucket": ..., "key": ...}` of its object under this key.
+    pub metadata_key: Option<String>,
+}
+
+/// Where objects come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    S3(S3Source),
+    Dir(PathBuf),
+}
+
+/// How to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    pub bucket: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub profile: Option<String>,
+    pub assume_role: Option<AssumeRole>,
+    pub static_credentials: Option<StaticCredentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<Secret>,
+    pub sts_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Source,
+    pub path_expression: PathExpression,
+    pub scan_interval: Duration,
+    /// Objects last modified before this are skipped, unless the state says otherwise.
+    pub start_time: StartTime,
+    pub db: Option<PathBuf>,
+    pub batch_bytes: usize,
+    pub buffer_bytes: usize,
+    pub workers: usize,
+    pub max_object_bytes: u64,
+    pub metadata_key: Option<String>,
+}
+
+/// `start_time` as given: relative values are resolved against the first start, which the
+/// state file remembers, so a restart does not move the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTime {
+    At(EventTime),
+    Before(Duration),
+}
+
+/// A configuration value that cannot be used, with the key it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for '{key}': {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+fn bad(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Builds settings from string properties (Fluent Bit's form): `lookup` is asked for
+    /// each of [`KEYS`]. A value that does not parse is reported with its key.
+    pub fn from_properties(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let pairs: Vec<(&'static str, String)> = KEYS
+            .iter()
+            .filter_map(|k| lookup(k).map(|v| (*k, v)))
+            .collect();
+        let as_settings = |pairs: &[(&'static str, String)]| {
+            let map = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::from_value::<Settings>(serde_json::Value::Object(map))
+        };
+        as_settings(&pairs).map_err(|e| {
+            // serde_json does not say which field failed; find it by trying each alone.
+            let key = pairs
+                .iter()
+                .find(|p| as_settings(std::slice::from_ref(p)).is_err())
+                .map_or("?", |p| p.0);
+            bad(key, e.to_string())
+        })
+    }
+
+    /// Checks every value and resolves defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let source = match (self.bucket, self.dir) {
+            (Some(_), Some(_)) => {
+                return Err(bad("bucket", "set either 'bucket' or 'dir', not both"));
+            }
+            (None, None) => {
+                return Err(bad(
+                    "bucket",
+                    "missing: set 'bucket' (an S3 bucket) or 'dir' (a local folder)",
+                ));
+            }
+            (None, Some(dir)) => {
+                if dir.as_os_str().is_empty() {
+                    return Err(bad("dir", "must not be empty"));
+                }
+                Source::Dir(dir)
+            }
+            (Some(bucket), None) => {
+                validate_bucket(&bucket)?;
+                for (key, url) in [
+                    ("endpoint", &self.endpoint),
+                    ("sts_endpoint", &self.sts_endpoint),
+                ] {
+                    if let Some(url) = url {
+                        validate_url(key, url)?;
+                    }
+                }
+                let static_credentials = match (self.access_key_id, self.secret_access_key) {
+                    (Some(access_key_id), Some(secret_access_key)) => Some(StaticCredentials {
+                        access_key_id,
+                        secret_access_key,
+                        session_token: self.session_token,
+                    }),
+                    (None, None) if self.session_token.is_none() => None,
+                    (None, None) => {
+                        return Err(bad(
+                            "session_token",
+                            "needs 'access_key_id' and 'secret_access_key'",
+                        ));
+                    }
+                    (Some(_), None) => {
+                        return Err(bad("secret_access_key", "missing: 'access_key_id' is set"));
+                    }
+                    (None, Some(_)) => {
+                        return Err(bad("access_key_id", "missing: 'secret_access_key' is set"));
+                    }
+                };
+                let assume_role = match self.role_arn {
+                    Some(role_arn) => {
+                        if !role_arn.starts_with("arn:") {
+                            return Err(bad(
+                                "role_arn",
+                                "must be an ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                            ));
+                        }
+                        Some(AssumeRole {
+                            role_arn,
+                            external_id: self.external_id,
+                            sts_endpoint: self.sts_endpoint,
+                        })
+                    }
+                    None if self.external_id.is_some() => {
+                        return Err(bad("external_id", "only used with 'role_arn'"));
+                    }
+                    None => None,
+                };
+                Source::S3(S3Source {
+                    bucket,
+                    region: self.region,
+                    endpoint: self.endpoint,
+                    force_path_style: self.force_path_style.unwrap_or(false),
+                    profile: self.profile,
+                    assume_role,
+                    static_credentials,
+                })
+            }
+        };
+
+        let path_expression = PathExpression::new(
+            self.path_expression
+                .as_deref()
+                .unwrap_or(DEFAULT_PATH_EXPRESSION),
+        )
+        .map_err(|r| bad("path_expression", r))?;
+
+        let scan_interval = self.scan_interval.unwrap_or(DEFAULT_SCAN_INTERVAL_SECS);
+        if !(1..=86_400).contains(&scan_interval) {
+            return Err(bad(
+                "scan_interval",
+                "must be between 1 second and 24 hours",
+            ));
+        }
+
+        let start_time = match self.start_time.as_deref() {
+            None => StartTime::Before(Duration::from_secs(DEFAULT_START_LOOKBACK_SECS)),
+            Some(text) => parse_start_time(text).ok_or_else(|| {
+                bad(
+                    "start_time",
+                    format!("'{text}' is neither RFC 3339 (2024-01-31T00:00:00Z) nor relative (-24h, -7d, -30m)"),
+                )
+            })?,
+        };
+
+        let batch_bytes = self.batch_bytes.unwrap_or(DEFAULT_BATCH_BYTES);
+        if !(64 << 10..=512 << 20).contains(&batch_bytes) {
+            return Err(bad("batch_bytes", "must be between 64K and 512M"));
+        }
+        let buffer_bytes = self.buffer_bytes.unwrap_or(2 * batch_bytes);
+        if buffer_bytes < batch_bytes || buffer_bytes > 4 << 30 {
+            return Err(bad(
+                "buffer_bytes",
+                "must be at least 'batch_bytes' and at most 4G",
+            ));
+        }
+        let workers = self.workers.unwrap_or(DEFAULT_WORKERS as u64);
+        if !(1..=64).contains(&workers) {
+            return Err(bad("workers", "must be between 1 and 64"));
+        }
+        let max_object_bytes = self.max_object_bytes.unwrap_or(DEFAULT_MAX_OBJECT_BYTES);
+        if max_object_bytes < 1024 {
+            return Err(bad("max_object_bytes", "must be at least 1K"));
+        }
+        if let Some(k) = &self.metadata_key
+            && k.is_empty()
+        {
+            return Err(bad("metadata_key", "must not be empty"));
+        }
+        if let Some(db) = &self.db
+            && db.as_os_str().is_empty()
+        {
+            return Err(bad("db", "must not be empty"));
+        }
+
+        Ok(Config {
+            source,
+            path_expression,
+            scan_interval: Duration::from_secs(scan_interval),
+            start_time,
+            db: self.db,
+            batch_bytes: batch_bytes as usize,
+            buffer_bytes: buffer_bytes as usize,
+            workers: workers as usize,
+            max_object_bytes,
+            metadata_key: self.metadata_key,
+        })
+    }
+}
+
+fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "bucket",
+            format!(
+                "'{bucket}' is not a bucket name (3-63 lower-case letters, digits, '-', '.'); give the name, not an s3:// URL"
+            ),
+        ))
+    }
+}
+
+fn validate_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad(key, format!("'{url}' must start with http:// or https://")))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad(key, format!("'{url}' has no host")));
+    }
+    Ok(())
+}
+
+/// RFC 3339, or `-N` followed by `s`, `m`, `h` or `d` (relative to the first start).
+fn parse_start_time(text: &str) -> Option<StartTime> {
+    if let Some(rel) = text.strip_prefix('-') {
+        return de::parse_duration_secs(rel).map(|s| StartTime::Before(Duration::from_secs(s)));
+    }
+    EventTime::parse_rfc3339(text).map(StartTime::At)
+}
+
+/// Field deserializers that take a typed value (TOML) or its string form (Fluent Bit).
+mod de {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Str(String),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrStr {
+        Bool(bool),
+        Str(String),
+    }
+
+    fn with<'de, D, T>(
+        d: D,
+        what: &str,
+        parse: fn(&str) -> Option<u64>,
+    ) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        let v = match Option::<NumOrStr>::deserialize(d)? {
+            None => return Ok(None),
+            Some(NumOrStr::Num(n)) => n,
+            Some(NumOrStr::Str(s)) => parse(s.trim())
+                .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not {what}")))?,
+        };
+        T::try_from(v)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
+    }
+
+    pub fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        with(
+            d,
+            "a size (a number of bytes, or with K, M or G)",
+            parse_bytes,
+        )
+    }
+
+    pub fn opt_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        with(
+            d,
+            "a duration (seconds, or with s, m, h or d)",
+            parse_duration_secs,
+        )
+    }
+
+    pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        with(d, "a whole number", |s| s.parse().ok())
+    }
+
+    pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        match Option::<BoolOrStr>::deserialize(d)? {
+            None => Ok(None),
+            Some(BoolOrStr::Bool(b)) => Ok(Some(b)),
+            Some(BoolOrStr::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => Ok(Some(true)),
+                "false" | "off" | "no" | "0" => Ok(Some(false)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "'{s}' is not a boolean (true/false, on/off, yes/no)"
+                ))),
+            },
+        }
+    }
+
+    pub fn parse_bytes(s: &str) -> Option<u64> {
+        let s = s.trim();
+        let (num, unit) = split_unit(s);
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return None,
+        };
+        num.parse::<u64>().ok()?.checked_mul(mult)
+    }
+
+    pub fn parse_duration_secs(s: &str) -> Option<u64> {
+        let (num, unit) = split_unit(s.trim());
+        let mult: u64 = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        num.parse::<u64>().ok()?.checked_mul(mult)
+    }
+
+    fn split_unit(s: &str) -> (&str, &str) {
+        let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        (&s[..at], s[at..].trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let s = Settings::from_properties(|k| {
+            pairs
+                .iter()
+                .find(|(pk, _)| *pk == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        s.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = props(&[("bucket", "my-trail")]).unwrap();
+        assert_eq!(c.path_expression.as_str(), DEFAULT_PATH_EXPRESSION);
+        assert_eq!(c.scan_interval, Duration::from_secs(60));
+        assert_eq!(c.batch_bytes, 4 << 20);
+        assert_eq!(c.buffer_bytes, 8 << 20);
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn strings_with_units() {
+        let c = props(&[
+            ("bucket", "b-1"),
+            ("scan_interval", "5m"),
+            ("batch_bytes", "16M"),
+            ("workers", "8"),
+            ("force_path_style", "On"),
+            ("start_time", "-7d"),
+        ])
+        .unwrap();
+        assert_eq!(c.scan_interval, Duration::from_secs(300));
+        assert_eq!(c.batch_bytes, 16 << 20);
+        assert_eq!(c.workers, 8);
+        assert_eq!(
+            c.start_time,
+            StartTime::Before(Duration::from_secs(7 * 86_400))
+        );
+        let Source::S3(s3) = c.source else { panic!() };
+        assert!(s3.force_path_style);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (pairs, key) in [
+            (&[][..], "'bucket'"),
+            (&[("bucket", "s3://x")][..], "'bucket'"),
+            (&[("bucket", "abc"), ("dir", "/x")][..], "'bucket'"),
+            (&[("bucket", "abc"), ("workers", "0")][..], "'workers'"),
+            (&[("bucket", "abc"), ("workers", "many")][..], "'workers'"),
+            (
+                &[("bucket", "abc"), ("batch_bytes", "1")][..],
+                "'batch_bytes'",
+            ),
+            (
+                &[("bucket", "abc"), ("start_time", "yesterday")][..],
+                "'start_time'",
+            ),
+            (
+                &[("bucket", "abc"), ("endpoint", "localhost:9000")][..],
+                "'endpoint'",
+            ),
+            (
+                &[("bucket", "abc"), ("access_key_id", "AKIA")][..],
+                "'secret_access_key'",
+            ),
+            (
+                &[("bucket", "abc"), ("role_arn", "admin")][..],
+                "'role_arn'",
+            ),
+            (
+                &[("bucket", "abc"), ("force_path_style", "maybe")][..],
+                "'force_path_style'",
+            ),
+        ] {
+            let err = props(pairs).unwrap_err();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let c = props(&[
+            ("bucket", "abc"),
+            ("access_key_id", "AKIAEXAMPLE"),
+            ("secret_access_key", "wJalrXUtnFEMI/K7MDENG"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("wJalrXUtnFEMI"), "{dbg}");
+    }
+
+    #[test]
+    fn keys_list_matches_settings_fields() {
+        // Every listed key is accepted...
+        let toml: String = KEYS.iter().map(|k| format!("{k} = \"1\"\n")).collect();
+        let parsed: Result<Settings, _> = toml::from_str(&toml);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        // ...and a key that is not listed is refused by name.
+        let err = toml::from_str::<Settings>("bucket = \"b\"\nscan_intervall = 5\n").unwrap_err();
+        assert!(err.to_string().contains("scan_intervall"), "{err}");
+        // ...and every field of the struct is listed.
+        let mut fields = struct_fields::<Settings>();
+        fields.sort_unstable();
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    /// The field names serde's derive gives a struct, read by asking it to deserialize.
+    fn struct_fields<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+        struct Probe<'a>(&'a mut Vec<&'static str>);
+        #[derive(Debug)]
+        struct Stop;
+        impl std::fmt::Display for Stop {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("stop")
+            }
+        }
+        impl std::error::Error for Stop {}
+        impl serde::de::Error for Stop {
+            fn custom<M: std::fmt::Display>(_: M) -> Self {
+                Stop
+            }
+        }
+        impl<'de> Deserializer<'de> for Probe<'_> {
+            type Error = Stop;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                Err(Stop)
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Stop> {
+                self.0.extend_from_slice(fields);
+                Err(Stop)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut out = Vec::new();
+        let _ = T::deserialize(Probe(&mut out));
+        out
+    }
+}
