@@ -8,6 +8,7 @@
 //! listed from their literal prefix on each scan.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::Client;
@@ -40,6 +41,17 @@ pub struct Discovery {
     pub expr: PathExpression,
     pub start: EventTime,
     pub log: Logger,
+    /// Counts keys returned by listings (shared with the engine's stats).
+    pub keys_listed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::S3 { bucket, .. } => write!(f, "s3://{bucket}"),
+            Origin::Dir { root } => write!(f, "{}", root.display()),
+        }
+    }
 }
 
 const DIGEST_DIR: &str = "/CloudTrail-Digest/";
@@ -70,6 +82,7 @@ impl Discovery {
                     bucket,
                     expr: &self.expr,
                     start: self.start,
+                    keys_listed: &self.keys_listed,
                 };
                 let result = match layout_base(&self.expr) {
                     Some(base) => lister.scan_layout(base, store, &mut found, &self.log).await,
@@ -124,6 +137,7 @@ struct Lister<'a> {
     bucket: &'a Arc<str>,
     expr: &'a PathExpression,
     start: EventTime,
+    keys_listed: &'a AtomicU64,
 }
 
 /// One listed object.
@@ -187,6 +201,8 @@ impl Lister<'_> {
                 .send()
                 .await
                 .map_err(|e| self.error(prefix, classify_sdk_error(e).to_string()))?;
+            self.keys_listed
+                .fetch_add(resp.contents().len() as u64, Ordering::Relaxed);
             for o in resp.contents() {
                 let Some(key) = o.key() else { continue };
                 let last_modified = o
@@ -300,7 +316,9 @@ impl Lister<'_> {
         for o in listed {
             let day = key_day(&o.key[region.len()..]);
             newest_day = newest_day.max(day);
-            if !self.wanted(&o) {
+            // The key's date is CloudTrail's delivery date: one before start_time's day is
+            // older than start_time, whatever its LastModified says (copied objects).
+            if !self.wanted(&o) || day.is_some_and(|d| d < start_day) {
                 continue;
             }
             let id = s3_id(self.bucket, &o.key);

@@ -33,7 +33,13 @@ use crate::timestamp::EventTime;
 /// Turns one event into the front end's wire format (msgpack for Fluent Bit, a JSON line
 /// for the CLI), appending to `out`. Runs on worker threads, once per event.
 pub trait Encoder: Send + Sync + 'static {
-    fn encode(&self, event: &Event<'_>, object: &ObjectRef, out: &mut Vec<u8>);
+    /// On error `out` may hold a partial record; the engine cuts it off and logs the event.
+    fn encode(
+        &self,
+        event: &Event<'_>,
+        object: &ObjectRef,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String>;
 }
 
 /// Why the engine could not start.
@@ -53,6 +59,9 @@ pub struct Stats {
     pub objects_failed: u64,
     pub events: u64,
     pub events_fallback_time: u64,
+    pub events_unencodable: u64,
+    /// Keys returned by S3 listings: shows how much each scan re-lists.
+    pub keys_listed: u64,
 }
 
 #[derive(Default)]
@@ -62,6 +71,7 @@ struct Counters {
     objects_failed: AtomicU64,
     events: AtomicU64,
     events_fallback_time: AtomicU64,
+    events_unencodable: AtomicU64,
 }
 
 struct Core {
@@ -73,6 +83,7 @@ struct Core {
     client: Option<Client>,
     paused: watch::Sender<bool>,
     counters: Counters,
+    keys_listed: Arc<AtomicU64>,
     chunk_target: usize,
 }
 
@@ -126,11 +137,13 @@ impl Engine {
             }
             Source::Dir(root) => (None, Origin::Dir { root: root.clone() }),
         };
+        let keys_listed = Arc::new(AtomicU64::new(0));
         let discovery = Discovery {
             origin,
             expr: config.path_expression.clone(),
             start,
             log: log.clone(),
+            keys_listed: keys_listed.clone(),
         };
         log.info(format_args!(
             "started: {} path_expression={} start_time={} scan_interval={}s workers={} batch_bytes={}",
@@ -154,6 +167,7 @@ impl Engine {
             client,
             paused: watch::Sender::new(false),
             counters: Counters::default(),
+            keys_listed,
             chunk_target,
             config,
         });
@@ -202,6 +216,8 @@ impl Engine {
             objects_failed: c.objects_failed.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             events_fallback_time: c.events_fallback_time.load(Ordering::Relaxed),
+            events_unencodable: c.events_unencodable.load(Ordering::Relaxed),
+            keys_listed: self.core.keys_listed.load(Ordering::Relaxed),
         }
     }
 
@@ -303,7 +319,18 @@ impl Core {
         let mut buf = Vec::with_capacity(self.chunk_target + (64 << 10));
         let mut events = 0u64;
         let outcome = split(reader, skip, object.last_modified, |event| {
-            self.encoder.encode(&event, object, &mut buf);
+            let before = buf.len();
+            if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
+                buf.truncate(before);
+                self.counters
+                    .events_unencodable
+                    .fetch_add(1, Ordering::Relaxed);
+                self.log.error(format_args!(
+                    "{object}: event {} left out: {e}",
+                    event.index
+                ));
+                return Ok(());
+            }
             events += 1;
             if buf.len() < self.chunk_target {
                 return Ok(());

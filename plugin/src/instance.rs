@@ -1,0 +1,190 @@
+//! One `[INPUT]` instance: its engine, the batch the host is copying, and its log lines.
+//!
+//! Fluent Bit gives no delivery acknowledgement; the closest point is the cleanup callback,
+//! which the host calls right after copying the collect buffer into its own storage. That
+//! is where the batch's marks are committed to the state file.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cloudtrail_s3::handoff::Batch;
+use cloudtrail_s3::log::{Level, LogSink, Logger};
+use cloudtrail_s3::{Engine, Settings};
+
+use crate::ffi::Host;
+use crate::msgpack::MsgpackEncoder;
+
+/// Log lines waiting to be printed on the instance thread: Fluent Bit only routes lines
+/// from its own threads to `log_file`, so engine threads queue them here.
+struct LogQueue {
+    max_level: Level,
+    lines: Mutex<(VecDeque<(Level, String)>, u64)>,
+}
+
+const MAX_QUEUED_LINES: usize = 10_000;
+
+impl LogSink for LogQueue {
+    fn max_level(&self) -> Level {
+        self.max_level
+    }
+    fn write(&self, level: Level, message: &str) {
+        let mut g = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.0.len() >= MAX_QUEUED_LINES {
+            g.0.pop_front();
+            g.1 += 1;
+        }
+        g.0.push_back((level, message.to_string()));
+    }
+}
+
+/// Where the test hook of the panic boundary fires (property `debug.panic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PanicAt {
+    Init,
+    FirstCollect,
+}
+
+pub struct Instance {
+    host: Host,
+    logs: Arc<LogQueue>,
+    engine: Engine,
+    batch_bytes: usize,
+    /// The batch whose bytes the host holds between collect and cleanup.
+    handed: Option<Batch>,
+    panic_at: Option<PanicAt>,
+}
+
+impl Instance {
+    /// Reads and validates the properties and starts the engine. The error is the message
+    /// for the user; it has already been printed.
+    pub fn init(host: Host) -> Result<Box<Instance>, String> {
+        let logs = Arc::new(LogQueue {
+            max_level: host.max_level(),
+            lines: Mutex::default(),
+        });
+        let panic_at = match host.property("debug.panic").as_deref() {
+            Some("init") => Some(PanicAt::Init),
+            Some("collect") => Some(PanicAt::FirstCollect),
+            _ => None,
+        };
+        if panic_at == Some(PanicAt::Init) {
+            panic!("debug.panic=init");
+        }
+        let config = Settings::from_properties(|k| host.property(k))
+            .and_then(Settings::validate)
+            .map_err(|e| {
+                let msg = format!("configuration error: {e}");
+                host.log(Level::Error, &msg);
+                msg
+            })?;
+        let encoder = Arc::new(MsgpackEncoder {
+            metadata_key: config.metadata_key.clone(),
+        });
+        let batch_bytes = config.batch_bytes;
+        let engine = Engine::start(config, encoder, Logger::new(logs.clone()));
+        let mut instance = match engine {
+            Ok(engine) => Box::new(Instance {
+                host,
+                logs,
+                engine,
+                batch_bytes,
+                handed: None,
+                panic_at,
+            }),
+            Err(e) => {
+                let msg = format!("cannot start: {e}");
+                host.log(Level::Error, &msg);
+                return Err(msg);
+            }
+        };
+        instance.flush_logs();
+        Ok(instance)
+    }
+
+    /// Prints queued log lines through the host.
+    fn flush_logs(&mut self) {
+        let (lines, dropped) = {
+            let mut g = self
+                .logs
+                .lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut g.0), std::mem::take(&mut g.1))
+        };
+        if dropped > 0 {
+            self.host.log(
+                Level::Warn,
+                &format!("{dropped} log lines dropped (too many at once)"),
+            );
+        }
+        for (level, line) in lines {
+            self.host.log(level, &line);
+        }
+    }
+
+    /// The next buffer for the host, or `None` when nothing is ready. Never waits.
+    pub fn collect(&mut self) -> Option<&[u8]> {
+        if self.panic_at == Some(PanicAt::FirstCollect) {
+            self.panic_at = None;
+            panic!("debug.panic=collect");
+        }
+        self.flush_logs();
+        if let Some(previous) = self.handed.take() {
+            // The host appends whenever a buffer is returned; only the cleanup call went
+            // missing, so the batch is the host's.
+            self.engine.commit(&previous.marks);
+        }
+        loop {
+            let batch = self.engine.take(self.batch_bytes, Duration::ZERO)?;
+            if batch.bytes.is_empty() {
+                // Only object endings without records (failed or empty objects).
+                self.engine.commit(&batch.marks);
+                continue;
+            }
+            return Some(&self.handed.insert(batch).bytes);
+        }
+    }
+
+    /// The host copied the buffer at `buf`: its records are delivered.
+    pub fn cleanup(&mut self, buf: *const std::ffi::c_void) {
+        match self.handed.take() {
+            Some(batch) if batch.bytes.as_ptr().cast() == buf => self.engine.commit(&batch.marks),
+            other => {
+                self.handed = other;
+                self.host.log(
+                    Level::Warn,
+                    "cleanup called with a buffer this instance did not hand out",
+                );
+            }
+        }
+    }
+
+    pub fn pause(&mut self) {
+        self.engine.pause();
+        self.engine
+            .logger()
+            .debug(format_args!("paused by the host"));
+    }
+
+    pub fn resume(&mut self) {
+        self.engine.resume();
+        self.engine
+            .logger()
+            .debug(format_args!("resumed by the host"));
+    }
+
+    /// Stops the engine, joining its threads, and prints the last log lines.
+    pub fn exit(mut self: Box<Self>) {
+        if let Some(previous) = self.handed.take() {
+            self.engine.commit(&previous.marks);
+        }
+        self.engine.shutdown();
+        let s = self.engine.stats();
+        self.engine.logger().info(format_args!(
+            "stopped: {} objects shipped, {} failed, {} events",
+            s.objects_done, s.objects_failed, s.events
+        ));
+        self.flush_logs();
+    }
+}

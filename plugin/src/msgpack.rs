@@ -1,0 +1,285 @@
+//! Fluent Bit's record format: `[[EventTime, {}], body]`, with the event's JSON transcoded
+//! straight into msgpack.
+//!
+//! The transcoder walks the JSON with serde and writes msgpack as it goes, with no
+//! intermediate tree, so key order and value types are exactly the source's. JSON does not
+//! announce how many entries a map or array has, so a 5-byte header is reserved and shrunk
+//! to the smallest form once the count is known.
+
+use std::fmt;
+
+use cloudtrail_s3::Encoder;
+use cloudtrail_s3::object::{ObjectMeta, ObjectRef};
+use cloudtrail_s3::split::Event;
+use cloudtrail_s3::timestamp::EventTime;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+/// Encodes events as Fluent Bit v2 log records.
+pub struct MsgpackEncoder {
+    /// When set, each body gets `{"bucket": ..., "key": ...}` under this key.
+    pub metadata_key: Option<String>,
+}
+
+impl Encoder for MsgpackEncoder {
+    fn encode(
+        &self,
+        event: &Event<'_>,
+        object: &ObjectRef,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        write_header(event.time, out);
+        let extra = self.metadata_key.as_deref().map(|k| (k, object.meta()));
+        transcode_object(event.json.get(), extra, out)
+    }
+}
+
+/// `[[EventTime, {}],` : array of 2, array of 2, fixext8 type 0, empty map.
+pub fn write_header(time: EventTime, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x92, 0x92, 0xd7, 0x00]);
+    out.extend_from_slice(&time.secs().to_be_bytes());
+    out.extend_from_slice(&time.nanos().to_be_bytes());
+    out.push(0x80);
+}
+
+/// Transcodes a JSON object, appending `extra` as one more entry at the end.
+pub fn transcode_object(
+    json: &str,
+    extra: Option<(&str, ObjectMeta<'_>)>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    Value { out, extra }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("msgpack transcoding: {e}"))
+}
+
+const MAP: (u8, u8, u8) = (0x80, 0xde, 0xdf);
+const ARRAY: (u8, u8, u8) = (0x90, 0xdc, 0xdd);
+
+/// Reserves the largest header; [`finish_container`] shrinks it.
+fn start_container(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; 5]);
+    at
+}
+
+fn finish_container(out: &mut Vec<u8>, at: usize, n: usize, (fix, c16, c32): (u8, u8, u8)) {
+    let mut hdr = [0u8; 5];
+    let len = if n <= 15 {
+        hdr[0] = fix | n as u8;
+        1
+    } else if let Ok(n) = u16::try_from(n) {
+        hdr[0] = c16;
+        hdr[1..3].copy_from_slice(&n.to_be_bytes());
+        3
+    } else {
+        hdr[0] = c32;
+        hdr[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+        5
+    };
+    out[at..at + len].copy_from_slice(&hdr[..len]);
+    if len < 5 {
+        out.copy_within(at + 5.., at + len);
+        out.truncate(out.len() - (5 - len));
+    }
+}
+
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    let n = s.len();
+    if n <= 31 {
+        out.push(0xa0 | n as u8);
+    } else if n <= 0xff {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else if n <= 0xffff {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_u64(v: u64, out: &mut Vec<u8>) {
+    if v <= 0x7f {
+        out.push(v as u8);
+    } else if v <= 0xff {
+        out.extend_from_slice(&[0xcc, v as u8]);
+    } else if v <= 0xffff {
+        out.push(0xcd);
+        out.extend_from_slice(&(v as u16).to_be_bytes());
+    } else if v <= 0xffff_ffff {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn write_i64(v: i64, out: &mut Vec<u8>) {
+    if v >= 0 {
+        write_u64(v as u64, out);
+    } else if v >= -32 {
+        out.push(v as i8 as u8);
+    } else if v >= i64::from(i8::MIN) {
+        out.extend_from_slice(&[0xd0, v as i8 as u8]);
+    } else if v >= i64::from(i16::MIN) {
+        out.push(0xd1);
+        out.extend_from_slice(&(v as i16).to_be_bytes());
+    } else if v >= i64::from(i32::MIN) {
+        out.push(0xd2);
+        out.extend_from_slice(&(v as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn write_meta(key: &str, meta: ObjectMeta<'_>, out: &mut Vec<u8>) {
+    write_str(key, out);
+    match meta.bucket {
+        Some(bucket) => {
+            out.push(0x82);
+            write_str("bucket", out);
+            write_str(bucket, out);
+        }
+        None => out.push(0x81),
+    }
+    write_str("key", out);
+    write_str(meta.key, out);
+}
+
+/// One JSON value; `extra` is only set for the top-level object.
+struct Value<'o, 'e> {
+    out: &'o mut Vec<u8>,
+    extra: Option<(&'e str, ObjectMeta<'e>)>,
+}
+
+impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.out.push(if v { 0xc3 } else { 0xc2 });
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        write_i64(v, self.out);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        write_u64(v, self.out);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.out.push(0xcb);
+        self.out.extend_from_slice(&v.to_be_bytes());
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_str(v, self.out);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.push(0xc0);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let at = start_container(self.out);
+        let mut n = 0;
+        while seq
+            .next_element_seed(Value {
+                out: &mut *self.out,
+                extra: None,
+            })?
+            .is_some()
+        {
+            n += 1;
+        }
+        finish_container(self.out, at, n, ARRAY);
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = start_container(self.out);
+        let mut n = 0;
+        while map
+            .next_key_seed(Value {
+                out: &mut *self.out,
+                extra: None,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(Value {
+                out: &mut *self.out,
+                extra: None,
+            })?;
+            n += 1;
+        }
+        if let Some((key, meta)) = self.extra {
+            write_meta(key, meta, self.out);
+            n += 1;
+        }
+        finish_container(self.out, at, n, MAP);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(json: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        transcode_object(json, None, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn small_forms() {
+        assert_eq!(tx(r#"{"a":1}"#), [0x81, 0xa1, b'a', 0x01]);
+        assert_eq!(
+            tx(r#"{"n":-1,"t":true,"z":null}"#),
+            [0x83, 0xa1, b'n', 0xff, 0xa1, b't', 0xc3, 0xa1, b'z', 0xc0]
+        );
+        assert_eq!(tx(r#"{"a":[1,2]}"#), [0x81, 0xa1, b'a', 0x92, 1, 2]);
+        assert_eq!(
+            tx(r#"{"e":"\u00e9"}"#),
+            [0x81, 0xa1, b'e', 0xa2, 0xc3, 0xa9]
+        );
+    }
+
+    #[test]
+    fn large_containers_and_numbers() {
+        let json = format!("{{\"a\":[{}]}}", vec!["300"; 20].join(","));
+        let out = tx(&json);
+        assert_eq!(&out[..6], &[0x81, 0xa1, b'a', 0xdc, 0, 20]);
+        assert_eq!(&out[6..9], &[0xcd, 0x01, 0x2c]);
+        assert_eq!(tx(r#"{"f":1.5}"#)[3], 0xcb);
+        assert_eq!(tx(r#"{"b":-200}"#)[3..], [0xd1, 0xff, 0x38]);
+        assert_eq!(tx(r#"{"u":18446744073709551615}"#)[3], 0xcf);
+    }
+
+    #[test]
+    fn metadata_is_appended_as_last_entry() {
+        let mut out = Vec::new();
+        let meta = ObjectMeta {
+            bucket: Some("b"),
+            key: "k",
+        };
+        transcode_object(r#"{"a":1}"#, Some(("src", meta)), &mut out).unwrap();
+        assert_eq!(out[0], 0x82);
+        assert_eq!(&out[4..8], &[0xa3, b's', b'r', b'c']);
+    }
+}
