@@ -30,8 +30,9 @@ pub struct State {
     pub failed: BTreeMap<String, String>,
     /// Objects partly handed over: how many elements of `Records` were consumed.
     pub progress: BTreeMap<String, u64>,
-    /// Listing cursors: for each listed prefix, the key to list after.
-    pub cursors: BTreeMap<String, String>,
+    /// For each listed `…/CloudTrail/REGION/` prefix, the newest `YYYY/MM/DD` seen: listings
+    /// start one day before it (or at the oldest unfinished object, if older).
+    pub newest_days: BTreeMap<String, String>,
 }
 
 /// Why the state could not be read or written.
@@ -168,33 +169,54 @@ impl Store {
         self.dirty = true;
     }
 
-    pub fn cursor(&self, prefix: &str) -> Option<&str> {
-        self.state.cursors.get(prefix).map(String::as_str)
+    /// The newest day (`YYYY/MM/DD`) seen under a listed prefix.
+    pub fn newest_day(&self, prefix: &str) -> Option<&str> {
+        self.state.newest_days.get(prefix).map(String::as_str)
     }
 
-    /// Moves a listing cursor forward (never back) and forgets finished objects below it:
-    /// they sort before the cursor, so no later listing returns them again.
-    pub fn advance_cursor(&mut self, prefix: &str, id_prefix: &str, cursor: &str) {
-        if self.cursor(prefix).is_some_and(|c| c >= cursor) {
+    /// Records a newer day seen under a prefix (never moves back).
+    pub fn set_newest_day(&mut self, prefix: &str, day: &str) {
+        if self.newest_day(prefix).is_some_and(|d| d >= day) {
             return;
         }
         self.state
-            .cursors
-            .insert(prefix.to_string(), cursor.to_string());
-        let lo = format!("{id_prefix}{prefix}");
-        let hi = format!("{id_prefix}{cursor}");
-        let stale: Vec<String> = self
+            .newest_days
+            .insert(prefix.to_string(), day.to_string());
+        self.dirty = true;
+    }
+
+    /// Objects under `id_prefix` that are claimed or partly shipped: listings must not start
+    /// after any of them.
+    pub fn open_under<'a>(&'a self, id_prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let claimed = self.inflight.iter().map(String::as_str);
+        let partial = self.state.progress.keys().map(String::as_str);
+        claimed
+            .chain(partial)
+            .filter(move |id| id.starts_with(id_prefix))
+    }
+
+    /// Forgets finished objects with ids in `[lo, hi)`: no listing returns them again.
+    pub fn forget_finished(&mut self, lo: &str, hi: &str) {
+        if lo >= hi {
+            return;
+        }
+        let range = (std::ops::Bound::Included(lo), std::ops::Bound::Excluded(hi));
+        let stale: Vec<String> = self.state.done.range::<str, _>(range).cloned().collect();
+        let stale_failed: Vec<String> = self
             .state
-            .done
-            .range(lo.clone()..hi.clone())
-            .cloned()
+            .failed
+            .range::<str, _>(range)
+            .map(|(k, _)| k.clone())
             .collect();
+        if stale.is_empty() && stale_failed.is_empty() {
+            return;
+        }
         for id in stale {
             self.state.done.remove(&id);
         }
-        self.state
-            .failed
-            .retain(|id, _| !(id.as_str() >= lo.as_str() && id.as_str() < hi.as_str()));
+        for id in stale_failed {
+            self.state.failed.remove(&id);
+        }
         self.dirty = true;
     }
 
@@ -245,11 +267,7 @@ mod tests {
         s.record_progress("s3://b/k1", 10);
         s.record_done("s3://b/k2");
         s.record_failed("s3://b/k3", "gzip: bad");
-        s.advance_cursor(
-            "AWSLogs/1/CloudTrail/r/",
-            "s3://b/",
-            "AWSLogs/1/CloudTrail/r/2023/07/09",
-        );
+        s.set_newest_day("AWSLogs/1/CloudTrail/r/", "2023/07/10");
         s.save().unwrap();
         let again = Store::open(Some(&path)).unwrap();
         assert_eq!(again.state(), s.state());
@@ -258,18 +276,36 @@ mod tests {
     }
 
     #[test]
-    fn cursor_forgets_done_objects_below_it_and_never_moves_back() {
+    fn forgets_finished_objects_in_a_range_and_newest_day_never_moves_back() {
         let mut s = Store::open(None).unwrap();
-        let p = "AWSLogs/1/CloudTrail/r/";
         s.record_done("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/a");
         s.record_done("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/b");
+        s.record_failed("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/c", "x");
         s.record_done("s3://b/AWSLogs/2/CloudTrail/r/2023/07/08/c");
-        s.advance_cursor(p, "s3://b/", "AWSLogs/1/CloudTrail/r/2023/07/09");
+        s.forget_finished(
+            "s3://b/AWSLogs/1/CloudTrail/r/",
+            "s3://b/AWSLogs/1/CloudTrail/r/2023/07/09",
+        );
         assert!(!s.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/a"));
+        assert!(!s.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/08/c"));
         assert!(s.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/b"));
         assert!(s.is_finished("s3://b/AWSLogs/2/CloudTrail/r/2023/07/08/c"));
-        s.advance_cursor(p, "s3://b/", "AWSLogs/1/CloudTrail/r/2023/07/01");
-        assert_eq!(s.cursor(p), Some("AWSLogs/1/CloudTrail/r/2023/07/09"));
+        s.set_newest_day("p/", "2023/07/10");
+        s.set_newest_day("p/", "2023/07/01");
+        assert_eq!(s.newest_day("p/"), Some("2023/07/10"));
+    }
+
+    #[test]
+    fn open_objects_are_claimed_or_partly_shipped() {
+        let mut s = Store::open(None).unwrap();
+        assert!(s.claim("s3://b/p/1"));
+        assert!(!s.claim("s3://b/p/1"), "claimed once");
+        s.record_progress("s3://b/p/2", 5);
+        s.record_done("s3://b/p/3");
+        assert!(!s.claim("s3://b/p/3"), "finished objects are not claimed");
+        let mut open: Vec<&str> = s.open_under("s3://b/p/").collect();
+        open.sort();
+        assert_eq!(open, ["s3://b/p/1", "s3://b/p/2"]);
     }
 
     #[test]

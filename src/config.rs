@@ -124,7 +124,7 @@ pub struct Settings {
 /// Where objects come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    S3(S3Source),
+    S3(Box<S3Source>),
     Dir(PathBuf),
 }
 
@@ -285,7 +285,7 @@ impl Settings {
                     }
                     None => None,
                 };
-                Source::S3(S3Source {
+                Source::S3(Box::new(S3Source {
                     bucket,
                     region: self.region,
                     endpoint: self.endpoint,
@@ -293,7 +293,7 @@ impl Settings {
                     profile: self.profile,
                     assume_role,
                     static_credentials,
-                })
+                }))
             }
         };
 

@@ -292,7 +292,9 @@ impl Lister<'_> {
         Ok(())
     }
 
-    /// Lists one `…/CloudTrail/REGION/` prefix from its cursor and moves the cursor.
+    /// Lists one `…/CloudTrail/REGION/` prefix, starting one day before the newest day
+    /// seen there, or at the oldest unfinished object if that is older, and never before
+    /// `start_time`'s day.
     async fn scan_region(
         &self,
         region: &str,
@@ -300,19 +302,26 @@ impl Lister<'_> {
         found: &mut Vec<ObjectRef>,
     ) -> Result<(), DiscoverError> {
         let start_day = i64::from(self.start.secs()) / 86_400;
-        let floor = format!("{region}{}", day_path(start_day - 1));
+        let id_prefix = s3_id(self.bucket, region);
         let start_after = {
-            let s = lock(store);
-            match s.cursor(region) {
-                Some(c) if c > floor.as_str() => c.to_string(),
-                _ => floor,
+            let mut s = lock(store);
+            let oldest_open = s
+                .open_under(&id_prefix)
+                .filter_map(|id| key_day(&id[id_prefix.len()..]))
+                .min();
+            let newest = s.newest_day(region).and_then(|d| key_day(&format!("{d}/")));
+            let mut floor = newest.map_or(start_day - 1, |n| n - 1);
+            if let Some(open) = oldest_open {
+                floor = floor.min(open);
             }
+            let start_after = format!("{region}{}", day_path(floor.max(start_day - 1)));
+            s.forget_finished(&id_prefix, &s3_id(self.bucket, &start_after));
+            start_after
         };
         let listed = self.list_objects(region, Some(&start_after)).await?;
 
         let mut s = lock(store);
         let mut newest_day = None;
-        let mut oldest_open_day: Option<i64> = None;
         for o in listed {
             let day = key_day(&o.key[region.len()..]);
             newest_day = newest_day.max(day);
@@ -321,21 +330,12 @@ impl Lister<'_> {
             if !self.wanted(&o) || day.is_some_and(|d| d < start_day) {
                 continue;
             }
-            let id = s3_id(self.bucket, &o.key);
-            if s.is_finished(&id) {
-                continue;
-            }
-            if let Some(d) = day {
-                oldest_open_day = Some(oldest_open_day.map_or(d, |o: i64| o.min(d)));
-            }
-            if s.claim(&id) {
+            if s.claim(&s3_id(self.bucket, &o.key)) {
                 found.push(ObjectRef::s3(self.bucket, o.key, o.size, o.last_modified));
             }
         }
         if let Some(newest) = newest_day {
-            let floor_day = oldest_open_day.map_or(newest - 1, |o| o.min(newest - 1));
-            let cursor = format!("{region}{}", day_path(floor_day));
-            s.advance_cursor(region, &format!("s3://{}/", self.bucket), &cursor);
+            s.set_newest_day(region, &day_path(newest));
         }
         Ok(())
     }

@@ -175,7 +175,7 @@ impl Instance {
     }
 
     /// Stops the engine, joining its threads, and prints the last log lines.
-    pub fn exit(mut self: Box<Self>) {
+    pub fn exit(&mut self) {
         if let Some(previous) = self.handed.take() {
             self.engine.commit(&previous.marks);
         }

@@ -157,7 +157,7 @@ pub extern "C" fn FLBPluginInputPreExit(_shutdown_by_hot_reload: c_int) {}
 #[unsafe(no_mangle)]
 pub extern "C" fn FLBPluginExit() -> c_int {
     ffi_boundary!(FLB_ERROR, {
-        if let Some(instance) = ffi::take_current() {
+        if let Some(mut instance) = ffi::take_current() {
             instance.exit();
         }
         FLB_OK

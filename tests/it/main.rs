@@ -1,6 +1,8 @@
 //! Integration tests: one binary, so the S3 server starts once and the AWS SDK links once.
 
+mod conf;
 mod data;
+mod engine;
 mod host;
 mod json;
 mod plugin;

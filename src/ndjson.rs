@@ -1,0 +1,108 @@
+//! JSON lines: one event per line, its text exactly as in the source object.
+//!
+//! The event's own bytes are written as they are (CloudTrail writes compact JSON); only an
+//! event with a raw line break inside (pretty-printed input) is re-serialized, since a line
+//! break would split the record. The optional metadata object is spliced in as the last
+//! member, so the line stays one JSON object.
+
+use std::io::Write;
+
+use crate::engine::Encoder;
+use crate::object::ObjectRef;
+use crate::split::Event;
+
+/// Encodes events as newline-terminated JSON objects.
+pub struct NdjsonEncoder {
+    pub metadata_key: Option<String>,
+}
+
+impl Encoder for NdjsonEncoder {
+    fn encode(
+        &self,
+        event: &Event<'_>,
+        object: &ObjectRef,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let text = event.json.get();
+        let start = out.len();
+        if text.contains(['\n', '\r']) {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut *out, &value).map_err(|e| e.to_string())?;
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+        if let Some(key) = &self.metadata_key {
+            // The event is an object (the splitter guarantees it): drop its closing brace.
+            let Some(close) = out[start..].iter().rposition(|&b| b == b'}') else {
+                return Err("event is not a JSON object".into());
+            };
+            out.truncate(start + close);
+            let empty = out[start..]
+                .iter()
+                .all(|&b| b == b'{' || b.is_ascii_whitespace());
+            if !empty {
+                out.push(b',');
+            }
+            let meta = object.meta();
+            serde_json::to_writer(&mut *out, key).map_err(|e| e.to_string())?;
+            out.push(b':');
+            let value = match meta.bucket {
+                Some(b) => serde_json::json!({ "bucket": b, "key": meta.key }),
+                None => serde_json::json!({ "key": meta.key }),
+            };
+            serde_json::to_writer(&mut *out, &value).map_err(|e| e.to_string())?;
+            out.push(b'}');
+        }
+        writeln!(out).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timestamp::EventTime;
+    use serde_json::value::RawValue;
+
+    fn enc(json: &str, meta: Option<&str>) -> String {
+        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+        let t = EventTime::from_parts(1, 0).unwrap();
+        let event = Event {
+            index: 0,
+            json: &raw,
+            time: t,
+        };
+        let object = ObjectRef::s3(&"b".into(), "k/x.json.gz".into(), 1, t);
+        let mut out = Vec::new();
+        NdjsonEncoder {
+            metadata_key: meta.map(String::from),
+        }
+        .encode(&event, &object, &mut out)
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn keeps_the_source_text() {
+        assert_eq!(
+            enc(r#"{"b":1.50,"a":"\u00e9"}"#, None),
+            "{\"b\":1.50,\"a\":\"\\u00e9\"}\n"
+        );
+    }
+
+    #[test]
+    fn one_line_even_for_pretty_input() {
+        assert_eq!(enc("{\n \"a\": 1\n}", None), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn metadata_spliced_in_last() {
+        assert_eq!(
+            enc(r#"{"a":1}"#, Some("s3")),
+            "{\"a\":1,\"s3\":{\"bucket\":\"b\",\"key\":\"k/x.json.gz\"}}\n"
+        );
+        assert_eq!(
+            enc("{ }", Some("m")),
+            "{ \"m\":{\"bucket\":\"b\",\"key\":\"k/x.json.gz\"}}\n"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The engine through its library API against the real S3 server: discovery over the
+//! CloudTrail layout, listing cursors, and objects that vanish between list and get.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudtrail_s3::log::{Level, LogSink, Logger};
+use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::{Engine, Settings};
+
+use crate::data;
+use crate::json::J;
+use crate::server::{self, s3_props};
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl LogSink for Lines {
+    fn max_level(&self) -> Level {
+        Level::Debug
+    }
+    fn write(&self, level: Level, message: &str) {
+        eprintln!("[{}] {message}", level.as_str());
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
+    let settings = Settings::from_properties(|k| {
+        props
+            .iter()
+            .find(|(pk, _)| *pk == k)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let lines = Arc::new(Lines::default());
+    let engine = Engine::start(
+        settings.validate().unwrap(),
+        Arc::new(NdjsonEncoder { metadata_key: None }),
+        Logger::new(lines.clone()),
+    )
+    .unwrap();
+    (engine, lines)
+}
+
+/// Takes and commits batches until `done`, returning the events (as JSON lines).
+fn drain_until(engine: &Engine, deadline: Duration, done: impl Fn(&Engine) -> bool) -> Vec<J> {
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while Instant::now() < end && !done(engine) {
+        if let Some(batch) = engine.take(1 << 20, Duration::from_millis(50)) {
+            let text = std::str::from_utf8(&batch.bytes).unwrap();
+            out.extend(text.lines().map(J::parse));
+            engine.commit(&batch.marks);
+        }
+    }
+    assert!(done(engine), "deadline passed");
+    out
+}
+
+fn one_event(id: &str) -> Vec<u8> {
+    data::gzip(
+        format!(r#"{{"Records":[{{"eventID":"{id}","eventTime":"2023-07-10T00:00:00Z"}}]}}"#)
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn layout_walk_finds_the_right_objects_once_and_does_not_relist_old_days() {
+    let bucket = server::bucket("layout");
+    let mut wanted = Vec::new();
+    let mut put = |key: String, want: bool| {
+        server::put(&bucket, &key, one_event(&key));
+        if want {
+            wanted.push(key);
+        }
+    };
+    for account in [
+        "AWSLogs/111111111111/",
+        "AWSLogs/222222222222/",
+        "AWSLogs/o-abc123def4/333333333333/",
+    ] {
+        for region in ["us-east-1", "eu-west-1"] {
+            for day in ["08", "09", "10"] {
+                for n in 0..2 {
+                    put(
+                        format!("{account}CloudTrail/{region}/2023/07/{day}/{n}.json.gz"),
+                        true,
+                    );
+                }
+            }
+            // Delivered before start_time (2023-07-08): skipped.
+            put(
+                format!("{account}CloudTrail/{region}/2023/07/01/old.json.gz"),
+                false,
+            );
+        }
+        put(
+            format!("{account}CloudTrail-Digest/us-east-1/2023/07/10/digest.json.gz"),
+            false,
+        );
+        put(
+            format!("{account}CloudTrail-Insight/us-east-1/2023/07/10/insight.json.gz"),
+            false,
+        );
+    }
+    put("other/2023/07/10/x.json.gz".into(), false);
+
+    let mut props = s3_props(&bucket);
+    props.retain(|(k, _)| *k != "start_time");
+    props.push(("start_time", "2023-07-08T00:00:00Z".into()));
+    let (engine, _) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e.str("eventID").unwrap().to_string())
+        .collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(
+        got, wanted,
+        "exactly the CloudTrail objects from start_time on, each once"
+    );
+
+    // A late delivery into the newest day, then the next scan.
+    let late = "AWSLogs/111111111111/CloudTrail/us-east-1/2023/07/10/late.json.gz".to_string();
+    server::put(&bucket, &late, one_event(&late));
+    let listed_before = engine.stats().keys_listed;
+    let scans = engine.stats().scans;
+    let events = drain_until(&engine, Duration::from_secs(30), |e| {
+        e.stats().scans > scans && e.is_idle()
+    });
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].str("eventID"), Some(late.as_str()));
+    // The second scan lists only the newest two days of each region: 3 accounts x 2
+    // regions x 2 days x 2 objects, plus the late one. Nothing from 07/01 or 07/08.
+    let relisted = engine.stats().keys_listed - listed_before;
+    assert_eq!(
+        relisted,
+        3 * 2 * 2 * 2 + 1,
+        "keys listed by the second scan"
+    );
+}
+
+#[test]
+fn object_deleted_between_list_and_get_is_logged_and_the_rest_ships() {
+    let bucket = server::bucket("vanish");
+    let day = "AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10/";
+    // A large first object keeps the single worker busy (the queue fills and nobody takes
+    // from it yet) while the scan hands the second object over.
+    let objects = data::objects();
+    let mut records = Vec::new();
+    for o in &objects[..20] {
+        records.extend(o.events());
+    }
+    let big = format!("{{\"Records\":[{}]}}", records.join(","));
+    server::put(
+        &bucket,
+        &format!("{day}a-big.json.gz"),
+        data::gzip(big.as_bytes()),
+    );
+    let gone = format!("{day}b-gone.json.gz");
+    server::put(&bucket, &gone, one_event("gone"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.json");
+    let mut props = s3_props(&bucket);
+    props.extend([
+        ("workers", "1".to_string()),
+        ("batch_bytes", "64K".to_string()),
+        ("buffer_bytes", "64K".to_string()),
+        ("db", db.to_str().unwrap().to_string()),
+    ]);
+    let (engine, lines) = start(&props);
+    let end = Instant::now() + Duration::from_secs(30);
+    while engine.stats().scans == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        engine.stats().scans > 0,
+        "first scan done: both objects were listed"
+    );
+    server::block_on(
+        server::client()
+            .delete_object()
+            .bucket(&bucket)
+            .key(&gone)
+            .send(),
+    )
+    .unwrap();
+
+    let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
+    assert_eq!(
+        events.len(),
+        records.len(),
+        "every event of the other object"
+    );
+    assert_eq!(engine.stats().objects_failed, 0);
+    let url = format!("s3://{bucket}/{gone}");
+    let logged = lines
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(&url))
+        .cloned()
+        .collect::<Vec<_>>();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("404") && l.contains("NoSuchKey")),
+        "{logged:?}"
+    );
+    drop(engine);
+    let state: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&db).unwrap()).unwrap();
+    assert!(
+        state["failed"].get(&url).is_some(),
+        "the vanished object is recorded as failed: {state:?}"
+    );
+}
