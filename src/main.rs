@@ -4,11 +4,12 @@
 //! A line counts as delivered once it is written and stdout is flushed; only then does the
 //! state move, so a restart repeats at most the batch being written when it stopped.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
@@ -26,12 +27,16 @@ Options:
                       Fluent Bit plugin's properties (see README)
       --once          exit when everything the first scan found has been written
       --check-config  validate the settings and exit
-  -v, --verbose       debug logging on stderr
+  -v, --verbose       debug logging on stderr (or RUST_LOG=error|warn|info|debug)
   -q, --quiet         warnings and errors only
   -h, --help          this text
   -V, --version       the version
 
-Exit codes: 0 done (or stdout closed by the reader), 1 runtime failure, 2 bad usage or settings.
+SIGTERM or SIGINT: stop after the batch being written; the state is saved.
+A progress line (objects, events, bytes, rate) is drawn on stderr when it is a terminal.
+
+Exit codes: 0 done, stopped by a signal, or stdout closed by the reader;
+            1 runtime failure; 2 bad usage or settings.
 ";
 
 struct Args {
@@ -50,7 +55,17 @@ fn parse_args() -> anyhow::Result<Parsed> {
     let mut config = None;
     let mut once = false;
     let mut check_only = false;
-    let mut level = Level::Info;
+    let mut level = match std::env::var("RUST_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "error" => Level::Error,
+        "warn" => Level::Warn,
+        "debug" => Level::Debug,
+        "trace" => Level::Trace,
+        _ => Level::Info,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -125,39 +140,95 @@ fn main() -> ExitCode {
 }
 
 fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
     let batch_bytes = config.batch_bytes;
     let encoder = Arc::new(NdjsonEncoder {
         metadata_key: config.metadata_key.clone(),
     });
     let log = Logger::new(Arc::new(StderrSink(args.level)));
     let mut engine = Engine::start(config, encoder, log.clone())?;
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    loop {
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            log.info(format_args!("signal received; stopping"));
+            break Ok(());
+        }
         if let Some(batch) = engine.take(batch_bytes, Duration::from_millis(200)) {
             if !batch.bytes.is_empty() {
                 match out.write_all(&batch.bytes).and_then(|()| out.flush()) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::BrokenPipe => {
                         log.info(format_args!("stdout closed by the reader; stopping"));
-                        break;
+                        break Ok(());
                     }
-                    Err(e) => {
-                        engine.shutdown();
-                        return Err(e).context("writing to stdout");
-                    }
+                    Err(e) => break Err(anyhow::Error::new(e).context("writing to stdout")),
                 }
             }
             engine.commit(&batch.marks);
+            progress.add(batch.bytes.len());
         } else if args.once && engine.is_idle() {
-            break;
+            break Ok(());
         }
-    }
+        progress.draw(&engine);
+    };
+    progress.finish();
     engine.shutdown();
     let s = engine.stats();
     log.info(format_args!(
         "done: {} objects shipped, {} failed, {} events",
         s.objects_done, s.objects_failed, s.events
     ));
-    Ok(())
+    result
+}
+
+/// The progress line for long backfills at a terminal.
+struct Progress {
+    on: bool,
+    started: Instant,
+    last: Instant,
+    bytes: u64,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            on,
+            started: now,
+            last: now,
+            bytes: 0,
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    fn draw(&mut self, engine: &Engine) {
+        if !self.on || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let s = engine.stats();
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r{} objects, {} failed, {} events, {:.1} MB, {:.0} events/s   ",
+            s.objects_done,
+            s.objects_failed,
+            s.events,
+            self.bytes as f64 / 1e6,
+            s.events as f64 / secs
+        );
+    }
+
+    fn finish(&self) {
+        if self.on && self.last != self.started {
+            eprintln!();
+        }
+    }
 }
