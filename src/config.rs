@@ -39,6 +39,7 @@ pub const KEYS: &[&str] = &[
     "buffer_bytes",
     "workers",
     "max_object_bytes",
+    "max_event_bytes",
     "metadata_key",
 ];
 
@@ -49,6 +50,8 @@ const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 const DEFAULT_WORKERS: usize = 4;
 const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
+const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;
 /// How far back the first run reaches when `start_time` is not set.
 const DEFAULT_START_LOOKBACK_SECS: u64 = 24 * 3600;
 
@@ -117,6 +120,9 @@ pub struct Settings {
     /// Largest object accepted, in bytes after decompression.
     #[serde(default, deserialize_with = "de::opt_bytes")]
     pub max_object_bytes: Option<u64>,
+    /// Largest single event, in bytes; a larger one ends its object with that reason.
+    #[serde(default, deserialize_with = "de::opt_bytes")]
+    pub max_event_bytes: Option<u64>,
     /// When set, each record gets `{"bucket": ..., "key": ...}` of its object under this key.
     pub metadata_key: Option<String>,
 }
@@ -167,6 +173,7 @@ pub struct Config {
     pub buffer_bytes: usize,
     pub workers: usize,
     pub max_object_bytes: u64,
+    pub max_event_bytes: usize,
     pub metadata_key: Option<String>,
 }
 
@@ -341,6 +348,10 @@ impl Settings {
         if max_object_bytes < 1024 {
             return Err(bad("max_object_bytes", "must be at least 1K"));
         }
+        let max_event_bytes = self.max_event_bytes.unwrap_or(DEFAULT_MAX_EVENT_BYTES);
+        if !(1024..=1 << 30).contains(&max_event_bytes) {
+            return Err(bad("max_event_bytes", "must be between 1K and 1G"));
+        }
         if let Some(k) = &self.metadata_key
             && k.is_empty()
         {
@@ -362,6 +373,7 @@ impl Settings {
             buffer_bytes: buffer_bytes as usize,
             workers: workers as usize,
             max_object_bytes,
+            max_event_bytes: max_event_bytes as usize,
             metadata_key: self.metadata_key,
         })
     }

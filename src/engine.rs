@@ -27,7 +27,7 @@ use crate::fetch::{FetchError, fetch};
 use crate::handoff::{Batch, Chunk, End, Handoff, Mark};
 use crate::log::Logger;
 use crate::object::ObjectRef;
-use crate::split::{Event, SplitError, Stop, split};
+use crate::split::{Event, SplitError, SplitOptions, Stop, split};
 use crate::timestamp::EventTime;
 
 /// Turns one event into the front end's wire format (msgpack for Fluent Bit, a JSON line
@@ -318,7 +318,12 @@ impl Core {
         let reader = decode::open(bytes, self.config.max_object_bytes);
         let mut buf = Vec::with_capacity(self.chunk_target + (64 << 10));
         let mut events = 0u64;
-        let outcome = split(reader, skip, object.last_modified, |event| {
+        let options = SplitOptions {
+            skip,
+            fallback: object.last_modified,
+            max_event_bytes: self.config.max_event_bytes,
+        };
+        let outcome = split(reader, options, |event| {
             let before = buf.len();
             if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
                 buf.truncate(before);

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod fetch;
 pub mod handoff;
 pub mod log;
+pub mod msgpack;
 pub mod ndjson;
 pub mod object;
 pub mod pathexpr;

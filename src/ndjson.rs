@@ -23,12 +23,15 @@ impl Encoder for NdjsonEncoder {
         object: &ObjectRef,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let text = event.json.get();
+        let text = event.json;
         let start = out.len();
         if text.contains(['\n', '\r']) {
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
             serde_json::to_writer(&mut *out, &value).map_err(|e| e.to_string())?;
         } else {
+            // The splitter checked structure only; the line must be JSON for the reader.
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| format!("invalid JSON: {e}"))?;
             out.extend_from_slice(text.as_bytes());
         }
         if let Some(key) = &self.metadata_key {
@@ -61,14 +64,12 @@ impl Encoder for NdjsonEncoder {
 mod tests {
     use super::*;
     use crate::timestamp::EventTime;
-    use serde_json::value::RawValue;
 
     fn enc(json: &str, meta: Option<&str>) -> String {
-        let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
         let t = EventTime::from_parts(1, 0).unwrap();
         let event = Event {
             index: 0,
-            json: &raw,
+            json,
             time: t,
         };
         let object = ObjectRef::s3(&"b".into(), "k/x.json.gz".into(), 1, t);

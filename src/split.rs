@@ -1,22 +1,19 @@
 //! Splitting one CloudTrail object into events, as a stream.
 //!
-//! The object is `{"Records":[event, ...]}` (other top-level keys are ignored). The parser
-//! reads from the decompressing reader and hands each element of `Records` over as soon as
-//! it is complete, so memory follows the largest event, not the object. Each event keeps
-//! its exact JSON text ([`RawValue`]): key order, number forms and escapes survive to the
-//! encoder. The event's own `eventTime` becomes its time; when that is missing or unreadable
-//! the caller's fallback (the object's LastModified) is used and counted.
+//! The object is `{"Records":[event, ...]}` (other top-level keys are skipped). Decompressed
+//! bytes flow through a window; a structural scan (strings skipped with `memchr`, brackets
+//! counted) finds where each element of `Records` ends, and the element's bytes are handed
+//! on as they are, so key order, number forms and escapes survive to the encoder. Memory
+//! follows the largest event (capped by `max_event_bytes`), not the object. The scan checks
+//! structure, not every detail of JSON syntax: encoders parse the event fully and refuse an
+//! invalid one.
 //!
-//! Errors after some events were handed over still report how many were: the caller ships
-//! those and records why the rest could not be read.
+//! The event's own `eventTime` becomes its time; when it is missing or unreadable the
+//! caller's fallback (the object's LastModified) is used and counted. Errors after some
+//! events were handed over still report how many were: the caller ships those and records
+//! why the rest could not be read.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::io::Read;
-
-use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+use std::io::{self, Read};
 
 use crate::decode::LimitExceeded;
 use crate::timestamp::EventTime;
@@ -26,8 +23,9 @@ use crate::timestamp::EventTime;
 pub struct Event<'a> {
     /// Position in `Records`, counting from 0 (also counting elements that were skipped).
     pub index: u64,
-    /// The event object's JSON text, exactly as in the source.
-    pub json: &'a RawValue,
+    /// The event object's JSON text, exactly as in the source (valid UTF-8; a JSON object
+    /// as far as the structural scan can tell).
+    pub json: &'a str,
     /// `eventTime`, or the fallback.
     pub time: EventTime,
 }
@@ -41,7 +39,7 @@ pub struct SplitStats {
     pub events: u64,
     /// Events stamped with the fallback time (no usable `eventTime`).
     pub fallback_time: u64,
-    /// Elements of `Records` that were not JSON objects and were left out.
+    /// Elements of `Records` that were not JSON objects (or not UTF-8) and were left out.
     pub not_objects: u64,
 }
 
@@ -52,12 +50,14 @@ pub enum SplitError {
     Decompress(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("JSON ends early (truncated object): {0}")]
-    Truncated(String),
-    #[error("invalid JSON: {0}")]
-    Json(String),
+    #[error("an event is larger than max_event_bytes ({0} bytes)")]
+    EventTooLarge(usize),
+    #[error("JSON ends early (truncated object) after {0} bytes")]
+    Truncated(u64),
+    #[error("invalid JSON at byte {offset}: {what}")]
+    Json { offset: u64, what: &'static str },
     #[error("not a CloudTrail log file: {0}")]
-    NotCloudTrail(String),
+    NotCloudTrail(&'static str),
     /// The callback asked to stop (shutdown); not a fault of the object.
     #[error("stopped before the end of the object")]
     Stopped,
@@ -81,182 +81,413 @@ pub struct SplitOutcome {
 #[derive(Debug, Clone, Copy)]
 pub struct Stop;
 
-/// Splits the object read from `reader`. Elements before `skip` are parsed but not handed
-/// over (they were shipped before a restart).
-pub fn split<R, F>(reader: R, skip: u64, fallback: EventTime, mut on_event: F) -> SplitOutcome
+/// How to split.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitOptions {
+    /// Elements before this position are scanned but not handed over (they were shipped
+    /// before a restart).
+    pub skip: u64,
+    /// Time for events without a usable `eventTime`.
+    pub fallback: EventTime,
+    /// Largest single event (and largest skipped top-level value).
+    pub max_event_bytes: usize,
+}
+
+/// Splits the object read from `reader`.
+pub fn split<R, F>(reader: R, options: SplitOptions, on_event: F) -> SplitOutcome
 where
     R: Read,
     F: FnMut(Event<'_>) -> Result<(), Stop>,
 {
-    let mut ctx = Ctx {
-        skip,
-        fallback,
-        on_event: &mut on_event,
+    let mut s = Splitter {
+        win: Window::new(reader, options.max_event_bytes),
+        options,
+        on_event,
         stats: SplitStats::default(),
-        phase: Phase::Top,
-        stopped: false,
     };
-    let mut de =
-        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 << 10, reader));
-    let result = TopSeed(&mut ctx)
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
-    let error = match result {
-        Ok(()) => None,
-        Err(_) if ctx.stopped => Some(SplitError::Stopped),
-        Err(e) => Some(classify(e, ctx.phase)),
-    };
+    let error = s.run().err();
     SplitOutcome {
-        stats: ctx.stats,
+        stats: s.stats,
         error,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Top,
-    Records,
-    Done,
-    NoRecords,
+/// Bytes read from the decompressor, of which `buf[pos..end]` are not consumed yet.
+struct Window<R> {
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    eof: bool,
+    /// Bytes dropped from the front of `buf` so far: `offset + pos` is the stream offset.
+    offset: u64,
+    max: usize,
 }
 
-struct Ctx<'f> {
-    skip: u64,
-    fallback: EventTime,
-    on_event: &'f mut dyn FnMut(Event<'_>) -> Result<(), Stop>,
-    stats: SplitStats,
-    phase: Phase,
-    stopped: bool,
-}
+const READ_CHUNK: usize = 256 << 10;
 
-impl Ctx<'_> {
-    fn element(&mut self, raw: &RawValue) -> Result<(), Stop> {
-        let index = self.stats.position;
-        self.stats.position += 1;
-        if index < self.skip {
-            return Ok(());
+impl<R: Read> Window<R> {
+    fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            end: 0,
+            eof: false,
+            offset: 0,
+            max,
         }
-        if !raw.get().starts_with('{') {
-            self.stats.not_objects += 1;
-            return Ok(());
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    fn at(&self) -> u64 {
+        self.offset + self.pos as u64
+    }
+
+    /// Reads more; `Ok(false)` at the end of the stream. Keeps `buf[pos..end]`.
+    fn fill(&mut self) -> Result<bool, SplitError> {
+        if self.eof {
+            return Ok(false);
         }
-        let time = match event_time(raw) {
-            Some(t) => t,
-            None => {
-                self.stats.fallback_time += 1;
-                self.fallback
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.offset += self.pos as u64;
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end > self.max {
+            return Err(SplitError::EventTooLarge(self.max));
+        }
+        if self.buf.len() < self.end + READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(e)),
             }
-        };
-        self.stats.events += 1;
-        (self.on_event)(Event {
-            index,
-            json: raw,
-            time,
-        })
+        }
+    }
+
+    /// Runs `scan` on the unconsumed bytes, reading more while it needs more, and consumes
+    /// what it used.
+    fn take<T>(&mut self, scan: impl Fn(&[u8], bool) -> Scan<T>) -> Result<T, SplitError> {
+        loop {
+            match scan(self.rest(), self.eof) {
+                Scan::Done(v, used) => {
+                    self.pos += used;
+                    return Ok(v);
+                }
+                Scan::More => {
+                    if !self.fill()? {
+                        return Err(SplitError::Truncated(self.offset + self.end as u64));
+                    }
+                }
+                Scan::Bad(what) => {
+                    return Err(SplitError::Json {
+                        offset: self.at(),
+                        what,
+                    });
+                }
+            }
+        }
     }
 }
 
-/// Reads only `eventTime` out of an event; every other field is skipped without allocating.
-fn event_time(raw: &RawValue) -> Option<EventTime> {
-    #[derive(Deserialize)]
-    struct Probe<'a> {
-        #[serde(rename = "eventTime", borrow, default)]
-        event_time: Option<Cow<'a, str>>,
+fn io_error(e: io::Error) -> SplitError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
+    {
+        Some(limit) => SplitError::TooLarge(limit.to_string()),
+        None => SplitError::Decompress(e.to_string()),
     }
-    let probe: Probe<'_> = serde_json::from_str(raw.get()).ok()?;
-    EventTime::parse_rfc3339(probe.event_time?.as_ref())
 }
 
-fn classify(e: serde_json::Error, phase: Phase) -> SplitError {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Io => {
-            let io = std::io::Error::from(e);
-            match io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
-            {
-                Some(limit) => SplitError::TooLarge(limit.to_string()),
-                None => SplitError::Decompress(io.to_string()),
-            }
+enum Scan<T> {
+    /// The value and how many bytes it used.
+    Done(T, usize),
+    /// The input ends inside the token.
+    More,
+    Bad(&'static str),
+}
+
+fn skip_ws(b: &[u8]) -> usize {
+    b.iter()
+        .position(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
+        .unwrap_or(b.len())
+}
+
+/// After optional white space, one of `expected`: returns which byte it was.
+fn punct(expected: &'static [u8], what: &'static str) -> impl Fn(&[u8], bool) -> Scan<u8> {
+    move |b, _eof| {
+        let i = skip_ws(b);
+        match b.get(i) {
+            None => Scan::More,
+            Some(c) if expected.contains(c) => Scan::Done(*c, i + 1),
+            Some(_) => Scan::Bad(what),
         }
-        Category::Eof => SplitError::Truncated(e.to_string()),
-        Category::Syntax => SplitError::Json(e.to_string()),
-        Category::Data => match phase {
-            Phase::Top => {
-                SplitError::NotCloudTrail(format!("top level is not a JSON object ({e})"))
-            }
-            Phase::Records => SplitError::NotCloudTrail(format!("'Records' is not an array ({e})")),
-            Phase::NoRecords => SplitError::NotCloudTrail("no 'Records' array".into()),
-            Phase::Done => SplitError::Json(e.to_string()),
+    }
+}
+
+/// The end of a string that starts at `b[0] == '"'`: the index after the closing quote.
+fn string_end(b: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    loop {
+        let j = memchr::memchr2(b'"', b'\\', &b[i..])?;
+        if b[i + j] == b'"' {
+            return Some(i + j + 1);
+        }
+        i += j + 2;
+        if i > b.len() {
+            return None;
+        }
+    }
+}
+
+/// The length of the JSON value at `b[0]` (not white space), by structure.
+fn value_len(b: &[u8], eof: bool) -> Scan<usize> {
+    match b.first() {
+        None => Scan::More,
+        Some(b'"') => match string_end(b) {
+            Some(n) => Scan::Done(n, n),
+            None => Scan::More,
         },
-    }
-}
-
-struct TopSeed<'c, 'f>(&'c mut Ctx<'f>);
-
-impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object with a Records array")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let ctx = self.0;
-        let mut seen = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == "Records" && !seen {
-                seen = true;
-                ctx.phase = Phase::Records;
-                map.next_value_seed(RecordsSeed(&mut *ctx))?;
-                ctx.phase = Phase::Top;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => match string_end(&b[i..]) {
+                        Some(n) => {
+                            i += n;
+                            continue;
+                        }
+                        None => return Scan::More,
+                    },
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Scan::Done(i + 1, i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            Scan::More
+        }
+        Some(c) if c.is_ascii_digit() || matches!(c, b'-' | b't' | b'f' | b'n') => {
+            match b
+                .iter()
+                .position(|c| matches!(c, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
+            {
+                Some(n) => Scan::Done(n, n),
+                None if eof => Scan::Done(b.len(), b.len()),
+                None => Scan::More,
             }
         }
-        if seen {
-            ctx.phase = Phase::Done;
+        Some(_) => Scan::Bad("expected a value"),
+    }
+}
+
+/// After optional white space, a whole value: `(start, len)` relative to the scan input.
+fn ws_value(b: &[u8], eof: bool) -> Scan<(usize, usize)> {
+    let i = skip_ws(b);
+    if i == b.len() {
+        return Scan::More;
+    }
+    match value_len(&b[i..], eof) {
+        Scan::Done(n, _) => Scan::Done((i, n), i + n),
+        Scan::More => Scan::More,
+        Scan::Bad(w) => Scan::Bad(w),
+    }
+}
+
+/// Finds `eventTime` among the top-level keys of an event object, walking its structure
+/// only as far as that key.
+fn find_event_time(event: &str) -> Option<&str> {
+    let b = event.as_bytes();
+    let mut i = 1; // past '{'
+    let mut depth = 1usize;
+    let mut expect_key = true;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let n = string_end(&b[i..])?;
+                if depth == 1 && expect_key {
+                    let key = &b[i + 1..i + n - 1];
+                    let after = i + n + skip_ws(&b[i + n..]);
+                    if key == b"eventTime" && b.get(after) == Some(&b':') {
+                        let v = after + 1 + skip_ws(&b[after + 1..]);
+                        if b.get(v) != Some(&b'"') {
+                            return None;
+                        }
+                        let m = string_end(&b[v..])?;
+                        let text = &event[v + 1..v + m - 1];
+                        return (!text.contains('\\')).then_some(text);
+                    }
+                    expect_key = false;
+                }
+                i += n;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+struct Splitter<R, F> {
+    win: Window<R>,
+    options: SplitOptions,
+    on_event: F,
+    stats: SplitStats,
+}
+
+impl<R: Read, F: FnMut(Event<'_>) -> Result<(), Stop>> Splitter<R, F> {
+    fn run(&mut self) -> Result<(), SplitError> {
+        match self.win.take(|b, _| {
+            let i = skip_ws(b);
+            match b.get(i) {
+                None => Scan::More,
+                Some(b'{') => Scan::Done((), i + 1),
+                Some(_) => Scan::Bad("top level is not a JSON object"),
+            }
+        }) {
+            Err(SplitError::Json { .. }) => {
+                return Err(SplitError::NotCloudTrail("top level is not a JSON object"));
+            }
+            Err(SplitError::Truncated(0)) => return Err(SplitError::Truncated(0)),
+            other => other?,
+        }
+        let mut seen_records = false;
+        let mut first = true;
+        loop {
+            if !first {
+                let c = self
+                    .win
+                    .take(punct(b",}", "expected ',' or '}' after a value"))?;
+                if c == b'}' {
+                    break;
+                }
+            }
+            let key_or_end = self.win.take(|b, _| {
+                let i = skip_ws(b);
+                match b.get(i) {
+                    None => Scan::More,
+                    Some(b'}') if first => Scan::Done(None, i + 1),
+                    Some(b'"') => match string_end(&b[i..]) {
+                        Some(n) => Scan::Done(Some(&b[i + 1..i + n - 1] == b"Records"), i + n),
+                        None => Scan::More,
+                    },
+                    Some(_) => Scan::Bad("expected a key"),
+                }
+            })?;
+            let Some(is_records) = key_or_end else { break };
+            first = false;
+            self.win.take(punct(b":", "expected ':' after a key"))?;
+            if is_records && !seen_records {
+                seen_records = true;
+                self.records()?;
+            } else {
+                self.win.take(ws_value)?;
+            }
+        }
+        self.win
+            .take(|b, eof| {
+                let i = skip_ws(b);
+                if i < b.len() {
+                    Scan::Bad("data after the top-level object")
+                } else if eof {
+                    Scan::Done((), i)
+                } else {
+                    Scan::More
+                }
+            })
+            .or_else(|e| match e {
+                SplitError::Truncated(_) => Ok(()),
+                e => Err(e),
+            })?;
+        if seen_records {
             Ok(())
         } else {
-            ctx.phase = Phase::NoRecords;
-            Err(de::Error::custom("no Records"))
+            Err(SplitError::NotCloudTrail("no 'Records' array"))
         }
     }
-}
 
-struct RecordsSeed<'c, 'f>(&'c mut Ctx<'f>);
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of events")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let ctx = self.0;
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            if ctx.element(&raw).is_err() {
-                ctx.stopped = true;
-                return Err(de::Error::custom("stopped"));
+    /// `[event, ...]` after the `"Records":` key.
+    fn records(&mut self) -> Result<(), SplitError> {
+        let open = self.win.take(|b, _| {
+            let i = skip_ws(b);
+            match b.get(i) {
+                None => Scan::More,
+                Some(b'[') => Scan::Done(true, i + 1),
+                Some(_) => Scan::Done(false, 0),
+            }
+        })?;
+        if !open {
+            return Err(SplitError::NotCloudTrail("'Records' is not an array"));
+        }
+        if self.win.take(|b, _| {
+            let i = skip_ws(b);
+            match b.get(i) {
+                None => Scan::More,
+                Some(b']') => Scan::Done(true, i + 1),
+                Some(_) => Scan::Done(false, i),
+            }
+        })? {
+            return Ok(());
+        }
+        loop {
+            let (start, len) = self.win.take(ws_value)?;
+            let end = self.win.pos;
+            let bytes = &self.win.buf[end - len..end];
+            let _ = start;
+            let index = self.stats.position;
+            self.stats.position += 1;
+            if index >= self.options.skip {
+                match std::str::from_utf8(bytes) {
+                    Ok(json) if json.starts_with('{') => {
+                        let time = match find_event_time(json).and_then(EventTime::parse_rfc3339) {
+                            Some(t) => t,
+                            None => {
+                                self.stats.fallback_time += 1;
+                                self.options.fallback
+                            }
+                        };
+                        self.stats.events += 1;
+                        if (self.on_event)(Event { index, json, time }).is_err() {
+                            return Err(SplitError::Stopped);
+                        }
+                    }
+                    _ => self.stats.not_objects += 1,
+                }
+            }
+            if self
+                .win
+                .take(punct(b",]", "expected ',' or ']' in Records"))?
+                == b']'
+            {
+                return Ok(());
             }
         }
-        Ok(())
     }
 }
 
@@ -269,19 +500,43 @@ mod tests {
         None => panic!(),
     };
 
+    fn opts(skip: u64) -> SplitOptions {
+        SplitOptions {
+            skip,
+            fallback: FALLBACK,
+            max_event_bytes: 1 << 20,
+        }
+    }
+
     fn run(json: &str, skip: u64) -> (Vec<(u64, String, u32)>, SplitOutcome) {
         let mut got = Vec::new();
-        let out = split(json.as_bytes(), skip, FALLBACK, |e| {
-            got.push((e.index, e.json.get().to_string(), e.time.secs()));
+        let out = split(json.as_bytes(), opts(skip), |e| {
+            got.push((e.index, e.json.to_string(), e.time.secs()));
             Ok(())
         });
         (got, out)
     }
 
+    /// A reader that returns one byte per read: every token crosses a window boundary.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.split_first() {
+                Some((c, rest)) if !buf.is_empty() => {
+                    buf[0] = *c;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
     #[test]
     fn splits_records_keeping_the_text() {
         let (got, out) = run(
-            r#"{"Records":[{"eventTime":"2023-07-10T11:42:36Z","b":1.50,"a":"\u00e9"},{"x":null}]}"#,
+            r#" {"Records" : [ {"eventTime":"2023-07-10T11:42:36Z","b":1.50,"a":"\u00e9"} , {"x":null}]}
+"#,
             0,
         );
         assert_eq!(out.error, None);
@@ -297,6 +552,21 @@ mod tests {
     }
 
     #[test]
+    fn the_same_events_whatever_the_read_sizes() {
+        let json = r#"{"a":{"b":"]}\"["},"Records":[{"k":"v\\","eventTime":"2023-07-10T11:42:36Z","n":[1,{"x":"}"}]},{"eventTime":"x"},7,true]}"#;
+        let (want, _) = run(json, 0);
+        let mut got = Vec::new();
+        let out = split(Trickle(json.as_bytes()), opts(0), |e| {
+            got.push((e.index, e.json.to_string(), e.time.secs()));
+            Ok(())
+        });
+        assert_eq!(out.error, None);
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 2);
+        assert_eq!(out.stats.not_objects, 2);
+    }
+
+    #[test]
     fn skip_resumes_after_shipped_events() {
         let (got, out) = run(r#"{"Records":[{"i":0},{"i":1},{"i":2}]}"#, 2);
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![2]);
@@ -305,15 +575,14 @@ mod tests {
     }
 
     #[test]
-    fn other_top_level_keys_and_non_objects() {
-        let (got, out) = run(
-            r#"{"Other":{"Records":5},"Records":[1,{"a":1},"s"],"z":[]}"#,
-            0,
+    fn event_time_only_at_the_top_level() {
+        assert_eq!(
+            find_event_time(r#"{"a":{"eventTime":"x"},"eventTime":"y"}"#),
+            Some("y")
         );
-        assert_eq!(out.error, None);
-        assert_eq!(got.len(), 1);
-        assert_eq!(out.stats.not_objects, 2);
-        assert_eq!(out.stats.position, 3);
+        assert_eq!(find_event_time(r#"{"a":"eventTime","b":1}"#), None);
+        assert_eq!(find_event_time(r#"{"eventTime" : "z"}"#), Some("z"));
+        assert_eq!(find_event_time(r#"{"eventTime":12}"#), None);
     }
 
     #[test]
@@ -334,7 +603,9 @@ mod tests {
             (r#"{"Records":{}}"#, "not an array"),
             (r#"[1,2]"#, "top level"),
             (r#"{"Records":[]} junk"#, "invalid JSON"),
+            (r#"{"Records":[{}] "x":1}"#, "invalid JSON"),
             ("", "truncated"),
+            ("{}", "no 'Records'"),
         ];
         for (json, want) in cases {
             let (_, out) = run(json, 0);
@@ -351,9 +622,16 @@ mod tests {
     }
 
     #[test]
+    fn event_larger_than_the_limit_is_an_error() {
+        let big = format!(r#"{{"Records":[{{"a":"{}"}}]}}"#, "x".repeat(2 << 20));
+        let out = split(big.as_bytes(), opts(0), |_| Ok(()));
+        assert_eq!(out.error, Some(SplitError::EventTooLarge(1 << 20)));
+    }
+
+    #[test]
     fn callback_can_stop() {
         let mut n = 0;
-        let out = split(&br#"{"Records":[{},{},{}]}"#[..], 0, FALLBACK, |_| {
+        let out = split(&br#"{"Records":[{},{},{}]}"#[..], opts(0), |_| {
             n += 1;
             if n == 2 { Err(Stop) } else { Ok(()) }
         });

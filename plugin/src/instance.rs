@@ -13,7 +13,7 @@ use cloudtrail_s3::log::{Level, LogSink, Logger};
 use cloudtrail_s3::{Engine, Settings};
 
 use crate::ffi::Host;
-use crate::msgpack::MsgpackEncoder;
+use cloudtrail_s3::msgpack::MsgpackEncoder;
 
 /// Log lines waiting to be printed on the instance thread: Fluent Bit only routes lines
 /// from its own threads to `log_file`, so engine threads queue them here.

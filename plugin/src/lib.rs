@@ -9,7 +9,6 @@
 mod abi;
 mod ffi;
 mod instance;
-mod msgpack;
 
 use std::ffi::{c_int, c_void};
 

@@ -170,8 +170,12 @@ pub struct Plugin {
     entry: Entry,
 }
 
-/// Path of the built plugin (debug profile, as the test command builds it).
+/// Path of the built plugin: `CLOUDTRAIL_PLUGIN_SO`, or the debug build the test command
+/// makes.
 pub fn so_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLOUDTRAIL_PLUGIN_SO") {
+        return PathBuf::from(p);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));

@@ -1,5 +1,6 @@
 //! Fluent Bit's record format: `[[EventTime, {}], body]`, with the event's JSON transcoded
-//! straight into msgpack.
+//! straight into msgpack. Pure Rust with no host types, so it lives in the engine crate where
+//! benchmarks can reach it; the plugin only hands the bytes over.
 //!
 //! The transcoder walks the JSON with serde and writes msgpack as it goes, with no
 //! intermediate tree, so key order and value types are exactly the source's. JSON does not
@@ -8,10 +9,10 @@
 
 use std::fmt;
 
-use cloudtrail_s3::Encoder;
-use cloudtrail_s3::object::{ObjectMeta, ObjectRef};
-use cloudtrail_s3::split::Event;
-use cloudtrail_s3::timestamp::EventTime;
+use crate::engine::Encoder;
+use crate::object::{ObjectMeta, ObjectRef};
+use crate::split::Event;
+use crate::timestamp::EventTime;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 /// Encodes events as Fluent Bit v2 log records.
@@ -29,7 +30,7 @@ impl Encoder for MsgpackEncoder {
     ) -> Result<(), String> {
         write_header(event.time, out);
         let extra = self.metadata_key.as_deref().map(|k| (k, object.meta()));
-        transcode_object(event.json.get(), extra, out)
+        transcode_object(event.json, extra, out)
     }
 }
 

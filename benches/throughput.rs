@@ -1,0 +1,527 @@
+//! Throughput and memory, side by side in one run: the floor (gzip alone, JSON parsing
+//! alone), the engine on one thread, the plugin `.so` in the stand-in host (folder and S3
+//! sources), the command, and the peers (`jq`, Python) when installed.
+//!
+//! Run with `scripts/bench` (it builds the release plugin and command first). Each stage runs
+//! in its own process so its peak RSS is its own. The corpus is the real objects in
+//! `testdata/cloudtrail`, copied and gzipped into `target/bench-corpus` on the fly.
+
+#[path = "../tests/it/json.rs"]
+#[allow(dead_code)]
+mod json;
+
+#[path = "../tests/it/host.rs"]
+#[allow(dead_code)]
+mod host;
+
+#[path = "../tests/it/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudtrail_s3::msgpack::MsgpackEncoder;
+use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::object::ObjectRef;
+use cloudtrail_s3::timestamp::EventTime;
+use cloudtrail_s3::{Encoder, decode, split};
+use flate2::Compression;
+use flate2::read::{GzDecoder, MultiGzDecoder};
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+
+/// Copies of the 55 real objects: 40 gives 2,200 objects, 116,000 events, ~146 MB of JSON.
+const COPIES: usize = 40;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn corpus_dir() -> PathBuf {
+    repo().join("target/bench-corpus")
+}
+
+const DAY_DIR: &str = "AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10";
+
+/// Writes the corpus unless it is already there; returns its files.
+fn corpus() -> Vec<PathBuf> {
+    let dir = corpus_dir().join(DAY_DIR);
+    let src = repo().join("testdata/cloudtrail").join(DAY_DIR);
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sources.sort();
+    let want = sources.len() * COPIES;
+    let existing = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    if existing != want {
+        let _ = std::fs::remove_dir_all(corpus_dir());
+        std::fs::create_dir_all(&dir).unwrap();
+        for copy in 0..COPIES {
+            for s in &sources {
+                let mut json = Vec::new();
+                GzDecoder::new(std::fs::File::open(s).unwrap())
+                    .read_to_end(&mut json)
+                    .unwrap();
+                let name = format!("c{copy:02}_{}", s.file_name().unwrap().to_str().unwrap());
+                let mut e = GzEncoder::new(Vec::new(), Compression::default());
+                e.write_all(&json).unwrap();
+                std::fs::write(dir.join(name), e.finish().unwrap()).unwrap();
+            }
+        }
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Result {
+    stage: String,
+    events: u64,
+    /// Decompressed JSON bytes the stage went through.
+    json_bytes: u64,
+    secs: f64,
+    peak_rss_kb: u64,
+    note: String,
+}
+
+fn peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// One stage, in this process; prints its result as a JSON line.
+fn run_stage(stage: &str) {
+    let files = corpus();
+    let total_json: u64 = 146_000_000;
+    let r = match stage {
+        "floor-gunzip" => {
+            let t = Instant::now();
+            let mut bytes = 0;
+            for f in &files {
+                let data = std::fs::read(f).unwrap();
+                bytes += std::io::copy(&mut MultiGzDecoder::new(&data[..]), &mut std::io::sink())
+                    .unwrap();
+            }
+            result(stage, 0, bytes, t.elapsed(), "flate2 (zlib-rs), one thread")
+        }
+        "floor-json" => {
+            let mut secs = Duration::ZERO;
+            let mut bytes = 0;
+            for f in &files {
+                let json = gunzip(f);
+                bytes += json.len() as u64;
+                let t = Instant::now();
+                let v: serde::de::IgnoredAny = serde_json::from_slice(&json).unwrap();
+                secs += t.elapsed();
+                std::hint::black_box(v);
+            }
+            result(
+                stage,
+                0,
+                bytes,
+                secs,
+                "serde_json from_slice, IgnoredAny, parse time only",
+            )
+        }
+        "engine-msgpack" | "engine-ndjson" => {
+            let encoder: Box<dyn Encoder> = if stage == "engine-msgpack" {
+                Box::new(MsgpackEncoder { metadata_key: None })
+            } else {
+                Box::new(NdjsonEncoder { metadata_key: None })
+            };
+            let fallback = EventTime::from_parts(0, 0).unwrap();
+            let t = Instant::now();
+            let (mut events, mut out_bytes, mut json_bytes) = (0u64, 0u64, 0u64);
+            let mut out = Vec::with_capacity(2 << 20);
+            for f in &files {
+                let data = std::fs::read(f).unwrap();
+                let object = ObjectRef::file(f.clone(), String::new(), data.len() as u64, fallback);
+                let reader = CountingReader {
+                    inner: decode::open(&data, 1 << 30),
+                    n: &mut json_bytes,
+                };
+                let options = split::SplitOptions {
+                    skip: 0,
+                    fallback,
+                    max_event_bytes: 16 << 20,
+                };
+                let outcome = split::split(reader, options, |e| {
+                    encoder.encode(&e, &object, &mut out).unwrap();
+                    if out.len() > (1 << 20) {
+                        out_bytes += out.len() as u64;
+                        out.clear();
+                    }
+                    Ok(())
+                });
+                assert!(outcome.error.is_none());
+                events += outcome.stats.events;
+            }
+            out_bytes += out.len() as u64;
+            let note = format!(
+                "decompress+split+time+encode, one thread; {:.0} B out/event",
+                out_bytes as f64 / events as f64
+            );
+            result(stage, events, json_bytes, t.elapsed(), &note)
+        }
+        "plugin-dir" | "plugin-s3" => {
+            let events_total = 2_900 * COPIES as u64;
+            let mut props: Vec<(&str, String)> = vec![
+                ("start_time", "2023-07-01T00:00:00Z".into()),
+                ("batch_bytes", "64M".into()),
+                ("workers", "4".into()),
+            ];
+            if stage == "plugin-dir" {
+                props.push(("dir", corpus_dir().to_str().unwrap().into()));
+            } else {
+                let bucket = server::bucket("bench");
+                let c = server::client();
+                server::block_on(async {
+                    let mut tasks = Vec::new();
+                    for f in &files {
+                        let key = format!("{DAY_DIR}/{}", f.file_name().unwrap().to_str().unwrap());
+                        let body = std::fs::read(f).unwrap();
+                        let req = c
+                            .put_object()
+                            .bucket(&bucket)
+                            .key(key)
+                            .body(body.into())
+                            .send();
+                        tasks.push(req);
+                        if tasks.len() == 16 {
+                            for t in tasks.drain(..) {
+                                t.await.unwrap();
+                            }
+                        }
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                props.extend(
+                    server::s3_props(&bucket)
+                        .into_iter()
+                        .filter(|(k, _)| *k != "start_time"),
+                );
+            }
+            let list: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let plugin = host::Plugin::load();
+            let t = Instant::now();
+            let inst = plugin.start(&list).expect("init");
+            let mut events = 0u64;
+            let mut calls = 0u64;
+            while events < events_total && t.elapsed() < Duration::from_secs(600) {
+                let (_, data) = inst.collect();
+                calls += 1;
+                if data.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                events += count_records(&data);
+            }
+            let secs = t.elapsed();
+            drop(inst);
+            let note = format!(
+                "collect as fast as it returns, batch_bytes 64M, 4 workers; {calls} collects"
+            );
+            result(stage, events, total_json, secs, &note)
+        }
+        "plugin-1s-tick" => {
+            // Fluent Bit's pace: one collect a second. What one instance moves per second
+            // is what one collect returns.
+            let dir = corpus_dir();
+            let list = [
+                ("dir", dir.to_str().unwrap()),
+                ("start_time", "2023-07-01T00:00:00Z"),
+                ("batch_bytes", "64M"),
+                ("buffer_bytes", "128M"),
+            ];
+            let plugin = host::Plugin::load();
+            let inst = plugin.start(&list).expect("init");
+            std::thread::sleep(Duration::from_secs(1));
+            let t = Instant::now();
+            let mut events = 0u64;
+            let mut per_tick = Vec::new();
+            for _ in 0..2 {
+                let tick = Instant::now();
+                let (_, data) = inst.collect();
+                let n = count_records(&data);
+                per_tick.push(n);
+                events += n;
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+            }
+            let secs = t.elapsed();
+            drop(inst);
+            let note = format!("1 collect/s, batch_bytes 64M: events per collect {per_tick:?}");
+            result(stage, events, 0, secs, &note)
+        }
+        other => panic!("unknown stage {other}"),
+    };
+    let mut r = r;
+    r.peak_rss_kb = peak_rss_kb();
+    println!("RESULT {}", serde_json::to_string(&r).unwrap());
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    n: &'a mut u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts events in a collect buffer by walking the msgpack values.
+fn count_records(mut data: &[u8]) -> u64 {
+    let mut n = 0;
+    while !data.is_empty() {
+        rmpv::decode::read_value(&mut data).expect("valid msgpack");
+        n += 1;
+    }
+    n
+}
+
+fn result(stage: &str, events: u64, json_bytes: u64, d: Duration, note: &str) -> Result {
+    Result {
+        stage: stage.into(),
+        events,
+        json_bytes,
+        secs: d.as_secs_f64(),
+        peak_rss_kb: 0,
+        note: note.into(),
+    }
+}
+
+/// Runs a command under `/usr/bin/time` for its peak RSS (children included).
+fn external(stage: &str, script: &str, events: u64, json_bytes: u64, note: &str) -> Option<Result> {
+    let t = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS %M", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .ok()?;
+    let secs = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("{stage}: failed: {err}");
+        return None;
+    }
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut r = result(stage, events, json_bytes, secs, note);
+    r.peak_rss_kb = rss;
+    Some(r)
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--stage") {
+        run_stage(&args[i + 1]);
+        return;
+    }
+    let files = corpus();
+    let json_bytes: u64 = files.iter().map(|f| gunzip(f).len() as u64).sum();
+    let gz_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let events = 2_900 * COPIES as u64;
+    println!(
+        "corpus: {} objects, {} events, {:.1} MB JSON, {:.1} MB gzipped ({})",
+        files.len(),
+        events,
+        json_bytes as f64 / 1e6,
+        gz_bytes as f64 / 1e6,
+        corpus_dir().display()
+    );
+    let filter: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| filter.is_empty() || filter.iter().any(|f| s.contains(f.as_str()));
+    let me = std::env::current_exe().unwrap();
+    let mut results = Vec::new();
+    for stage in [
+        "floor-gunzip",
+        "floor-json",
+        "engine-msgpack",
+        "engine-ndjson",
+        "plugin-dir",
+        "plugin-s3",
+        "plugin-1s-tick",
+    ] {
+        if !wanted(stage) {
+            continue;
+        }
+        eprintln!("running {stage}...");
+        let out = Command::new(&me)
+            .args(["--stage", stage])
+            .env("HOST_LOG_LEVEL", "2")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+            Some(line) => {
+                let mut r: Result = serde_json::from_str(line).unwrap();
+                if r.json_bytes == 146_000_000 {
+                    r.json_bytes = json_bytes;
+                }
+                results.push(r)
+            }
+            None => eprintln!("{stage}: no result ({})", out.status),
+        }
+    }
+    let dir = corpus_dir().join(DAY_DIR);
+    let cli = repo().join("target/release/cloudtrail-s3");
+    if wanted("cli-dir") && cli.exists() {
+        eprintln!("running cli-dir...");
+        let settings = repo().join("target/bench-cli.toml");
+        std::fs::write(
+            &settings,
+            format!(
+                "dir = {:?}\nstart_time = \"2023-07-01T00:00:00Z\"\nbatch_bytes = \"16M\"\n",
+                corpus_dir().to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let script = format!(
+            "{} -q --once --config {} > /dev/null",
+            cli.display(),
+            settings.display()
+        );
+        results.extend(external(
+            "cli-dir",
+            &script,
+            events,
+            json_bytes,
+            "cloudtrail-s3 --once > /dev/null, 4 workers",
+        ));
+    }
+    if wanted("jq") && have("jq") {
+        eprintln!("running jq...");
+        let script = format!("cat {}/*.gz | gzip -dc | jq -c '.Records[]'", dir.display());
+        results.extend(external(
+            "peer-jq",
+            &script,
+            events,
+            json_bytes,
+            "cat | gzip -dc | jq -c '.Records[]'",
+        ));
+    }
+    if wanted("python") && have("python3") {
+        eprintln!("running python...");
+        let py = "import glob,gzip,json,sys\n\
+                  out=open('/dev/null','w')\n\
+                  for f in sorted(glob.glob(sys.argv[1]+'/*.gz')):\n\
+                  \x20   d=json.load(gzip.open(f))\n\
+                  \x20   for r in d['Records']: out.write(json.dumps(r)+'\\n')\n";
+        let script_path = repo().join("target/bench-peer.py");
+        std::fs::write(&script_path, py).unwrap();
+        let script = format!("python3 {} {}", script_path.display(), dir.display());
+        results.extend(external(
+            "peer-python",
+            &script,
+            events,
+            json_bytes,
+            "gzip + json.load + json.dumps per event",
+        ));
+    }
+    print_table(&results);
+}
+
+fn print_table(results: &[Result]) {
+    let rate = |stage: &str| {
+        results
+            .iter()
+            .find(|r| r.stage == stage)
+            .map(|r| r.events as f64 / r.secs)
+    };
+    let engine = rate("engine-msgpack");
+    println!();
+    println!("| stage | events/s | MB/s (JSON) | seconds | peak RSS MB | engine ÷ this | note |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for r in results {
+        let ev = if r.events > 0 {
+            format!("{:.0}", r.events as f64 / r.secs)
+        } else {
+            "—".into()
+        };
+        let mbs = if r.json_bytes > 0 {
+            format!("{:.0}", r.json_bytes as f64 / 1e6 / r.secs)
+        } else {
+            "—".into()
+        };
+        let ratio = match (engine, r.events) {
+            (Some(e), n) if n > 0 && r.stage != "engine-msgpack" => {
+                format!("{:.2}", e / (n as f64 / r.secs))
+            }
+            _ => "—".into(),
+        };
+        println!(
+            "| {} | {} | {} | {:.2} | {:.1} | {} | {} |",
+            r.stage,
+            ev,
+            mbs,
+            r.secs,
+            r.peak_rss_kb as f64 / 1024.0,
+            ratio,
+            r.note
+        );
+    }
+    let by_bytes = |stage: &str| {
+        results
+            .iter()
+            .find(|r| r.stage == stage)
+            .map(|r| r.json_bytes as f64 / r.secs)
+    };
+    if let (Some(e), Some(g), Some(j)) = (
+        by_bytes("engine-msgpack"),
+        by_bytes("floor-gunzip"),
+        by_bytes("floor-json"),
+    ) {
+        println!();
+        println!(
+            "engine MB/s ÷ gunzip MB/s = {:.2}; engine MB/s ÷ JSON-parse MB/s = {:.2}; engine ÷ (gunzip then parse) = {:.2}",
+            e / g,
+            e / j,
+            e * (1.0 / g + 1.0 / j)
+        );
+    }
+}
