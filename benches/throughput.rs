@@ -183,14 +183,19 @@ fn run_stage(stage: &str) {
             );
             result(stage, events, json_bytes, t.elapsed(), &note)
         }
-        "plugin-dir" | "plugin-s3" => {
+        "plugin-dir" | "plugin-dir-defaults" | "plugin-s3" => {
             let events_total = 2_900 * COPIES as u64;
+            let batch = if stage == "plugin-dir-defaults" {
+                "4M"
+            } else {
+                "64M"
+            };
             let mut props: Vec<(&str, String)> = vec![
                 ("start_time", "2023-07-01T00:00:00Z".into()),
-                ("batch_bytes", "64M".into()),
+                ("batch_bytes", batch.into()),
                 ("workers", "4".into()),
             ];
-            if stage == "plugin-dir" {
+            if stage.starts_with("plugin-dir") {
                 props.push(("dir", corpus_dir().to_str().unwrap().into()));
             } else {
                 let bucket = server::bucket("bench");

@@ -144,15 +144,17 @@ pub fn logs_containing(needle: &str) -> Vec<(c_int, String)> {
         .collect()
 }
 
-type InitFn = unsafe extern "C" fn(*mut c_void) -> c_int;
-type CollectFn = unsafe extern "C" fn(*mut c_void, *mut *mut c_void, *mut usize) -> c_int;
-type CleanupFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
-type VoidFn = unsafe extern "C" fn();
+pub type InitFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+pub type CollectFn = unsafe extern "C" fn(*mut c_void, *mut *mut c_void, *mut usize) -> c_int;
+pub type CleanupFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+pub type VoidFn = unsafe extern "C" fn();
 type PreExitFn = unsafe extern "C" fn(c_int);
-type ExitFn = unsafe extern "C" fn() -> c_int;
+pub type ExitFn = unsafe extern "C" fn() -> c_int;
 
 #[derive(Clone, Copy)]
 struct Entry {
+    register: unsafe extern "C" fn(*mut c_void) -> c_int,
+    collect_no_ctx: unsafe extern "C" fn(*mut *mut c_void, *mut usize) -> c_int,
     init: InitFn,
     collect: CollectFn,
     cleanup: CleanupFn,
@@ -160,6 +162,21 @@ struct Entry {
     resume: VoidFn,
     pre_exit: PreExitFn,
     exit: ExitFn,
+}
+
+impl Entry {
+    fn raw(&self) -> Raw {
+        Raw {
+            collect: self.collect,
+            cleanup: self.cleanup,
+            collect_no_ctx: self.collect_no_ctx,
+            pause: self.pause,
+            resume: self.resume,
+            exit: self.exit,
+            init: self.init,
+            register: self.register,
+        }
+    }
 }
 
 /// The loaded `.so`, registered once.
@@ -215,6 +232,8 @@ impl Plugin {
             };
         }
         let entry = Entry {
+            register: sym!(b"FLBPluginRegister"),
+            collect_no_ctx: sym!(b"FLBPluginInputCallback"),
             init: sym!(b"FLBPluginInit"),
             collect: sym!(b"FLBPluginInputCallbackCtx"),
             cleanup: sym!(b"FLBPluginInputCleanupCallbackCtx"),
@@ -264,6 +283,23 @@ enum Cmd {
     Pause,
     Resume,
     Exit(Sender<c_int>),
+    /// Runs a raw call sequence on the instance thread (for abuse tests), with the
+    /// instance's `remote_context`.
+    Run(RawCall),
+}
+
+type RawCall = Box<dyn FnOnce(&Raw, *mut c_void) + Send>;
+
+/// Direct access to every export, for tests that call them the way no host should.
+pub struct Raw {
+    pub collect: CollectFn,
+    pub cleanup: CleanupFn,
+    pub collect_no_ctx: unsafe extern "C" fn(*mut *mut c_void, *mut usize) -> c_int,
+    pub pause: VoidFn,
+    pub resume: VoidFn,
+    pub exit: ExitFn,
+    pub init: InitFn,
+    pub register: unsafe extern "C" fn(*mut c_void) -> c_int,
 }
 
 fn instance_thread(
@@ -322,8 +358,8 @@ fn instance_thread(
                 unsafe { (e.pre_exit)(0) };
                 let rc = unsafe { (e.exit)() };
                 let _ = reply.send(rc);
-                return;
             }
+            Cmd::Run(f) => f(&e.raw(), remote),
         }
     }
 }
@@ -351,7 +387,9 @@ impl Instance {
         self.tx.send(Cmd::Resume).unwrap();
     }
 
-    pub fn exit(mut self) -> c_int {
+    /// Stops the instance (`FLBPluginInputPreExit` + `FLBPluginExit`); the handle stays
+    /// usable for `run`.
+    pub fn exit(&mut self) -> c_int {
         self.exit_inner()
     }
 
@@ -362,9 +400,22 @@ impl Instance {
         self.exited = true;
         let (tx, rx) = channel();
         self.tx.send(Cmd::Exit(tx)).unwrap();
-        let rc = rx.recv().expect("instance thread died in exit");
-        self.thread.take().unwrap().join().unwrap();
-        rc
+        rx.recv().expect("instance thread died in exit")
+    }
+
+    /// Runs `f` on the instance thread with the raw exports and `remote_context`, and
+    /// waits for it. Works after `exit` too (the thread lives until the handle is dropped).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Raw, *mut c_void) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = channel();
+        self.tx
+            .send(Cmd::Run(Box::new(move |raw, ctx| {
+                let _ = tx.send(f(raw, ctx));
+            })))
+            .unwrap();
+        rx.recv().expect("instance thread died")
     }
 
     /// Collects every `tick` until `done(records so far)` or the deadline; returns all
@@ -395,6 +446,12 @@ impl Drop for Instance {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             self.exit_inner();
+        }
+        // Closing the channel ends the instance thread.
+        let (dead, _) = channel();
+        self.tx = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

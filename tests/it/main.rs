@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the S3 server starts once and the AWS SDK links once.
 
+mod abuse;
 mod cli;
 mod conf;
 mod data;

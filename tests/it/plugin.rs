@@ -48,7 +48,7 @@ fn real_objects_arrive_once_each_with_their_event_time() {
     let bucket = server::bucket("real");
     data::upload_all(&bucket, "");
     let plugin = Plugin::load();
-    let inst = plugin.start(&props(&s3_props(&bucket))).expect("init");
+    let mut inst = plugin.start(&props(&s3_props(&bucket))).expect("init");
     let records = inst.collect_until(Duration::from_secs(120), |r| r.len() >= EVENTS);
     // A few more collects: nothing may follow the full set.
     let extra = inst.collect_until(Duration::from_millis(1500), |_| false);
@@ -80,7 +80,7 @@ fn restart_with_the_same_db_neither_loses_nor_repeats() {
     let mut runs = 0;
     while all.len() < EVENTS && runs < 20 {
         runs += 1;
-        let inst = plugin.start(&props(&list)).expect("init");
+        let mut inst = plugin.start(&props(&list)).expect("init");
         let target = all.len() + 700;
         let got = inst.collect_until(Duration::from_secs(60), |r| {
             all.len() + r.len() >= target.min(EVENTS)
