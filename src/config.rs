@@ -187,7 +187,7 @@ pub enum StartTime {
 
 /// A configuration value that cannot be used, with the key it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value for '{key}': {reason}")]
+#[error("'{key}': {reason}")]
 pub struct ConfigError {
     pub key: &'static str,
     pub reason: String,
@@ -234,7 +234,7 @@ impl Settings {
             (None, None) => {
                 return Err(bad(
                     "bucket",
-                    "missing: set 'bucket' (an S3 bucket) or 'dir' (a local folder)",
+                    "not set: one of 'bucket' (an S3 bucket) or 'dir' (a local folder) is needed",
                 ));
             }
             (None, Some(dir)) => {

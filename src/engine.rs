@@ -51,7 +51,8 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// Running totals, for logs, the CLI's progress line and tests.
+/// Running totals, for logs, the CLI's progress line and tests. Objects and events count
+/// when delivered (committed), not when read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub scans: u64,
@@ -255,13 +256,22 @@ impl Core {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Counts happen here, at delivery, so the totals say what the host has.
     fn commit(&self, marks: &[Mark]) {
+        let c = &self.counters;
         let mut s = self.store();
         for m in marks {
+            c.events.fetch_add(m.events, Ordering::Relaxed);
             match &m.end {
                 None => s.record_progress(&m.id, m.position),
-                Some(End::Done) => s.record_done(&m.id),
-                Some(End::Failed(reason)) => s.record_failed(&m.id, reason),
+                Some(End::Done) => {
+                    c.objects_done.fetch_add(1, Ordering::Relaxed);
+                    s.record_done(&m.id)
+                }
+                Some(End::Failed(reason)) => {
+                    c.objects_failed.fetch_add(1, Ordering::Relaxed);
+                    s.record_failed(&m.id, reason)
+                }
             }
         }
         if let Err(e) = s.save() {
@@ -294,6 +304,7 @@ impl Core {
                     events: 0,
                     mark: Mark {
                         id: object.id.clone(),
+                        events: 0,
                         position,
                         end: Some(End::Failed(reason)),
                     },
@@ -340,14 +351,16 @@ impl Core {
             if buf.len() < self.chunk_target {
                 return Ok(());
             }
+            let n = std::mem::take(&mut events);
             let chunk = Chunk {
                 bytes: std::mem::replace(
                     &mut buf,
                     Vec::with_capacity(self.chunk_target + (64 << 10)),
                 ),
-                events: std::mem::take(&mut events),
+                events: n,
                 mark: Mark {
                     id: object.id.clone(),
+                    events: n,
                     position: event.index + 1,
                     end: None,
                 },
@@ -356,7 +369,6 @@ impl Core {
         });
         let stats = outcome.stats;
         let c = &self.counters;
-        c.events.fetch_add(stats.events, Ordering::Relaxed);
         c.events_fallback_time
             .fetch_add(stats.fallback_time, Ordering::Relaxed);
         if stats.fallback_time > 0 {
@@ -367,20 +379,18 @@ impl Core {
         }
         if stats.not_objects > 0 {
             self.log.warn(format_args!(
-                "{object}: {} elements of Records are not JSON objects and were left out",
+                "{object}: {} elements of Records are not JSON objects (or not UTF-8) and were left out",
                 stats.not_objects
             ));
         }
         let end = match outcome.error {
             None => {
-                c.objects_done.fetch_add(1, Ordering::Relaxed);
                 self.log
                     .debug(format_args!("{object}: {} events", stats.events));
                 End::Done
             }
             Some(SplitError::Stopped) => return,
             Some(e) => {
-                c.objects_failed.fetch_add(1, Ordering::Relaxed);
                 if e.is_not_cloudtrail() {
                     self.log.warn(format_args!("{object}: skipped, {e}"));
                 } else {
@@ -397,6 +407,7 @@ impl Core {
             events,
             mark: Mark {
                 id: object.id.clone(),
+                events,
                 position: stats.position,
                 end: Some(end),
             },

@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
     pub id: Arc<str>,
+    /// Events in the chunk this mark closes.
+    pub events: u64,
     /// Elements of `Records` consumed once this chunk is handed over.
     pub position: u64,
     /// Set on an object's last chunk.
@@ -161,6 +163,7 @@ mod tests {
             events: 1,
             mark: Mark {
                 id: id.into(),
+                events: 1,
                 position: 1,
                 end: None,
             },
