@@ -281,7 +281,10 @@ fn value_len(b: &[u8], eof: bool) -> Scan<usize> {
             None => Scan::More,
         },
         Some(b'{' | b'[') => {
-            let mut depth = 0usize;
+            // One bit per open bracket (1 = object), so a `]` cannot close a `{`: 128
+            // levels, as deep as the encoders' parser goes anyway.
+            let mut kinds: u128 = 0;
+            let mut depth = 0u32;
             let mut i = 0;
             while i < b.len() {
                 match b[i] {
@@ -292,8 +295,18 @@ fn value_len(b: &[u8], eof: bool) -> Scan<usize> {
                         }
                         None => return Scan::More,
                     },
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    open @ (b'{' | b'[') => {
+                        if depth == 128 {
+                            return Scan::Bad("nested deeper than 128 levels");
+                        }
+                        kinds = (kinds << 1) | u128::from(open == b'{');
+                        depth += 1;
+                    }
+                    close @ (b'}' | b']') => {
+                        if (kinds & 1 == 1) != (close == b'}') {
+                            return Scan::Bad("mismatched brackets");
+                        }
+                        kinds >>= 1;
                         depth -= 1;
                         if depth == 0 {
                             return Scan::Done(i + 1, i + 1);
@@ -620,6 +633,9 @@ mod tests {
             (r#"[1,2]"#, "top level"),
             (r#"{"Records":[]} junk"#, "invalid JSON"),
             (r#"{"Records":[{}] "x":1}"#, "invalid JSON"),
+            // Found by the fuzzer: a `]` closing an object was taken for the event's end.
+            (r#"{"Records":[{"a":[1}]]}"#, "mismatched brackets"),
+            (r#"{"Records":[{"a":1]]}"#, "mismatched brackets"),
             ("", "truncated"),
             ("{}", "no 'Records'"),
         ];
@@ -635,6 +651,25 @@ mod tests {
             "events before the damage are still handed over"
         );
         assert_eq!(out.stats.position, 1);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!(r#"{{"Records":[{}{}]}}"#, "[".repeat(200), "]".repeat(200));
+        let (_, out) = run(&deep, 0);
+        assert!(
+            out.error
+                .unwrap()
+                .to_string()
+                .contains("nested deeper than 128")
+        );
+        let ok = format!(
+            r#"{{"Records":[{{"a":{}1{}}}]}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let (got, out) = run(&ok, 0);
+        assert_eq!((got.len(), out.error), (1, None));
     }
 
     #[test]

@@ -8,4 +8,5 @@ mod engine;
 mod host;
 mod json;
 mod plugin;
+mod regressions;
 mod server;
