@@ -279,7 +279,9 @@ impl Plugin {
 }
 
 enum Cmd {
-    Collect(Sender<(c_int, Vec<u8>)>),
+    /// Collect; the optional storage step runs on the copied bytes before cleanup, as
+    /// Fluent Bit's filesystem storage has the chunk before the plugin is told.
+    Collect(Sender<(c_int, Vec<u8>)>, Option<StoreFn>),
     Pause,
     Resume,
     Exit(Sender<c_int>),
@@ -289,6 +291,7 @@ enum Cmd {
 }
 
 type RawCall = Box<dyn FnOnce(&Raw, *mut c_void) + Send>;
+type StoreFn = Box<dyn FnOnce(&[u8]) + Send>;
 
 /// Direct access to every export, for tests that call them the way no host should.
 pub struct Raw {
@@ -338,7 +341,7 @@ fn instance_thread(
     );
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Cmd::Collect(reply) => {
+            Cmd::Collect(reply, store) => {
                 let mut buf: *mut c_void = ptr::null_mut();
                 let mut len: usize = 0;
                 let rc = unsafe { (e.collect)(remote, &mut buf, &mut len) };
@@ -348,6 +351,9 @@ fn instance_thread(
                     data.extend_from_slice(unsafe {
                         std::slice::from_raw_parts(buf.cast::<u8>(), len)
                     });
+                    if let Some(store) = store {
+                        store(&data);
+                    }
                     unsafe { (e.cleanup)(remote, buf) };
                 }
                 let _ = reply.send((rc, data));
@@ -375,7 +381,16 @@ impl Instance {
     /// One collect call: `(return code, bytes the host copied)`.
     pub fn collect(&self) -> (c_int, Vec<u8>) {
         let (tx, rx) = channel();
-        self.tx.send(Cmd::Collect(tx)).unwrap();
+        self.tx.send(Cmd::Collect(tx, None)).unwrap();
+        rx.recv().expect("instance thread died in collect")
+    }
+
+    /// One collect whose bytes go through `store` before the cleanup callback.
+    pub fn collect_stored(&self, store: impl FnOnce(&[u8]) + Send + 'static) -> (c_int, Vec<u8>) {
+        let (tx, rx) = channel();
+        self.tx
+            .send(Cmd::Collect(tx, Some(Box::new(store))))
+            .unwrap();
         rx.recv().expect("instance thread died in collect")
     }
 

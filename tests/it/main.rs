@@ -7,6 +7,7 @@ mod data;
 mod engine;
 mod host;
 mod json;
+mod kill;
 mod plugin;
 mod regressions;
 mod server;
