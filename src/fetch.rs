@@ -102,12 +102,9 @@ where
             }
         }
         SdkError::TimeoutError(_) => FetchError::Transient("request timed out".into()),
-        SdkError::DispatchFailure(e) => FetchError::Transient(format!(
-            "request failed: {}",
-            e.as_connector_error()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "dispatch failure".into())
-        )),
+        SdkError::DispatchFailure(_) => {
+            FetchError::Transient(format!("request failed: {}", err_chain(&err)))
+        }
         SdkError::ResponseError(_) => FetchError::Transient("unreadable response".into()),
         SdkError::ConstructionFailure(_) => {
             FetchError::Permanent(format!("request could not be built: {}", err_chain(&err)))

@@ -223,3 +223,56 @@ fn object_deleted_between_list_and_get_is_logged_and_the_rest_ships() {
         "the vanished object is recorded as failed: {state:?}"
     );
 }
+
+#[test]
+fn assume_role_goes_through_sts_and_secrets_stay_out_of_logs() {
+    let bucket = server::bucket("role");
+    let objects = data::objects();
+    server::put(&bucket, &objects[0].key, objects[0].gz.clone());
+    let want = objects[0].events().len();
+    let role = [
+        (
+            "role_arn",
+            "arn:aws:iam::123456789012:role/cloudtrail-reader".to_string(),
+        ),
+        ("external_id", "ext-id-do-not-log-9f8e7d".to_string()),
+    ];
+
+    // Through the test server's STS: the assumed credentials read the bucket.
+    let mut props = s3_props(&bucket);
+    props.extend(role.clone());
+    props.push(("sts_endpoint", server::endpoint().to_string()));
+    let (engine, lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
+    assert_eq!(events.len(), want);
+    drop(engine);
+
+    // With STS unreachable there are no credentials: nothing ships, the failure is logged.
+    let mut props = s3_props(&bucket);
+    props.extend(role);
+    props.push(("sts_endpoint", "http://127.0.0.1:9".to_string()));
+    let (engine, failing) = start(&props);
+    let end = Instant::now() + Duration::from_secs(60);
+    while engine.stats().scans == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        engine
+            .take(1 << 20, Duration::from_millis(200))
+            .map(|b| b.events),
+        None
+    );
+    drop(engine);
+    let failing = failing.0.lock().unwrap();
+    assert!(
+        failing
+            .iter()
+            .any(|l| l.contains(&format!("s3://{bucket}"))),
+        "{failing:?}"
+    );
+    for line in lines.0.lock().unwrap().iter().chain(failing.iter()) {
+        for secret in [server::SECRET_KEY, "ext-id-do-not-log-9f8e7d"] {
+            assert!(!line.contains(secret), "secret in a log line: {line}");
+        }
+    }
+}
