@@ -250,6 +250,86 @@ fn run_stage(stage: &str) {
             );
             result(stage, events, total_json, secs, &note)
         }
+        "huge-object" => {
+            // One object of about 1 GB decompressed (the real events repeated), written on
+            // the fly, through the plugin with default settings: memory must follow the
+            // queue, not the object.
+            let dir = repo().join("target/bench-huge");
+            let path = dir.join(DAY_DIR).join("huge.json.gz");
+            let mut events_in_object = 0u64;
+            let mut json_bytes = 0u64;
+            if !path.exists() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let events: Vec<String> = files[..55]
+                    .iter()
+                    .flat_map(|f| {
+                        let v: serde_json::Value = serde_json::from_slice(&gunzip(f)).unwrap();
+                        v["Records"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let mut e = GzEncoder::new(
+                    std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
+                    Compression::fast(),
+                );
+                e.write_all(b"{\"Records\":[").unwrap();
+                let mut first = true;
+                'outer: loop {
+                    for ev in &events {
+                        if json_bytes + ev.len() as u64 > 1_000_000_000 {
+                            break 'outer;
+                        }
+                        if !first {
+                            e.write_all(b",").unwrap();
+                        }
+                        first = false;
+                        e.write_all(ev.as_bytes()).unwrap();
+                        json_bytes += ev.len() as u64 + 1;
+                        events_in_object += 1;
+                    }
+                }
+                e.write_all(b"]}").unwrap();
+                e.finish().unwrap();
+                std::fs::write(
+                    dir.join("events"),
+                    format!("{events_in_object} {json_bytes}"),
+                )
+                .unwrap();
+            } else {
+                let t = std::fs::read_to_string(dir.join("events")).unwrap();
+                let (a, b) = t.trim().split_once(' ').unwrap();
+                events_in_object = a.parse().unwrap();
+                json_bytes = b.parse().unwrap();
+            }
+            let before = peak_rss_kb();
+            let list = [
+                ("dir", dir.to_str().unwrap()),
+                ("start_time", "2000-01-01T00:00:00Z"),
+            ];
+            let plugin = host::Plugin::load();
+            let t = Instant::now();
+            let inst = plugin.start(&list).expect("init");
+            let mut events = 0u64;
+            while events < events_in_object && t.elapsed() < Duration::from_secs(600) {
+                let (_, data) = inst.collect();
+                if data.is_empty() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                events += count_records(&data);
+            }
+            let secs = t.elapsed();
+            drop(inst);
+            let note = format!(
+                "one {:.2} GB object, default settings (batch 4M, buffer 8M); RSS before the plugin started {:.1} MB",
+                json_bytes as f64 / 1e9,
+                before as f64 / 1024.0
+            );
+            result(stage, events, json_bytes, secs, &note)
+        }
         "plugin-1s-tick" => {
             // Fluent Bit's pace: one collect a second. What one instance moves per second
             // is what one collect returns.

@@ -29,9 +29,9 @@ impl Encoder for NdjsonEncoder {
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
             serde_json::to_writer(&mut *out, &value).map_err(|e| e.to_string())?;
         } else {
-            // The splitter checked structure only; the line must be JSON for the reader.
-            serde_json::from_str::<serde::de::IgnoredAny>(text)
-                .map_err(|e| format!("invalid JSON: {e}"))?;
+            // The splitter checked structure only; the line must be JSON the reader can
+            // parse, numbers in range included (as the msgpack path requires too).
+            serde_json::from_str::<Checked>(text).map_err(|e| format!("invalid JSON: {e}"))?;
             out.extend_from_slice(text.as_bytes());
         }
         if let Some(key) = &self.metadata_key {
@@ -57,6 +57,53 @@ impl Encoder for NdjsonEncoder {
             out.push(b'}');
         }
         writeln!(out).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses a JSON value completely (numbers converted, strings unescaped) and keeps
+/// nothing: stricter than `IgnoredAny`, which skips numbers without reading them.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -88,6 +135,22 @@ mod tests {
             enc(r#"{"b":1.50,"a":"\u00e9"}"#, None),
             "{\"b\":1.50,\"a\":\"\\u00e9\"}\n"
         );
+    }
+
+    #[test]
+    fn refuses_what_a_json_reader_would_refuse() {
+        let t = EventTime::from_parts(1, 0).unwrap();
+        let object = ObjectRef::s3(&"b".into(), "k".into(), 1, t);
+        for bad in [r#"{"a":1e999}"#, r#"{"a" 1}"#, r#"{"a":[1}"#] {
+            let event = Event {
+                index: 0,
+                json: bad,
+                time: t,
+            };
+            let mut out = Vec::new();
+            let r = NdjsonEncoder { metadata_key: None }.encode(&event, &object, &mut out);
+            assert!(r.is_err(), "{bad}");
+        }
     }
 
     #[test]
