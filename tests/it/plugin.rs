@@ -303,19 +303,12 @@ fn panics_never_cross_the_boundary() {
 
     let dir = tempfile::tempdir().unwrap();
     let data_dir = data::root();
+    let db = dir.path().join("s.json");
     let list = vec![
         ("dir", data_dir.to_str().unwrap()),
         ("start_time", "2000-01-01T00:00:00Z"),
         ("debug.panic", "collect"),
-        (
-            "db",
-            dir.path()
-                .join("s.json")
-                .to_str()
-                .unwrap()
-                .to_string()
-                .leak() as &str,
-        ),
+        ("db", db.to_str().unwrap()),
     ];
     let inst = plugin.start(&list).expect("init");
     let (rc, data) = inst.collect();
