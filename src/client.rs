@@ -22,9 +22,9 @@ pub async fn s3_client(cfg: &S3Source) -> Client {
         .retry_config(RetryConfig::standard().with_max_attempts(4))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(60))
-                .operation_attempt_timeout(Duration::from_secs(300))
+                .connect_timeout(Duration::from_secs(10).min(cfg.request_timeout))
+                .read_timeout(cfg.request_timeout)
+                .operation_attempt_timeout(cfg.request_timeout * 5)
                 .build(),
         );
     if let Some(region) = &cfg.region {

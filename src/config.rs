@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "secret_access_key",
     "session_token",
     "scan_interval",
+    "request_timeout",
     "start_time",
     "db",
     "batch_bytes",
@@ -104,6 +105,9 @@ pub struct Settings {
     /// Seconds between two listings of the bucket (suffixes `s`, `m`, `h` accepted).
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub scan_interval: Option<u64>,
+    /// Seconds a request may wait on the server before it is abandoned and retried.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub request_timeout: Option<u64>,
     /// Skip objects delivered before this time: RFC 3339 or relative (`-24h`, `-7d`).
     pub start_time: Option<String>,
     /// State file (which objects are shipped); in memory only when unset.
@@ -141,6 +145,7 @@ pub struct S3Source {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
+    pub request_timeout: Duration,
     pub profile: Option<String>,
     pub assume_role: Option<AssumeRole>,
     pub static_credentials: Option<StaticCredentials>,
@@ -227,6 +232,14 @@ impl Settings {
 
     /// Checks every value and resolves defaults.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let request_timeout = self.request_timeout.unwrap_or(60);
+        if !(1..=3600).contains(&request_timeout) {
+            return Err(bad(
+                "request_timeout",
+                "must be between 1 second and 1 hour",
+            ));
+        }
+        let request_timeout = Duration::from_secs(request_timeout);
         let source = match (self.bucket, self.dir) {
             (Some(_), Some(_)) => {
                 return Err(bad("bucket", "set either 'bucket' or 'dir', not both"));
@@ -297,6 +310,7 @@ impl Settings {
                     region: self.region,
                     endpoint: self.endpoint,
                     force_path_style: self.force_path_style.unwrap_or(false),
+                    request_timeout,
                     profile: self.profile,
                     assume_role,
                     static_credentials,

@@ -49,26 +49,94 @@ pub async fn fetch(
         }
         Location::S3 { bucket, key } => {
             let client = client.ok_or_else(|| FetchError::Permanent("no S3 client".into()))?;
-            let resp = client
-                .get_object()
-                .bucket(bucket.as_ref())
-                .key(key)
-                .send()
-                .await
-                .map_err(classify_sdk_error)?;
-            if let Some(len) = resp.content_length() {
-                check_len(u64::try_from(len).unwrap_or(0), max_bytes)?;
-            }
-            let body = resp
-                .body
-                .collect()
-                .await
-                .map_err(|e| FetchError::Transient(format!("download broke off: {e}")))?;
-            let bytes = body.to_vec();
-            check_len(bytes.len() as u64, max_bytes)?;
-            Ok(bytes)
+            download(client, bucket, key, max_bytes).await
         }
     }
+}
+
+/// How many times a download that broke off mid-body is resumed before the object is left
+/// for the next scan.
+const RESUMES: u32 = 5;
+
+/// GetObject, resuming with a ranged GET (pinned to the first response's ETag) when the
+/// body breaks off, so a reset connection costs the rest of the object, not all of it.
+async fn download(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    max_bytes: u64,
+) -> Result<Vec<u8>, FetchError> {
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut etag: Option<String> = None;
+    let mut resumes = 0;
+    loop {
+        let mut req = client.get_object().bucket(bucket).key(key);
+        if !bytes.is_empty() {
+            req = req.range(format!("bytes={}-", bytes.len()));
+            if let Some(tag) = &etag {
+                req = req.if_match(tag);
+            }
+        }
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            // The object changed between two parts (412 on If-Match): start over.
+            Err(e) if !bytes.is_empty() && http_status(&e) == Some(412) => {
+                bytes.clear();
+                etag = None;
+                continue;
+            }
+            Err(e) => return Err(classify_sdk_error(e)),
+        };
+        if bytes.is_empty() {
+            etag = resp.e_tag().map(String::from);
+            if let Some(len) = resp.content_length() {
+                let len = u64::try_from(len).unwrap_or(0);
+                check_len(len, max_bytes)?;
+                bytes.reserve(usize::try_from(len).unwrap_or(0));
+            }
+        }
+        let mut body = resp.body;
+        let broke = loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    bytes.extend_from_slice(&chunk);
+                    check_len(bytes.len() as u64, max_bytes)?;
+                }
+                Ok(None) => break None,
+                Err(e) => break Some(err_chain(&e)),
+            }
+        };
+        match broke {
+            None => return Ok(bytes),
+            Some(_) if resumes < RESUMES => {
+                resumes += 1;
+                tokio::time::sleep(backoff(resumes)).await;
+            }
+            Some(reason) => {
+                return Err(FetchError::Transient(format!(
+                    "download broke off {resumes} times, last at byte {}: {reason}",
+                    bytes.len()
+                )));
+            }
+        }
+    }
+}
+
+fn http_status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match e {
+        SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
+/// Exponential backoff with full jitter: up to 100 ms, 200 ms, 400 ms ... capped at 5 s.
+pub fn backoff(attempt: u32) -> std::time::Duration {
+    let cap_ms = (100u64 << attempt.min(6)).min(5_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::time::Duration::from_millis(u64::from(nanos) % cap_ms.max(1))
 }
 
 fn check_len(len: u64, max: u64) -> Result<(), FetchError> {

@@ -5,6 +5,7 @@ mod cli;
 mod conf;
 mod data;
 mod engine;
+mod faults;
 mod host;
 mod json;
 mod kill;

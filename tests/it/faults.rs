@@ -1,0 +1,384 @@
+//! S3 faults, injected by a small HTTP proxy on 127.0.0.1 in front of the real test server:
+//! throttling and 5xx answers, a connection reset in the middle of a body, a stalled
+//! request, and a denied read. Each test names the keys that misbehave and how often.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudtrail_s3::log::{Level, LogSink, Logger};
+use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::{Engine, Settings};
+
+use crate::data;
+use crate::json::J;
+use crate::server::{self, s3_props};
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// An S3 error answer: status and error code.
+    Status(u16, &'static str),
+    /// The real answer's headers and half its body, then a reset.
+    ResetMidBody,
+    /// No answer for this long, then the connection closes.
+    Stall(Duration),
+}
+
+struct Rule {
+    key: String,
+    fault: Fault,
+    times: usize,
+}
+
+/// A request the proxy saw: method, path, Range header.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    range: Option<String>,
+}
+
+struct FaultProxy {
+    endpoint: String,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FaultProxy {
+    fn start() -> FaultProxy {
+        let upstream = server::endpoint().trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (r, s) = (rules.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (r, s, up) = (r.clone(), s.clone(), upstream.clone());
+                std::thread::spawn(move || serve(conn, &up, &r, &s));
+            }
+        });
+        FaultProxy {
+            endpoint,
+            rules,
+            seen,
+        }
+    }
+
+    fn inject(&self, key: &str, fault: Fault, times: usize) {
+        self.rules.lock().unwrap().push(Rule {
+            key: key.to_string(),
+            fault,
+            times,
+        });
+    }
+
+    fn gets_of(&self, key: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "GET" && s.path.contains(key) && !s.path.contains("list-type"))
+            .cloned()
+            .collect()
+    }
+}
+
+/// One request per connection (the answer says `Connection: close`).
+fn serve(mut client: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, seen: &Mutex<Vec<Seen>>) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (method, path) = (
+        first.next().unwrap_or("").to_string(),
+        first.next().unwrap_or("").to_string(),
+    );
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = vec![
+        0u8;
+        header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    ];
+    if client.read_exact(&mut body).is_err() {
+        return;
+    }
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        range: header("range"),
+    });
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        rules
+            .iter_mut()
+            .find(|r| {
+                method == "GET"
+                    && path.contains(&r.key)
+                    && !path.contains("list-type")
+                    && r.times > 0
+            })
+            .map(|r| {
+                r.times -= 1;
+                r.fault
+            })
+    };
+    match fault {
+        Some(Fault::Status(status, code)) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+            );
+            let reason = if status == 403 { "Forbidden" } else { "Error" };
+            let _ = write!(
+                client,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+            return;
+        }
+        Some(Fault::Stall(d)) => {
+            std::thread::sleep(d);
+            return;
+        }
+        _ => {}
+    }
+    // Forward with `Connection: close`, read the whole answer, pass it on (or half of it).
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        if !k.eq_ignore_ascii_case("connection") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    if up
+        .write_all(req.as_bytes())
+        .and_then(|()| up.write_all(&body))
+        .is_err()
+    {
+        return;
+    }
+    let mut answer = Vec::new();
+    let _ = up.read_to_end(&mut answer);
+    if let Some(Fault::ResetMidBody) = fault {
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(0, |p| p + 4);
+        let cut = split + (answer.len() - split) / 2;
+        let _ = client.write_all(&answer[..cut]);
+        let _ = client.flush();
+        // A reset, not a clean end: linger 0 on close.
+        linger_zero(&client);
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    let _ = client.write_all(&answer);
+}
+
+/// Sets SO_LINGER to 0 so closing sends RST.
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket fd and a properly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl LogSink for Lines {
+    fn max_level(&self) -> Level {
+        Level::Debug
+    }
+    fn write(&self, level: Level, message: &str) {
+        eprintln!("[{}] {message}", level.as_str());
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+/// Runs the engine against the proxy until it is idle; returns event IDs and log lines.
+fn run_through(
+    proxy: &FaultProxy,
+    bucket: &str,
+    extra: &[(&'static str, &str)],
+    db: &std::path::Path,
+) -> (Vec<String>, Vec<String>, Engine) {
+    let mut props: BTreeMap<&str, String> = s3_props(bucket).into_iter().collect();
+    props.insert("endpoint", proxy.endpoint.clone());
+    props.insert("db", db.to_str().unwrap().to_string());
+    for (k, v) in extra {
+        props.insert(k, v.to_string());
+    }
+    let settings = Settings::from_properties(|k| props.get(k).cloned()).unwrap();
+    let lines = Arc::new(Lines::default());
+    let engine = Engine::start(
+        settings.validate().unwrap(),
+        Arc::new(NdjsonEncoder { metadata_key: None }),
+        Logger::new(lines.clone()),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut ids = Vec::new();
+    while Instant::now() < end && !engine.is_idle() {
+        if let Some(batch) = engine.take(1 << 20, Duration::from_millis(50)) {
+            for l in std::str::from_utf8(&batch.bytes).unwrap().lines() {
+                ids.push(J::parse(l).str("eventID").unwrap().to_string());
+            }
+            engine.commit(&batch.marks);
+        }
+    }
+    assert!(engine.is_idle(), "not idle before the deadline");
+    let logged = lines.0.lock().unwrap().clone();
+    (ids, logged, engine)
+}
+
+fn ids_of(o: &data::Object) -> Vec<String> {
+    o.events()
+        .iter()
+        .map(|e| J::parse(e).str("eventID").unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried() {
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("slowdown");
+    let objects = data::objects();
+    let (a, b) = (&objects[0], &objects[1]);
+    server::put(&bucket, &a.key, a.gz.clone());
+    server::put(&bucket, &b.key, b.gz.clone());
+    proxy.inject(&a.key, Fault::Status(503, "SlowDown"), 2);
+    proxy.inject(&b.key, Fault::Status(500, "InternalError"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, _, _engine) = run_through(&proxy, &bucket, &[], &dir.path().join("s.json"));
+    let mut want: Vec<String> = ids_of(a).into_iter().chain(ids_of(b)).collect();
+    let mut got = ids;
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "both objects arrive whole, once");
+    assert_eq!(
+        proxy.gets_of(&a.key).len(),
+        3,
+        "two SlowDown answers, then success"
+    );
+    assert_eq!(proxy.gets_of(&b.key).len(), 2);
+}
+
+#[test]
+fn a_body_cut_off_mid_way_resumes_with_a_ranged_get() {
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("reset");
+    let objects = data::objects();
+    let o = objects.iter().max_by_key(|o| o.gz.len()).unwrap();
+    server::put(&bucket, &o.key, o.gz.clone());
+    proxy.inject(&o.key, Fault::ResetMidBody, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, _, _engine) = run_through(&proxy, &bucket, &[], &dir.path().join("s.json"));
+    assert_eq!(ids, ids_of(o), "the object arrives whole and in order");
+    let gets = proxy.gets_of(&o.key);
+    assert!(gets.len() >= 3, "{gets:?}");
+    assert!(gets[0].range.is_none());
+    assert!(
+        gets[1..].iter().all(|g| g
+            .range
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")),
+        "the retries ask for the rest only: {gets:?}"
+    );
+}
+
+#[test]
+fn a_stalled_request_times_out_and_is_retried() {
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("stall");
+    let objects = data::objects();
+    let o = &objects[3];
+    server::put(&bucket, &o.key, o.gz.clone());
+    proxy.inject(&o.key, Fault::Stall(Duration::from_secs(4)), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, _, _engine) = run_through(
+        &proxy,
+        &bucket,
+        &[("request_timeout", "1")],
+        &dir.path().join("s.json"),
+    );
+    assert_eq!(ids, ids_of(o));
+    assert!(proxy.gets_of(&o.key).len() >= 2);
+}
+
+#[test]
+fn access_denied_is_quarantined_with_its_reason_and_not_retried() {
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("denied");
+    let objects = data::objects();
+    let (ok, denied) = (&objects[0], &objects[1]);
+    server::put(&bucket, &ok.key, ok.gz.clone());
+    server::put(&bucket, &denied.key, denied.gz.clone());
+    proxy.inject(&denied.key, Fault::Status(403, "AccessDenied"), usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.json");
+    let (ids, logged, engine) = run_through(&proxy, &bucket, &[], &db);
+    assert_eq!(ids, ids_of(ok));
+    // Two more scans (scan_interval is 1 s) must not fetch it again.
+    let scans = engine.stats().scans;
+    let end = Instant::now() + Duration::from_secs(30);
+    while engine.stats().scans < scans + 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        proxy.gets_of(&denied.key).len(),
+        1,
+        "a denied read is not retried"
+    );
+    drop(engine);
+    let url = format!("s3://{bucket}/{}", denied.key);
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains(&url) && l.contains("403") && l.contains("AccessDenied")),
+        "{logged:?}"
+    );
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&db).unwrap()).unwrap();
+    let reason = state["failed"][&url].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("AccessDenied"),
+        "the state keeps the reason: {state}"
+    );
+}
