@@ -112,6 +112,23 @@ impl Store {
         self.state.done.contains(id) || self.state.failed.contains_key(id)
     }
 
+    /// Whether every event of the object was handed over.
+    pub fn is_done(&self, id: &str) -> bool {
+        self.state.done.contains(id)
+    }
+
+    /// Why the object was given up on, if it was.
+    pub fn failed_reason(&self, id: &str) -> Option<&str> {
+        self.state.failed.get(id).map(String::as_str)
+    }
+
+    /// Takes an object out of the failed set so it can be tried again.
+    pub fn unfail(&mut self, id: &str) {
+        if self.state.failed.remove(id).is_some() {
+            self.dirty = true;
+        }
+    }
+
     /// Claims an object for shipping: false when it is finished or already claimed.
     pub fn claim(&mut self, id: &str) -> bool {
         !self.is_finished(id) && self.inflight.insert(id.to_string())

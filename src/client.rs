@@ -12,12 +12,14 @@ use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
 
 use crate::config::S3Source;
 
-/// Builds the client; nothing is sent until the first request.
-pub async fn s3_client(cfg: &S3Source) -> Client {
+/// Builds the shared SDK configuration (credentials, region, timeouts, retries) and the S3
+/// client; nothing is sent until the first request. SQS clients are built from the same
+/// configuration, so they use the same (possibly assumed) credentials.
+pub async fn clients(cfg: &S3Source) -> (Client, aws_config::SdkConfig) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(4))
         .timeout_config(
@@ -42,13 +44,7 @@ pub async fn s3_client(cfg: &S3Source) -> Client {
             "cloudtrail-s3-config",
         ));
     }
-    let sdk = loader.load().await;
-
-    let mut builder =
-        aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.force_path_style);
-    if let Some(endpoint) = &cfg.endpoint {
-        builder = builder.endpoint_url(endpoint);
-    }
+    let mut sdk = loader.load().await;
     if let Some(role) = &cfg.assume_role {
         let mut sts_conf = sdk.to_builder();
         if let Some(sts) = &role.sts_endpoint {
@@ -60,7 +56,15 @@ pub async fn s3_client(cfg: &S3Source) -> Client {
         if let Some(ext) = &role.external_id {
             provider = provider.external_id(ext.expose());
         }
-        builder = builder.credentials_provider(provider.build().await);
+        sdk = sdk
+            .into_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider.build().await))
+            .build();
     }
-    Client::from_conf(builder.build())
+    let mut builder =
+        aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.force_path_style);
+    if let Some(endpoint) = &cfg.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    (Client::from_conf(builder.build()), sdk)
 }

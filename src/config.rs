@@ -42,6 +42,13 @@ pub const KEYS: &[&str] = &[
     "max_object_bytes",
     "max_event_bytes",
     "metadata_key",
+    "sqs.queue_url",
+    "sqs.endpoint",
+    "sqs.wait_time_secs",
+    "sqs.visibility_timeout_secs",
+    "sqs.max_receive_count",
+    "sqs.delete_quarantined",
+    "sqs.max_messages_in_flight",
 ];
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
@@ -129,6 +136,60 @@ pub struct Settings {
     pub max_event_bytes: Option<u64>,
     /// When set, each record gets `{"bucket": ..., "key": ...}` of its object under this key.
     pub metadata_key: Option<String>,
+    /// SQS queue receiving the bucket's object notifications: event-driven discovery.
+    #[serde(rename = "sqs.queue_url")]
+    pub sqs_queue_url: Option<String>,
+    /// Custom SQS endpoint URL (VPC endpoint, tests).
+    #[serde(rename = "sqs.endpoint")]
+    pub sqs_endpoint: Option<String>,
+    /// Long-poll wait per receive, 0-20 seconds.
+    #[serde(
+        rename = "sqs.wait_time_secs",
+        default,
+        deserialize_with = "de::opt_secs"
+    )]
+    pub sqs_wait_time_secs: Option<u64>,
+    /// Visibility timeout asked for on receive and kept up by a heartbeat while a message's
+    /// objects are in flight.
+    #[serde(
+        rename = "sqs.visibility_timeout_secs",
+        default,
+        deserialize_with = "de::opt_secs"
+    )]
+    pub sqs_visibility_timeout_secs: Option<u64>,
+    /// Receives after which a message whose objects keep failing is quarantined.
+    #[serde(
+        rename = "sqs.max_receive_count",
+        default,
+        deserialize_with = "de::opt_count"
+    )]
+    pub sqs_max_receive_count: Option<u64>,
+    /// Delete quarantined messages (default: leave them to the queue's redrive policy).
+    #[serde(
+        rename = "sqs.delete_quarantined",
+        default,
+        deserialize_with = "de::opt_bool"
+    )]
+    pub sqs_delete_quarantined: Option<bool>,
+    /// Messages held (received, not yet deleted) at once.
+    #[serde(
+        rename = "sqs.max_messages_in_flight",
+        default,
+        deserialize_with = "de::opt_count"
+    )]
+    pub sqs_max_messages_in_flight: Option<u64>,
+}
+
+/// Event-driven discovery through SQS.
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub queue_url: String,
+    pub endpoint: Option<String>,
+    pub wait_time: Duration,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: u32,
+    pub delete_quarantined: bool,
+    pub max_messages_in_flight: usize,
 }
 
 /// Where objects come from.
@@ -141,7 +202,9 @@ pub enum Source {
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
 pub struct S3Source {
-    pub bucket: String,
+    /// The bucket to list; `None` with SQS alone (notifications name their buckets).
+    pub bucket: Option<String>,
+    pub sqs: Option<SqsConfig>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub force_path_style: bool,
@@ -240,15 +303,58 @@ impl Settings {
             ));
         }
         let request_timeout = Duration::from_secs(request_timeout);
+        let sqs = match self.sqs_queue_url {
+            None => None,
+            Some(queue_url) => {
+                validate_url("sqs.queue_url", &queue_url)?;
+                if let Some(e) = &self.sqs_endpoint {
+                    validate_url("sqs.endpoint", e)?;
+                }
+                let wait = self.sqs_wait_time_secs.unwrap_or(20);
+                if wait > 20 {
+                    return Err(bad("sqs.wait_time_secs", "must be between 0 and 20"));
+                }
+                let visibility = self.sqs_visibility_timeout_secs.unwrap_or(300);
+                if !(2..=43_200).contains(&visibility) {
+                    return Err(bad(
+                        "sqs.visibility_timeout_secs",
+                        "must be between 2 and 43200 (12 hours)",
+                    ));
+                }
+                let max_receive = self.sqs_max_receive_count.unwrap_or(5);
+                if !(1..=1000).contains(&max_receive) {
+                    return Err(bad("sqs.max_receive_count", "must be between 1 and 1000"));
+                }
+                let in_flight = self.sqs_max_messages_in_flight.unwrap_or(100);
+                if !(1..=10_000).contains(&in_flight) {
+                    return Err(bad(
+                        "sqs.max_messages_in_flight",
+                        "must be between 1 and 10000",
+                    ));
+                }
+                Some(SqsConfig {
+                    queue_url,
+                    endpoint: self.sqs_endpoint,
+                    wait_time: Duration::from_secs(wait),
+                    visibility_timeout: Duration::from_secs(visibility),
+                    max_receive_count: max_receive as u32,
+                    delete_quarantined: self.sqs_delete_quarantined.unwrap_or(false),
+                    max_messages_in_flight: in_flight as usize,
+                })
+            }
+        };
         let source = match (self.bucket, self.dir) {
             (Some(_), Some(_)) => {
                 return Err(bad("bucket", "set either 'bucket' or 'dir', not both"));
             }
-            (None, None) => {
+            (None, None) if sqs.is_none() => {
                 return Err(bad(
                     "bucket",
-                    "not set: one of 'bucket' (an S3 bucket) or 'dir' (a local folder) is needed",
+                    "not set: one of 'bucket' (an S3 bucket), 'sqs.queue_url' or 'dir' (a local folder) is needed",
                 ));
+            }
+            (None, Some(_)) if sqs.is_some() => {
+                return Err(bad("sqs.queue_url", "cannot be used with 'dir'"));
             }
             (None, Some(dir)) => {
                 if dir.as_os_str().is_empty() {
@@ -256,8 +362,10 @@ impl Settings {
                 }
                 Source::Dir(dir)
             }
-            (Some(bucket), None) => {
-                validate_bucket(&bucket)?;
+            (bucket, None) => {
+                if let Some(bucket) = &bucket {
+                    validate_bucket(bucket)?;
+                }
                 for (key, url) in [
                     ("endpoint", &self.endpoint),
                     ("sts_endpoint", &self.sts_endpoint),
@@ -307,6 +415,7 @@ impl Settings {
                 };
                 Source::S3(Box::new(S3Source {
                     bucket,
+                    sqs,
                     region: self.region,
                     endpoint: self.endpoint,
                     force_path_style: self.force_path_style.unwrap_or(false),
@@ -633,7 +742,7 @@ mod tests {
     #[test]
     fn keys_list_matches_settings_fields() {
         // Every listed key is accepted...
-        let toml: String = KEYS.iter().map(|k| format!("{k} = \"1\"\n")).collect();
+        let toml: String = KEYS.iter().map(|k| format!("\"{k}\" = \"1\"\n")).collect();
         let parsed: Result<Settings, _> = toml::from_str(&toml);
         assert!(parsed.is_ok(), "{parsed:?}");
         // ...and a key that is not listed is refused by name.

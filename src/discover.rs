@@ -54,7 +54,8 @@ impl std::fmt::Display for Origin {
     }
 }
 
-const DIGEST_DIR: &str = "/CloudTrail-Digest/";
+/// Digest files are never fetched, whatever the expression says.
+pub const DIGEST_DIR: &str = "/CloudTrail-Digest/";
 
 impl Discovery {
     /// One scan; listing errors are logged with their prefix and do not end the scan.

@@ -28,6 +28,7 @@ use crate::handoff::{Batch, Chunk, End, Handoff, Mark};
 use crate::log::Logger;
 use crate::object::ObjectRef;
 use crate::split::{Event, SplitError, SplitOptions, Stop, split};
+use crate::sqs::{Queue, Received, Tracker, Verdict};
 use crate::timestamp::EventTime;
 
 /// Turns one event into the front end's wire format (msgpack for Fluent Bit, a JSON line
@@ -86,6 +87,14 @@ struct Core {
     counters: Counters,
     keys_listed: Arc<AtomicU64>,
     chunk_target: usize,
+    /// SQS discovery, when configured; `tracker` holds its messages.
+    sqs: Option<Arc<Queue>>,
+    tracker: Mutex<Tracker>,
+    /// The last receive returned nothing (for `is_idle`).
+    sqs_idle: AtomicBool,
+    /// Whether a listing runs (bucket or folder).
+    listing: bool,
+    runtime: tokio::runtime::Handle,
 }
 
 /// A running engine. Dropping it shuts it down.
@@ -127,29 +136,37 @@ impl Engine {
             .build()
             .map_err(StartError::Runtime)?;
 
-        let (client, origin) = match &config.source {
+        let (client, origin, sqs) = match &config.source {
             Source::S3(s3) => {
-                let client = runtime.block_on(crate::client::s3_client(s3));
-                let origin = Origin::S3 {
+                let (client, sdk) = runtime.block_on(crate::client::clients(s3));
+                let origin = s3.bucket.as_ref().map(|bucket| Origin::S3 {
                     client: client.clone(),
-                    bucket: s3.bucket.as_str().into(),
-                };
-                (Some(client), origin)
+                    bucket: bucket.as_str().into(),
+                });
+                let sqs = s3
+                    .sqs
+                    .clone()
+                    .map(|q| Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone()))));
+                (Some(client), origin, sqs)
             }
-            Source::Dir(root) => (None, Origin::Dir { root: root.clone() }),
+            Source::Dir(root) => (None, Some(Origin::Dir { root: root.clone() }), None),
         };
         let keys_listed = Arc::new(AtomicU64::new(0));
-        let discovery = Discovery {
+        let discovery = origin.map(|origin| Discovery {
             origin,
             expr: config.path_expression.clone(),
             start,
             log: log.clone(),
             keys_listed: keys_listed.clone(),
-        };
+        });
         log.info(format_args!(
             "started: {} path_expression={} start_time={} scan_interval={}s workers={} batch_bytes={}",
             match &config.source {
-                Source::S3(s) => format!("bucket={}", s.bucket),
+                Source::S3(s) => format!(
+                    "bucket={} sqs.queue_url={}",
+                    s.bucket.as_deref().unwrap_or("-"),
+                    s.sqs.as_ref().map_or("-", |q| q.queue_url.as_str())
+                ),
                 Source::Dir(d) => format!("dir={}", d.display()),
             },
             config.path_expression,
@@ -170,6 +187,13 @@ impl Engine {
             counters: Counters::default(),
             keys_listed,
             chunk_target,
+            tracker: Mutex::new(Tracker::new(
+                sqs.as_ref().map_or(1, |q| q.config.max_receive_count),
+            )),
+            sqs,
+            sqs_idle: AtomicBool::new(false),
+            listing: discovery.is_some(),
+            runtime: runtime.handle().clone(),
             config,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -204,9 +228,12 @@ impl Engine {
 
     /// True when a scan has finished and everything it found is delivered or given up on.
     pub fn is_idle(&self) -> bool {
-        self.core.counters.scans.load(Ordering::Acquire) > 0
-            && self.core.store().inflight() == 0
-            && self.core.queue.is_empty()
+        let core = &self.core;
+        (!core.listing || core.counters.scans.load(Ordering::Acquire) > 0)
+            && (core.sqs.is_none()
+                || (core.sqs_idle.load(Ordering::Acquire) && core.tracker().is_empty()))
+            && core.store().inflight() == 0
+            && core.queue.is_empty()
     }
 
     pub fn stats(&self) -> Stats {
@@ -234,6 +261,19 @@ impl Engine {
         }
         self.core.queue.close();
         self.stop.send_replace(true);
+        if let (Some(rt), Some(queue)) = (&self.runtime, &self.core.sqs) {
+            // Messages still held go back to the queue at once, for other consumers.
+            let held = self.core.tracker().drain();
+            let queue = queue.clone();
+            let _ = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(3), async {
+                    for h in held {
+                        queue.settle(Verdict::Retry(h, Duration::ZERO)).await;
+                    }
+                })
+                .await
+            });
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
@@ -254,6 +294,20 @@ impl Drop for Engine {
 impl Core {
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands verdicts on SQS messages to the runtime (commit runs on the host's thread).
+    fn settle(&self, verdicts: Vec<Verdict>) {
+        if let Some(queue) = &self.sqs {
+            for v in verdicts {
+                let queue = queue.clone();
+                self.runtime.spawn(async move { queue.settle(v).await });
+            }
+        }
     }
 
     /// Counts happen here, at delivery, so the totals say what the host has.
@@ -278,6 +332,20 @@ impl Core {
             self.log
                 .error(format_args!("{e} (will retry on the next batch)"));
         }
+        drop(s);
+        if self.sqs.is_some() {
+            let mut verdicts = Vec::new();
+            let mut t = self.tracker();
+            for m in marks {
+                match &m.end {
+                    Some(End::Done) => verdicts.extend(t.finished(&m.id, None)),
+                    Some(End::Failed(reason)) => verdicts.extend(t.finished(&m.id, Some(reason))),
+                    None => {}
+                }
+            }
+            drop(t);
+            self.settle(verdicts);
+        }
     }
 
     async fn wait_unpaused(&self) {
@@ -293,6 +361,8 @@ impl Core {
             Err(FetchError::Transient(reason)) => {
                 self.log.warn(format_args!("{object}: {reason}"));
                 self.store().release(&object.id);
+                let verdicts = self.tracker().abandoned(&object.id);
+                self.settle(verdicts);
                 return;
             }
             Err(FetchError::Permanent(reason)) => {
@@ -415,8 +485,8 @@ impl Core {
     }
 }
 
-/// Scans on every interval and feeds the workers until told to stop.
-async fn run(core: Arc<Core>, discovery: Discovery, mut stop: watch::Receiver<bool>) {
+/// Feeds the workers from the listing and from SQS until told to stop.
+async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Receiver<bool>) {
     let (tx, rx) = mpsc::channel::<ObjectRef>(core.config.workers * 2);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..core.config.workers {
@@ -432,16 +502,27 @@ async fn run(core: Arc<Core>, discovery: Discovery, mut stop: watch::Receiver<bo
             }
         });
     }
+    if let Some(queue) = core.sqs.clone() {
+        tokio::spawn(receive_loop(
+            core.clone(),
+            queue.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
+    }
+    let Some(discovery) = discovery else { return };
     loop {
         tokio::select! {
             _ = core.wait_unpaused() => {}
             _ = stop.changed() => return,
         }
         let found = discovery.scan(&core.store).await;
-        if !found.is_empty() {
-            core.log
-                .debug(format_args!("scan found {} new objects", found.len()));
-        }
+        core.log.debug(format_args!(
+            "{}: scan found {} new objects",
+            discovery.origin,
+            found.len()
+        ));
         for object in found {
             tokio::select! {
                 sent = tx.send(object) => if sent.is_err() { return },
@@ -453,5 +534,133 @@ async fn run(core: Arc<Core>, discovery: Discovery, mut stop: watch::Receiver<bo
             _ = tokio::time::sleep(core.config.scan_interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Long-polls the queue while the host is not paused and fewer than the allowed number of
+/// messages are held.
+async fn receive_loop(
+    core: Arc<Core>,
+    queue: Arc<Queue>,
+    tx: mpsc::Sender<ObjectRef>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = core.wait_unpaused() => {}
+            _ = stop.changed() => return,
+        }
+        if core.tracker().len() >= queue.config.max_messages_in_flight {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        let received = tokio::select! {
+            r = queue.receive() => r,
+            _ = stop.changed() => return,
+        };
+        let Some(messages) = received else {
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(crate::fetch::backoff(failures)) => continue,
+                _ = stop.changed() => return,
+            }
+        };
+        failures = 0;
+        core.sqs_idle.store(messages.is_empty(), Ordering::Release);
+        for m in messages {
+            let objects = core.take_message(&queue, m).await;
+            for object in objects {
+                tokio::select! {
+                    sent = tx.send(object) => if sent.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Extends the visibility of held messages at half the timeout.
+async fn heartbeat_loop(core: Arc<Core>, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
+    let visibility = queue.config.visibility_timeout;
+    let tick = (visibility / 4).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        let due = core.tracker().due(visibility / 2);
+        for receipt in due {
+            queue.set_visibility(&receipt, visibility).await;
+        }
+    }
+}
+
+impl Core {
+    /// Reads one message: claims its new objects (returned, for the workers) and holds it
+    /// until they are shipped.
+    async fn take_message(&self, queue: &Queue, m: Received) -> Vec<ObjectRef> {
+        use crate::notify::Notice;
+        let announced = match crate::notify::parse(&m.body) {
+            Notice::Test => {
+                self.log.debug(format_args!(
+                    "sqs message {}: S3 test event, deleted",
+                    m.message_id
+                ));
+                queue.delete(&m.message_id, &m.receipt).await;
+                return Vec::new();
+            }
+            Notice::Unknown(reason) => {
+                self.log.warn(format_args!(
+                    "sqs message {}: {reason}; left in the queue for its redrive policy",
+                    m.message_id
+                ));
+                return Vec::new();
+            }
+            Notice::Objects(list) => list,
+        };
+        let mut send = Vec::new();
+        let mut pending = std::collections::HashSet::new();
+        let mut failed = Vec::new();
+        let verdict = {
+            let mut s = self.store();
+            for a in announced {
+                if !self.config.path_expression.matches(&a.key)
+                    || a.key.contains(crate::discover::DIGEST_DIR)
+                {
+                    self.log.debug(format_args!(
+                        "sqs message {}: s3://{}/{} does not match path_expression",
+                        m.message_id, a.bucket, a.key
+                    ));
+                    continue;
+                }
+                let bucket: Arc<str> = a.bucket.as_str().into();
+                let time = a.time.unwrap_or_else(EventTime::now);
+                let object = ObjectRef::s3(&bucket, a.key, a.size.unwrap_or(0), time);
+                if s.is_done(&object.id) {
+                    continue;
+                }
+                if let Some(reason) = s.failed_reason(&object.id).map(String::from) {
+                    if m.receive_count >= queue.config.max_receive_count {
+                        failed.push((object.id.clone(), reason));
+                        continue;
+                    }
+                    s.unfail(&object.id);
+                }
+                pending.insert(object.id.clone());
+                if s.claim(&object.id) {
+                    send.push(object);
+                }
+            }
+            // Held under the store's lock, so no object can finish unseen in between.
+            self.tracker()
+                .hold(m.message_id, m.receipt, m.receive_count, pending, failed)
+        };
+        if let Some(v) = verdict {
+            queue.settle(v).await;
+        }
+        send
     }
 }

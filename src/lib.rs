@@ -18,9 +18,11 @@ pub mod handoff;
 pub mod log;
 pub mod msgpack;
 pub mod ndjson;
+pub mod notify;
 pub mod object;
 pub mod pathexpr;
 pub mod split;
+pub mod sqs;
 pub mod timestamp;
 
 pub use config::{Config, Settings};

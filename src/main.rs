@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
 use cloudtrail_s3::ndjson::NdjsonEncoder;
 use cloudtrail_s3::{Engine, Settings};
+use serde::Deserialize;
 
 const USAGE: &str = "\
 cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines on stdout
@@ -96,17 +97,34 @@ fn parse_args() -> anyhow::Result<Parsed> {
     }))
 }
 
-/// Reads the settings file; YAML by extension, TOML otherwise.
+/// Reads the settings file; YAML by extension, TOML otherwise. A nested `sqs` table
+/// (`[sqs]` / `sqs:`) is the same as the dotted keys (`"sqs.queue_url"`).
 fn load_settings(path: &PathBuf) -> anyhow::Result<Settings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let yaml = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    let context = || path.display().to_string();
     if yaml {
-        serde_yaml_ng::from_str(&text).with_context(|| format!("{}", path.display()))
+        let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).with_context(context)?;
+        if let Some(map) = v.as_mapping_mut()
+            && let Some(serde_yaml_ng::Value::Mapping(sqs)) = map.remove("sqs")
+        {
+            for (k, val) in sqs {
+                let key = format!("sqs.{}", k.as_str().unwrap_or_default());
+                map.insert(serde_yaml_ng::Value::String(key), val);
+            }
+        }
+        serde_yaml_ng::from_value(v).with_context(context)
     } else {
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        let mut t: toml::Table = toml::from_str(&text).with_context(context)?;
+        if let Some(toml::Value::Table(sqs)) = t.remove("sqs") {
+            for (k, val) in sqs {
+                t.insert(format!("sqs.{k}"), val);
+            }
+        }
+        Settings::deserialize(toml::Value::Table(t)).with_context(context)
     }
 }
 

@@ -1,0 +1,349 @@
+//! Event-driven discovery: S3 notifications through SQS.
+//!
+//! Each received message is held until every object it names has been handed to the host
+//! (committed), and only then deleted; while it is held, a heartbeat keeps extending its
+//! visibility timeout, so a slow or paused host does not make SQS hand the message to
+//! another consumer. That is also what lets many shippers share one queue: SQS gives each
+//! message to one consumer at a time.
+//!
+//! Outcomes of a message:
+//! * every object shipped (now or before, by this or another path): deleted;
+//! * an object failed for good (corrupt, denied): the message is let go, to come back after
+//!   a backoff and be tried again, until it has been received `max_receive_count` times;
+//!   then it is quarantined (logged with bucket, key and reason, kept in the state) and
+//!   deleted only if `delete_quarantined` is set, else left for the queue's redrive policy;
+//! * a transient failure: let go with a short backoff, to be retried;
+//! * an unknown body: logged with its message id and left alone (redrive policy).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+use crate::config::SqsConfig;
+use crate::fetch::err_chain;
+use crate::log::Logger;
+
+/// A message being worked on.
+#[derive(Debug)]
+pub struct Held {
+    pub message_id: String,
+    receipt: String,
+    /// Objects not finished yet.
+    pending: HashSet<Arc<str>>,
+    /// Objects that failed for good, with the reason.
+    failed: Vec<(Arc<str>, String)>,
+    receive_count: u32,
+    extended_at: Instant,
+}
+
+/// What to do with a message whose objects are all finished (or one was abandoned).
+#[derive(Debug)]
+pub enum Verdict {
+    Delete(Held),
+    /// Let it come back after this long (retry).
+    Retry(Held, Duration),
+    /// Received too often with failures: quarantine.
+    Quarantine(Held),
+}
+
+/// The messages held by this consumer, by the objects they wait for.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    held: HashMap<String, Held>,
+    max_receive_count: u32,
+}
+
+impl Tracker {
+    pub fn new(max_receive_count: u32) -> Self {
+        Self {
+            held: HashMap::new(),
+            max_receive_count,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Starts holding a message; returns its verdict at once when nothing is pending.
+    pub fn hold(
+        &mut self,
+        message_id: String,
+        receipt: String,
+        receive_count: u32,
+        pending: HashSet<Arc<str>>,
+        failed: Vec<(Arc<str>, String)>,
+    ) -> Option<Verdict> {
+        let held = Held {
+            message_id: message_id.clone(),
+            receipt,
+            pending,
+            failed,
+            receive_count,
+            extended_at: Instant::now(),
+        };
+        if held.pending.is_empty() {
+            return Some(self.verdict(held));
+        }
+        self.held.insert(message_id, held);
+        None
+    }
+
+    fn verdict(&self, held: Held) -> Verdict {
+        if held.failed.is_empty() {
+            Verdict::Delete(held)
+        } else if held.receive_count >= self.max_receive_count {
+            Verdict::Quarantine(held)
+        } else {
+            let backoff = Duration::from_secs(10 * u64::from(held.receive_count).min(30));
+            Verdict::Retry(held, backoff)
+        }
+    }
+
+    /// An object was handed over (`failed: None`) or given up on: the messages it
+    /// completes.
+    pub fn finished(&mut self, object: &str, failed: Option<&str>) -> Vec<Verdict> {
+        let done: Vec<String> = self
+            .held
+            .iter_mut()
+            .filter_map(|(id, h)| {
+                let key = h.pending.iter().find(|p| &***p == object)?.clone();
+                h.pending.remove(&key);
+                if let Some(reason) = failed {
+                    h.failed.push((key, reason.to_string()));
+                }
+                h.pending.is_empty().then(|| id.clone())
+            })
+            .collect();
+        let resolved: Vec<Held> = done.iter().filter_map(|id| self.held.remove(id)).collect();
+        resolved.into_iter().map(|h| self.verdict(h)).collect()
+    }
+
+    /// An object will not finish now (transient failure): its messages are let go, to
+    /// come back and be retried.
+    pub fn abandoned(&mut self, object: &str) -> Vec<Verdict> {
+        let ids: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.pending.iter().any(|p| &**p == object))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.held.remove(&id))
+            .map(|h| Verdict::Retry(h, Duration::from_secs(10)))
+            .collect()
+    }
+
+    /// Receipts whose visibility was last extended more than `every` ago (marked now).
+    pub fn due(&mut self, every: Duration) -> Vec<String> {
+        let now = Instant::now();
+        self.held
+            .values_mut()
+            .filter(|h| now.duration_since(h.extended_at) >= every)
+            .map(|h| {
+                h.extended_at = now;
+                h.receipt.clone()
+            })
+            .collect()
+    }
+
+    /// Every held message, for a fast hand-back at shutdown.
+    pub fn drain(&mut self) -> Vec<Held> {
+        self.held.drain().map(|(_, h)| h).collect()
+    }
+}
+
+/// The SQS side: receiving, deleting, extending.
+pub struct Queue {
+    pub client: Client,
+    pub config: SqsConfig,
+    pub log: Logger,
+}
+
+/// One received message.
+pub struct Received {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub receive_count: u32,
+}
+
+impl Queue {
+    pub async fn new(config: SqsConfig, sdk: &aws_config::SdkConfig, log: Logger) -> Self {
+        let mut b = aws_sdk_sqs::config::Builder::from(sdk);
+        if let Some(e) = &config.endpoint {
+            b = b.endpoint_url(e);
+        }
+        Self {
+            client: Client::from_conf(b.build()),
+            config,
+            log,
+        }
+    }
+
+    /// One long poll; errors are logged and read as "nothing".
+    pub async fn receive(&self) -> Option<Vec<Received>> {
+        let result = self
+            .client
+            .receive_message()
+            .queue_url(&self.config.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(self.config.wait_time.as_secs() as i32)
+            .visibility_timeout(self.config.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Some(
+                out.messages()
+                    .iter()
+                    .filter_map(|m| {
+                        Some(Received {
+                            message_id: m.message_id()?.to_string(),
+                            receipt: m.receipt_handle()?.to_string(),
+                            body: m.body().unwrap_or("").to_string(),
+                            receive_count: m
+                                .attributes()
+                                .and_then(|a| {
+                                    a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                                })
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(1),
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                self.log.warn(format_args!(
+                    "sqs {}: receive failed: {}",
+                    self.config.queue_url,
+                    err_chain(&e)
+                ));
+                None
+            }
+        }
+    }
+
+    pub async fn delete(&self, message_id: &str, receipt: &str) {
+        if let Err(e) = self
+            .client
+            .delete_message()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            self.log.warn(format_args!(
+                "sqs message {message_id}: delete failed ({}); it will come back and be skipped as shipped",
+                err_chain(&e)
+            ));
+        }
+    }
+
+    pub async fn set_visibility(&self, receipt: &str, after: Duration) {
+        let secs = after.as_secs().min(43_200) as i32;
+        if let Err(e) = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.config.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+        {
+            self.log.debug(format_args!(
+                "sqs: visibility change failed: {}",
+                err_chain(&e)
+            ));
+        }
+    }
+
+    /// Carries out a verdict.
+    pub async fn settle(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Delete(h) => self.delete(&h.message_id, &h.receipt).await,
+            Verdict::Retry(h, after) => self.set_visibility(&h.receipt, after).await,
+            Verdict::Quarantine(h) => {
+                for (object, reason) in &h.failed {
+                    self.log.error(format_args!(
+                        "sqs message {} quarantined after {} receives: {object}: {reason}{}",
+                        h.message_id,
+                        h.receive_count,
+                        if self.config.delete_quarantined {
+                            "; message deleted (sqs.delete_quarantined)"
+                        } else {
+                            "; message left for the queue's redrive policy"
+                        }
+                    ));
+                }
+                if self.config.delete_quarantined {
+                    self.delete(&h.message_id, &h.receipt).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<Arc<str>> {
+        ids.iter().map(|i| Arc::from(*i)).collect()
+    }
+
+    #[test]
+    fn deleted_once_every_object_is_shipped() {
+        let mut t = Tracker::new(3);
+        assert!(
+            t.hold("m1".into(), "r1".into(), 1, set(&["a", "b"]), vec![])
+                .is_none()
+        );
+        assert!(t.finished("a", None).is_empty());
+        let v = t.finished("b", None);
+        assert!(matches!(v.as_slice(), [Verdict::Delete(h)] if h.message_id == "m1"));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn failures_retry_then_quarantine() {
+        let mut t = Tracker::new(3);
+        t.hold("m1".into(), "r1".into(), 1, set(&["a"]), vec![]);
+        assert!(matches!(
+            t.finished("a", Some("gzip")).as_slice(),
+            [Verdict::Retry(..)]
+        ));
+        t.hold("m1".into(), "r2".into(), 3, set(&["a"]), vec![]);
+        assert!(matches!(
+            t.finished("a", Some("gzip")).as_slice(),
+            [Verdict::Quarantine(_)]
+        ));
+        let v = t.hold(
+            "m2".into(),
+            "r".into(),
+            4,
+            set(&[]),
+            vec![("x".into(), "denied".into())],
+        );
+        assert!(matches!(v, Some(Verdict::Quarantine(_))));
+    }
+
+    #[test]
+    fn abandoned_objects_let_their_messages_go_and_heartbeat_marks() {
+        let mut t = Tracker::new(3);
+        t.hold("m1".into(), "r1".into(), 1, set(&["a"]), vec![]);
+        t.hold("m2".into(), "r2".into(), 1, set(&["a", "b"]), vec![]);
+        t.hold("m3".into(), "r3".into(), 1, set(&["c"]), vec![]);
+        assert_eq!(t.due(Duration::ZERO).len(), 3);
+        assert!(t.due(Duration::from_secs(60)).is_empty());
+        assert_eq!(t.abandoned("a").len(), 2);
+        assert_eq!(t.len(), 1);
+    }
+}
