@@ -14,7 +14,7 @@ use crate::json::J;
 use crate::server::{self, s3_props};
 
 #[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+pub struct Lines(pub Mutex<Vec<String>>);
 
 impl LogSink for Lines {
     fn max_level(&self) -> Level {
@@ -26,7 +26,7 @@ impl LogSink for Lines {
     }
 }
 
-fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
+pub fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
     let settings = Settings::from_properties(|k| {
         props
             .iter()
@@ -45,7 +45,7 @@ fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
 }
 
 /// Takes and commits batches until `done`, returning the events (as JSON lines).
-fn drain_until(engine: &Engine, deadline: Duration, done: impl Fn(&Engine) -> bool) -> Vec<J> {
+pub fn drain_until(engine: &Engine, deadline: Duration, done: impl Fn(&Engine) -> bool) -> Vec<J> {
     let end = Instant::now() + deadline;
     let mut out = Vec::new();
     while Instant::now() < end && !done(engine) {
@@ -59,7 +59,7 @@ fn drain_until(engine: &Engine, deadline: Duration, done: impl Fn(&Engine) -> bo
     out
 }
 
-fn one_event(id: &str) -> Vec<u8> {
+pub fn one_event(id: &str) -> Vec<u8> {
     data::gzip(
         format!(r#"{{"Records":[{{"eventID":"{id}","eventTime":"2023-07-10T00:00:00Z"}}]}}"#)
             .as_bytes(),

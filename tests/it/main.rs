@@ -12,3 +12,4 @@ mod kill;
 mod plugin;
 mod regressions;
 mod server;
+mod sqs;

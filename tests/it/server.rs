@@ -23,9 +23,13 @@ pub const SECRET_KEY: &str = "testsecret/doNotLogMe+0000000000000000001";
 
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 
-/// The server's endpoint URL, starting it on first use.
+/// The server's endpoint URL, starting it on first use (child host processes get their
+/// parent's server through `MOTO_ENDPOINT`).
 pub fn endpoint() -> &'static str {
     ENDPOINT.get_or_init(|| {
+        if let Ok(e) = std::env::var("MOTO_ENDPOINT") {
+            return e;
+        }
         start().unwrap_or_else(|e| {
             panic!(
                 "cannot start the moto S3 server: {e}\n\

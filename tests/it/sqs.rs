@@ -1,0 +1,542 @@
+//! Event-driven discovery through SQS against the real test server: every notification
+//! shape, delete only after handoff, the visibility heartbeat, poison messages, hybrid mode
+//! and three host processes sharing one queue.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::data;
+use crate::engine::{drain_until, start};
+use crate::host::{self, Plugin};
+use crate::json::J;
+use crate::server::{self, block_on};
+
+fn sqs() -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(server::endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            server::ACCESS_KEY,
+            server::SECRET_KEY,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+fn queue(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    block_on(sqs().create_queue().queue_name(name).send())
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+fn send(queue_url: &str, body: &str) {
+    block_on(
+        sqs()
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send(),
+    )
+    .unwrap();
+}
+
+/// Messages in the queue, visible or held by a consumer.
+fn messages_in(queue_url: &str) -> usize {
+    let out = block_on(
+        sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send(),
+    )
+    .unwrap();
+    out.attributes()
+        .unwrap()
+        .values()
+        .map(|v| v.parse::<usize>().unwrap())
+        .sum()
+}
+
+fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// S3 sends ObjectCreated notifications of `bucket` to the queue.
+fn notify_bucket(bucket: &str, queue_url: &str) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let arn = block_on(
+        sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send(),
+    )
+    .unwrap()
+    .attributes()
+    .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let conf = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(arn)
+                .events(Event::S3ObjectCreated)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    block_on(
+        server::client()
+            .put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(conf)
+            .send(),
+    )
+    .unwrap();
+}
+
+/// Properties for SQS-only discovery (no bucket to list).
+fn sqs_props(queue_url: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut props: Vec<(&'static str, String)> = server::s3_props("unused")
+        .into_iter()
+        .filter(|(k, _)| *k != "bucket")
+        .collect();
+    props.extend([
+        ("sqs.queue_url", queue_url.to_string()),
+        ("sqs.endpoint", server::endpoint().to_string()),
+        ("sqs.wait_time_secs", "1".to_string()),
+    ]);
+    for (k, v) in extra {
+        props.retain(|(pk, _)| pk != k);
+        props.push((k, v.to_string()));
+    }
+    props
+}
+
+fn as_list<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}
+
+fn ids_of(o: &data::Object) -> Vec<String> {
+    o.events()
+        .iter()
+        .map(|e| J::parse(e).str("eventID").unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn s3_notifications_ship_every_object_and_empty_the_queue() {
+    let bucket = server::bucket("sqs-s3");
+    let q = queue("s3");
+    notify_bucket(&bucket, &q);
+    let objects = data::objects();
+    for o in &objects[..10] {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    server::put(
+        &bucket,
+        "AWSLogs/218007301253/CloudTrail-Digest/us-east-1/2023/07/10/digest.json.gz",
+        data::gzip(b"{}"),
+    );
+    let want: usize = objects[..10].iter().map(|o| o.events().len()).sum();
+    let props = sqs_props(&q, &[]);
+    let inst = Plugin::load().start(&as_list(&props)).expect("init");
+    let records = inst.collect_until(Duration::from_secs(60), |r| r.len() >= want);
+    let mut seen = HashMap::new();
+    for r in &records {
+        *seen
+            .entry(r.body.str("eventID").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        (records.len(), seen.len()),
+        (want, want),
+        "every event once"
+    );
+    wait_for("the queue to empty", Duration::from_secs(30), || {
+        messages_in(&q) == 0
+    });
+}
+
+#[test]
+fn every_notification_shape_is_understood() {
+    let bucket = server::bucket("sqs-shapes");
+    let q = queue("shapes");
+    let objects = data::objects();
+    let o: Vec<&data::Object> = objects.iter().take(5).collect();
+    for x in &o {
+        server::put(&bucket, &x.key, x.gz.clone());
+    }
+    // Keys in S3 notifications are URL-encoded, `+` for a space.
+    let spaced = "AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10/with space=1.json.gz";
+    server::put(
+        &bucket,
+        spaced,
+        data::gzip(br#"{"Records":[{"eventID":"spaced","eventTime":"2023-07-10T00:00:00Z"}]}"#),
+    );
+    let s3_event = |key: &str| {
+        serde_json::json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": "2023-07-10T12:00:00.000Z", "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}]})
+        .to_string()
+    };
+    send(&q, &s3_event(&o[0].key));
+    send(
+        &q,
+        &s3_event("AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10/with+space%3D1.json.gz"),
+    );
+    send(&q, &serde_json::json!({"Type": "Notification", "MessageId": "sns-1", "Message": s3_event(&o[1].key)}).to_string());
+    send(
+        &q,
+        &serde_json::json!({"version": "0", "detail-type": "Object Created", "source": "aws.s3", "time": "2023-07-10T12:00:00Z",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": o[2].key, "size": 1}}})
+        .to_string(),
+    );
+    let ct =
+        serde_json::json!({"s3Bucket": bucket, "s3ObjectKey": [o[3].key, o[4].key]}).to_string();
+    send(
+        &q,
+        &serde_json::json!({"Type": "Notification", "MessageId": "sns-2", "Message": ct})
+            .to_string(),
+    );
+    send(
+        &q,
+        r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2023-07-10T12:00:00Z","Bucket":"b"}"#,
+    );
+    send(&q, r#"{"hello":"not a notification"}"#);
+
+    let mut want: Vec<String> = o.iter().flat_map(|x| ids_of(x)).collect();
+    want.push("spaced".into());
+    let props = sqs_props(&q, &[("sqs.visibility_timeout_secs", "2")]);
+    let (engine, lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.stats().events as usize >= want.len() && e.stats().objects_done == 6
+    });
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e.str("eventID").unwrap().to_string())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Everything is deleted but the unknown message, which stays for the redrive policy.
+    wait_for(
+        "only the unknown message to remain",
+        Duration::from_secs(30),
+        || messages_in(&q) == 1,
+    );
+    drop(engine);
+    let lines = lines.0.lock().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sqs message") && l.contains("left in the queue")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_message_is_deleted_only_after_its_records_are_handed_over() {
+    let bucket = server::bucket("sqs-handoff");
+    let q = queue("handoff");
+    notify_bucket(&bucket, &q);
+    let o = &data::objects()[0];
+    server::put(&bucket, &o.key, o.gz.clone());
+    let props = sqs_props(&q, &[("sqs.visibility_timeout_secs", "2")]);
+    let plugin = Plugin::load();
+
+    // The host never collects: nothing was handed over, so the message must survive.
+    let inst = plugin.start(&as_list(&props)).expect("init");
+    std::thread::sleep(Duration::from_secs(3));
+    drop(inst);
+    assert_eq!(
+        messages_in(&q),
+        1,
+        "the message outlives a host that took nothing"
+    );
+
+    let inst = plugin.start(&as_list(&props)).expect("init");
+    let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= ids_of(o).len());
+    assert_eq!(records.len(), ids_of(o).len());
+    wait_for("the message to be deleted", Duration::from_secs(30), || {
+        messages_in(&q) == 0
+    });
+}
+
+#[test]
+fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
+    let bucket = server::bucket("sqs-heartbeat");
+    let q = queue("heartbeat");
+    notify_bucket(&bucket, &q);
+    let o = &data::objects()[1];
+    server::put(&bucket, &o.key, o.gz.clone());
+    let props = sqs_props(&q, &[("sqs.visibility_timeout_secs", "2")]);
+    let inst = Plugin::load().start(&as_list(&props)).expect("init");
+    // Wait until the plugin holds the message, then stay paused (no collect) for three
+    // visibility timeouts while another consumer polls the queue.
+    wait_for(
+        "the plugin to take the message",
+        Duration::from_secs(20),
+        || {
+            let out = block_on(
+                sqs()
+                    .get_queue_attributes()
+                    .queue_url(&q)
+                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .unwrap();
+            out.attributes()
+                .unwrap()
+                .values()
+                .next()
+                .is_some_and(|v| v == "1")
+        },
+    );
+    inst.pause();
+    let end = Instant::now() + Duration::from_secs(6);
+    let mut stolen = 0;
+    while Instant::now() < end {
+        let got = block_on(
+            sqs()
+                .receive_message()
+                .queue_url(&q)
+                .wait_time_seconds(1)
+                .visibility_timeout(1)
+                .send(),
+        )
+        .unwrap();
+        stolen += got.messages().len();
+    }
+    assert_eq!(stolen, 0, "another consumer got the held message");
+    inst.resume();
+    let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= ids_of(o).len());
+    assert_eq!(records.len(), ids_of(o).len());
+    wait_for("the message to be deleted", Duration::from_secs(30), || {
+        messages_in(&q) == 0
+    });
+}
+
+#[test]
+fn a_poison_message_is_retried_then_quarantined() {
+    let bucket = server::bucket("sqs-poison");
+    let q = queue("poison");
+    notify_bucket(&bucket, &q);
+    let key = "AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10/poison.json.gz";
+    let mut corrupt = data::gzip(br#"{"Records":[{"eventID":"p"}]}"#);
+    corrupt[2] = 0;
+    server::put(&bucket, key, corrupt);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.json");
+    let props = sqs_props(
+        &q,
+        &[
+            ("sqs.visibility_timeout_secs", "2"),
+            ("sqs.max_receive_count", "2"),
+            ("sqs.delete_quarantined", "true"),
+            ("db", db.to_str().unwrap()),
+        ],
+    );
+    let (engine, lines) = start(&props);
+    let url = format!("s3://{bucket}/{key}");
+    wait_for("the quarantine", Duration::from_secs(90), || {
+        if let Some(b) = engine.take(1 << 20, Duration::ZERO) {
+            engine.commit(&b.marks);
+        }
+        lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("quarantined after 2 receives") && l.contains(&url))
+    });
+    wait_for(
+        "the quarantined message to be deleted",
+        Duration::from_secs(30),
+        || messages_in(&q) == 0,
+    );
+    drop(engine);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&db).unwrap()).unwrap();
+    assert!(
+        state["failed"][&url]
+            .as_str()
+            .unwrap()
+            .contains("decompression failed"),
+        "{state}"
+    );
+}
+
+#[test]
+fn hybrid_listing_catches_a_notification_that_never_came() {
+    let bucket = server::bucket("sqs-hybrid");
+    let q = queue("hybrid");
+    let objects = data::objects();
+    for o in &objects[..3] {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    for o in &objects[..2] {
+        send(
+            &q,
+            &serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {"key": o.key}}}]})
+                .to_string(),
+        );
+    }
+    let mut props = sqs_props(&q, &[]);
+    props.push(("bucket", bucket.clone()));
+    let (engine, _) = start(&props);
+    let want: usize = objects[..3].iter().map(|o| o.events().len()).sum();
+    let events = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.is_idle() && e.stats().events as usize >= want
+    });
+    let mut seen = HashMap::new();
+    for e in &events {
+        *seen
+            .entry(e.str("eventID").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        (events.len(), seen.len()),
+        (want, want),
+        "each event once, whichever path found it"
+    );
+    wait_for("both messages deleted", Duration::from_secs(30), || {
+        messages_in(&q) == 0
+    });
+}
+
+/// A host process consuming the queue (run by the three-process test only).
+#[test]
+#[ignore = "runs as a child of the three-process test"]
+fn sqs_child_host_process() {
+    let (Some(q), Some(out)) = (std::env::var("SQS_QUEUE").ok(), std::env::var_os("SQS_OUT"))
+    else {
+        return;
+    };
+    let props = sqs_props(&q, &[("metadata_key", "src"), ("batch_bytes", "64K")]);
+    let inst = Plugin::load().start(&as_list(&props)).expect("init");
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(4) {
+        let out = PathBuf::from(&out);
+        let (_, data) = inst.collect_stored(move |bytes| store_lines(bytes, &out));
+        if data.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        } else {
+            idle_since = Instant::now();
+        }
+    }
+}
+
+fn store_lines(bytes: &[u8], out: &Path) {
+    let mut lines = String::new();
+    for r in host::decode(bytes) {
+        let key = r
+            .body
+            .get("src")
+            .and_then(|s| s.str("key"))
+            .unwrap()
+            .to_string();
+        lines.push_str(&format!("{key} {}\n", r.body.str("eventID").unwrap()));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .unwrap();
+    f.write_all(lines.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn three_host_processes_share_one_queue_exactly_once() {
+    let bucket = server::bucket("sqs-three");
+    let q = queue("three");
+    notify_bucket(&bucket, &q);
+    let mut expected = HashMap::new();
+    for copy in 0..4 {
+        for o in data::objects() {
+            let key = o.key.replace(".json.gz", &format!("-{copy}.json.gz"));
+            for id in ids_of(&o) {
+                expected.insert(format!("{key} {id}"), 0usize);
+            }
+            server::put(&bucket, &key, o.gz.clone());
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let outs: Vec<PathBuf> = (0..3)
+        .map(|i| work.path().join(format!("host{i}.txt")))
+        .collect();
+    let mut children: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "sqs::sqs_child_host_process",
+                    "--nocapture",
+                ])
+                .env("SQS_QUEUE", &q)
+                .env("MOTO_ENDPOINT", server::endpoint())
+                .env("SQS_OUT", out)
+                .env("HOST_LOG_LEVEL", "2")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_secs(240);
+    for c in &mut children {
+        loop {
+            if c.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < end, "host processes did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let mut per_host = Vec::new();
+    for out in &outs {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        per_host.push(text.lines().count());
+        for line in text.lines() {
+            *expected
+                .get_mut(line)
+                .unwrap_or_else(|| panic!("unknown line {line}")) += 1;
+        }
+    }
+    let lost = expected.values().filter(|n| **n == 0).count();
+    let dups: usize = expected.values().map(|n| n.saturating_sub(1)).sum();
+    eprintln!(
+        "three hosts: {} objects, {} events, per host {per_host:?}, lost {lost}, duplicates {dups}",
+        4 * data::OBJECTS,
+        expected.len()
+    );
+    assert_eq!((lost, dups), (0, 0));
+    assert!(
+        per_host.iter().filter(|n| **n > 0).count() >= 2,
+        "the work was shared: {per_host:?}"
+    );
+    assert_eq!(messages_in(&q), 0);
+}
