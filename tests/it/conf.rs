@@ -35,8 +35,11 @@ fn substitute(text: &str, vars: &BTreeMap<&str, String>) -> String {
 
 /// The cloudtrail input's properties from the YAML sample.
 fn yaml_input() -> (BTreeMap<String, String>, serde_yaml_ng::Value) {
-    let doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&conf("fluent-bit.yaml")).expect("YAML parses");
+    yaml_input_of("fluent-bit.yaml")
+}
+
+fn yaml_input_of(name: &str) -> (BTreeMap<String, String>, serde_yaml_ng::Value) {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&conf(name)).expect("YAML parses");
     let inputs = doc["pipeline"]["inputs"]
         .as_sequence()
         .expect("pipeline.inputs");
@@ -144,4 +147,45 @@ fn yaml_sample_settings_start_the_plugin() {
         state.path().join("cloudtrail-s3.state.json").exists(),
         "the state file is where `db` says"
     );
+}
+
+#[test]
+fn sqs_sample_settings_are_valid() {
+    let vars = BTreeMap::from([
+        ("CLOUDTRAIL_BUCKET", "my-trail".to_string()),
+        (
+            "CLOUDTRAIL_QUEUE",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/trail".to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("STATE_DIR", "/var/lib/fluent-bit".to_string()),
+    ]);
+    let (input, doc) = yaml_input_of("fluent-bit-sqs.yaml");
+    assert_eq!(
+        doc["pipeline"]["outputs"][0]["format"].as_str(),
+        Some("json_lines")
+    );
+    let props: BTreeMap<String, String> = input
+        .iter()
+        .map(|(k, v)| (k.clone(), substitute(v, &vars)))
+        .collect();
+    let settings =
+        cloudtrail_s3::Settings::from_properties(|k| props.get(k).cloned()).expect("known keys");
+    let config = settings.validate().expect("valid settings");
+    let cloudtrail_s3::config::Source::S3(s3) = config.source else {
+        panic!("an S3 source")
+    };
+    assert!(
+        s3.sqs.is_some() && s3.bucket.is_some(),
+        "hybrid: queue and bucket"
+    );
+    for key in input
+        .keys()
+        .filter(|k| !["name", "tag", "storage.type"].contains(&k.as_str()))
+    {
+        assert!(
+            cloudtrail_s3::config::KEYS.contains(&key.as_str()),
+            "{key} is not a setting"
+        );
+    }
 }
