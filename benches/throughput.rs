@@ -330,6 +330,45 @@ fn run_stage(stage: &str) {
             );
             result(stage, events, json_bytes, secs, &note)
         }
+        "sqs-latency" => {
+            // Upload to handoff through S3 -> SQS notifications on loopback (moto), one
+            // object at a time, collect polled every 2 ms (Fluent Bit polls every second).
+            let bucket = server::bucket("latency");
+            let q = sqs_queue_with_notifications(&bucket);
+            let props: Vec<(&str, String)> = server::s3_props("x")
+                .into_iter()
+                .filter(|(k, _)| *k != "bucket")
+                .chain([
+                    ("sqs.queue_url", q.clone()),
+                    ("sqs.endpoint", server::endpoint().to_string()),
+                ])
+                .collect();
+            let list: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let inst = host::Plugin::load().start(&list).expect("init");
+            let body = std::fs::read(&files[0]).unwrap();
+            let per_object = count_json_events(&gunzip(&files[0]));
+            let mut lat = Vec::new();
+            let t = Instant::now();
+            for i in 0..20 {
+                let key = format!("{DAY_DIR}/latency-{i}.json.gz");
+                let t0 = Instant::now();
+                server::put(&bucket, &key, body.clone());
+                let mut got = 0;
+                while got < per_object && t0.elapsed() < Duration::from_secs(60) {
+                    got += count_records(&inst.collect().1);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            let secs = t.elapsed();
+            drop(inst);
+            lat.sort_by(f64::total_cmp);
+            let note = format!(
+                "upload -> records in the host, 20 objects: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+                lat[10], lat[18], lat[19]
+            );
+            result(stage, 20 * per_object, 0, secs, &note)
+        }
         "plugin-1s-tick" => {
             // Fluent Bit's pace: one collect a second. What one instance moves per second
             // is what one collect returns.
@@ -377,6 +416,64 @@ impl<R: Read> Read for CountingReader<'_, R> {
         *self.n += n as u64;
         Ok(n)
     }
+}
+
+fn count_json_events(json: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+    v["Records"].as_array().unwrap().len() as u64
+}
+
+/// A new queue that receives the bucket's ObjectCreated notifications.
+fn sqs_queue_with_notifications(bucket: &str) -> String {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let conf = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(server::endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            server::ACCESS_KEY,
+            server::SECRET_KEY,
+            None,
+            None,
+            "b",
+        ))
+        .build();
+    let sqs = aws_sdk_sqs::Client::from_conf(conf);
+    server::block_on(async {
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("latency-{}", std::process::id()))
+            .send()
+            .await
+            .unwrap();
+        let url = url.queue_url().unwrap().to_string();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let arn = attrs.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+        let n = NotificationConfiguration::builder()
+            .queue_configurations(
+                QueueConfiguration::builder()
+                    .queue_arn(arn)
+                    .events(Event::S3ObjectCreated)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        server::client()
+            .put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(n)
+            .send()
+            .await
+            .unwrap();
+        url
+    })
 }
 
 /// Counts events in a collect buffer by walking the msgpack values.
