@@ -514,3 +514,59 @@ pub fn decode(mut data: &[u8]) -> Vec<Record> {
     }
     out
 }
+
+/// What a host with filesystem storage does before cleanup: writes one `key eventID` line
+/// per record (the key from the `src` metadata field) into a new file in `dir`, made
+/// durable and visible atomically (temporary file, fsync, rename), so a kill at any point
+/// leaves either the whole batch or none of it.
+pub fn store_event_lines(bytes: &[u8], dir: &std::path::Path) {
+    use std::io::Write;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut lines = String::new();
+    for r in decode(bytes) {
+        let key = r
+            .body
+            .get("src")
+            .and_then(|s| s.str("key"))
+            .expect("metadata_key src");
+        lines.push_str(&format!(
+            "{key} {}\n",
+            r.body.str("eventID").expect("eventID")
+        ));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let name = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(lines.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.txt"))).unwrap();
+}
+
+/// Every line stored by [`store_event_lines`] in `dir`.
+pub fn stored_lines(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "txt") {
+            out.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    out
+}

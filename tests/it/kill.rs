@@ -4,7 +4,6 @@
 //! duplicates may only come from the batch in flight at each kill.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,25 +38,7 @@ fn kill_child_host_process() {
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < Duration::from_secs(2) {
         let out = PathBuf::from(&out);
-        let (_, data) = inst.collect_stored(move |bytes| {
-            let mut lines = String::new();
-            for r in host::decode(bytes) {
-                let key = r
-                    .body
-                    .get("src")
-                    .and_then(|s| s.str("key"))
-                    .unwrap()
-                    .to_string();
-                lines.push_str(&format!("{key} {}\n", r.body.str("eventID").unwrap()));
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&out)
-                .unwrap();
-            f.write_all(lines.as_bytes()).unwrap();
-            f.sync_all().unwrap();
-        });
+        let (_, data) = inst.collect_stored(move |bytes| host::store_event_lines(bytes, &out));
         // A steady tick (Fluent Bit's is 1 s; shorter here) spreads the run over the kills.
         std::thread::sleep(Duration::from_millis(40));
         if !data.is_empty() {
@@ -105,7 +86,7 @@ fn sigkill_at_random_points_loses_nothing() {
         }
     }
     let db = work.path().join("state.json");
-    let out = work.path().join("stored.txt");
+    let out = work.path().join("stored");
     let mut seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -148,10 +129,10 @@ fn sigkill_at_random_points_loses_nothing() {
     };
     assert!(status.success());
 
-    let text = std::fs::read_to_string(&out).unwrap();
+    let lines = host::stored_lines(&out);
     let mut unknown = 0;
-    for line in text.lines() {
-        match expected.get_mut(line) {
+    for line in &lines {
+        match expected.get_mut(line.as_str()) {
             Some(n) => *n += 1,
             None => unknown += 1,
         }
@@ -163,7 +144,7 @@ fn sigkill_at_random_points_loses_nothing() {
     eprintln!(
         "kill test: {} events expected, {} stored lines, {KILLS} kills ({mid_run} mid-run), lost {lost}, duplicates {dups}",
         expected.len(),
-        text.lines().count()
+        lines.len()
     );
     assert_eq!((unknown, lost), (0, 0), "nothing unknown, nothing lost");
     assert!(

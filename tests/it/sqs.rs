@@ -3,8 +3,7 @@
 //! and three host processes sharing one queue.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -139,6 +138,17 @@ fn as_list<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> 
     v.iter().map(|(k, s)| (*k, s.as_str())).collect()
 }
 
+/// How often each eventID occurs.
+fn count_ids<'a>(events: impl Iterator<Item = &'a J>) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for e in events {
+        *seen
+            .entry(e.str("eventID").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
 fn ids_of(o: &data::Object) -> Vec<String> {
     o.events()
         .iter()
@@ -164,12 +174,7 @@ fn s3_notifications_ship_every_object_and_empty_the_queue() {
     let props = sqs_props(&q, &[]);
     let inst = Plugin::load().start(&as_list(&props)).expect("init");
     let records = inst.collect_until(Duration::from_secs(60), |r| r.len() >= want);
-    let mut seen = HashMap::new();
-    for r in &records {
-        *seen
-            .entry(r.body.str("eventID").unwrap().to_string())
-            .or_insert(0) += 1;
-    }
+    let seen = count_ids(records.iter().map(|r| &r.body));
     assert_eq!(
         (records.len(), seen.len()),
         (want, want),
@@ -409,12 +414,7 @@ fn hybrid_listing_catches_a_notification_that_never_came() {
     let events = drain_until(&engine, Duration::from_secs(60), |e| {
         e.is_idle() && e.stats().events as usize >= want
     });
-    let mut seen = HashMap::new();
-    for e in &events {
-        *seen
-            .entry(e.str("eventID").unwrap().to_string())
-            .or_insert(0) += 1;
-    }
+    let seen = count_ids(events.iter());
     assert_eq!(
         (events.len(), seen.len()),
         (want, want),
@@ -438,33 +438,13 @@ fn sqs_child_host_process() {
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < Duration::from_secs(4) {
         let out = PathBuf::from(&out);
-        let (_, data) = inst.collect_stored(move |bytes| store_lines(bytes, &out));
+        let (_, data) = inst.collect_stored(move |bytes| host::store_event_lines(bytes, &out));
         if data.is_empty() {
             std::thread::sleep(Duration::from_millis(100));
         } else {
             idle_since = Instant::now();
         }
     }
-}
-
-fn store_lines(bytes: &[u8], out: &Path) {
-    let mut lines = String::new();
-    for r in host::decode(bytes) {
-        let key = r
-            .body
-            .get("src")
-            .and_then(|s| s.str("key"))
-            .unwrap()
-            .to_string();
-        lines.push_str(&format!("{key} {}\n", r.body.str("eventID").unwrap()));
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out)
-        .unwrap();
-    f.write_all(lines.as_bytes()).unwrap();
-    f.sync_all().unwrap();
 }
 
 #[test]
@@ -484,7 +464,7 @@ fn three_host_processes_share_one_queue_exactly_once() {
     }
     let work = tempfile::tempdir().unwrap();
     let outs: Vec<PathBuf> = (0..3)
-        .map(|i| work.path().join(format!("host{i}.txt")))
+        .map(|i| work.path().join(format!("host{i}")))
         .collect();
     let mut children: Vec<_> = outs
         .iter()
@@ -518,11 +498,11 @@ fn three_host_processes_share_one_queue_exactly_once() {
     }
     let mut per_host = Vec::new();
     for out in &outs {
-        let text = std::fs::read_to_string(out).unwrap_or_default();
-        per_host.push(text.lines().count());
-        for line in text.lines() {
+        let lines = host::stored_lines(out);
+        per_host.push(lines.len());
+        for line in &lines {
             *expected
-                .get_mut(line)
+                .get_mut(line.as_str())
                 .unwrap_or_else(|| panic!("unknown line {line}")) += 1;
         }
     }
