@@ -58,10 +58,14 @@ pub fn transcode_object(
 const MAP: (u8, u8, u8) = (0x80, 0xde, 0xdf);
 const ARRAY: (u8, u8, u8) = (0x90, 0xdc, 0xdd);
 
-/// Reserves the largest header; [`finish_container`] shrinks it.
+/// Reserves a 3-byte header (the 16-bit count form), the right size for CloudTrail's
+/// top-level maps, so the biggest container is never moved; [`finish_container`] shrinks
+/// it for small ones and grows it past 65,535 entries.
+const RESERVED: usize = 3;
+
 fn start_container(out: &mut Vec<u8>) -> usize {
     let at = out.len();
-    out.extend_from_slice(&[0; 5]);
+    out.extend_from_slice(&[0; RESERVED]);
     at
 }
 
@@ -79,11 +83,20 @@ fn finish_container(out: &mut Vec<u8>, at: usize, n: usize, (fix, c16, c32): (u8
         hdr[1..5].copy_from_slice(&(n as u32).to_be_bytes());
         5
     };
-    out[at..at + len].copy_from_slice(&hdr[..len]);
-    if len < 5 {
-        out.copy_within(at + 5.., at + len);
-        out.truncate(out.len() - (5 - len));
+    match len.cmp(&RESERVED) {
+        std::cmp::Ordering::Less => {
+            out.copy_within(at + RESERVED.., at + len);
+            out.truncate(out.len() - (RESERVED - len));
+        }
+        std::cmp::Ordering::Greater => {
+            let grow = len - RESERVED;
+            let end = out.len();
+            out.extend_from_slice(&[0; 2][..grow]);
+            out.copy_within(at + RESERVED..end, at + len);
+        }
+        std::cmp::Ordering::Equal => {}
     }
+    out[at..at + len].copy_from_slice(&hdr[..len]);
 }
 
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
@@ -270,6 +283,16 @@ mod tests {
         assert_eq!(tx(r#"{"f":1.5}"#)[3], 0xcb);
         assert_eq!(tx(r#"{"b":-200}"#)[3..], [0xd1, 0xff, 0x38]);
         assert_eq!(tx(r#"{"u":18446744073709551615}"#)[3], 0xcf);
+    }
+
+    #[test]
+    fn containers_past_65535_entries_grow_their_header() {
+        let json = format!("{{\"a\":[{}]}}", vec!["1"; 70_000].join(","));
+        let out = tx(&json);
+        assert_eq!(&out[..8], &[0x81, 0xa1, b'a', 0xdd, 0, 1, 0x11, 0x70]);
+        assert_eq!(out.len(), 3 + 5 + 70_000);
+        let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
+        assert_eq!(v["a"].as_array().unwrap().len(), 70_000);
     }
 
     #[test]
