@@ -48,6 +48,10 @@ pub enum CheckpointError {
         "state file {path} is not a state file of this program ({reason}); move it away to start over"
     )]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "state file {path} is in use by another running instance; give each instance its own 'db'"
+    )]
+    InUse { path: PathBuf },
 }
 
 /// The state plus where it lives. `path: None` keeps it in memory only.
@@ -59,11 +63,15 @@ pub struct Store {
     /// Objects claimed by a scan and not finished yet (not persisted: after a restart they
     /// are found again, and `progress` says where to resume).
     inflight: HashSet<String>,
+    /// An exclusive lock on `<db>.lock`, held while the store is open: two instances
+    /// writing one state file would undo each other's progress.
+    _lock: Option<fs::File>,
 }
 
 impl Store {
     /// Opens the state at `path`, or starts empty when the file does not exist yet.
     pub fn open(path: Option<&Path>) -> Result<Self, CheckpointError> {
+        let lock = path.map(lock).transpose()?;
         let state = match path {
             None => State::default(),
             Some(p) => match fs::read(p) {
@@ -95,6 +103,7 @@ impl Store {
             state,
             dirty: false,
             inflight: HashSet::new(),
+            _lock: lock,
         };
         store.state.version = FORMAT_VERSION;
         // Write once at start-up: proves the location is writable before any data moves.
@@ -253,6 +262,29 @@ impl Store {
     }
 }
 
+fn lock(path: &Path) -> Result<fs::File, CheckpointError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let io = |source| CheckpointError::Io {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(CheckpointError::InUse { path: path.into() }),
+        Err(fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 fn write_atomic(path: &Path, state: &State) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -286,8 +318,10 @@ mod tests {
         s.record_failed("s3://b/k3", "gzip: bad");
         s.set_newest_day("AWSLogs/1/CloudTrail/r/", "2023/07/10");
         s.save().unwrap();
+        let saved = s.state().clone();
+        drop(s);
         let again = Store::open(Some(&path)).unwrap();
-        assert_eq!(again.state(), s.state());
+        assert_eq!(again.state(), &saved);
         assert_eq!(again.progress("s3://b/k1"), 10);
         assert!(again.is_finished("s3://b/k2") && again.is_finished("s3://b/k3"));
     }
@@ -323,6 +357,17 @@ mod tests {
         let mut open: Vec<&str> = s.open_under("s3://b/p/").collect();
         open.sort();
         assert_eq!(open, ["s3://b/p/1", "s3://b/p/2"]);
+    }
+
+    #[test]
+    fn one_state_file_one_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let first = Store::open(Some(&path)).unwrap();
+        let err = Store::open(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("in use by another running instance"), "{err}");
+        drop(first);
+        Store::open(Some(&path)).expect("free again once the first is closed");
     }
 
     #[test]
