@@ -266,7 +266,7 @@ fn run_stage(stage: &str) {
             let secs = t.elapsed();
             drop(inst);
             let note = format!(
-                "collect as fast as it returns, batch_bytes 64M, 4 workers; {calls} collects"
+                "collect as fast as it returns, batch_bytes {batch}, 4 workers; {calls} collects"
             );
             result(stage, events, total_json, secs, &note)
         }
@@ -581,12 +581,16 @@ fn main() {
     let mut results = Vec::new();
     for stage in [
         "floor-gunzip",
+        "floor-gunzip-miniz",
         "floor-json",
         "engine-msgpack",
         "engine-ndjson",
         "plugin-dir",
+        "plugin-dir-defaults",
         "plugin-s3",
         "plugin-1s-tick",
+        "huge-object",
+        "sqs-latency",
     ] {
         if !wanted(stage) {
             continue;

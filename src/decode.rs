@@ -5,7 +5,7 @@
 //! `cat a.gz b.gz` produces) are read as one stream. The cap makes a decompression bomb or
 //! an unexpectedly huge object an error with a name instead of an out-of-memory kill.
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
 
@@ -27,15 +27,58 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// A reader over the decompressed content of `bytes` (gzip or plain), failing with
 /// [`LimitExceeded`] past `max_bytes`.
 pub fn open(bytes: &[u8], max_bytes: u64) -> Capped<Box<dyn Read + Send + '_>> {
-    let inner: Box<dyn Read + Send + '_> = if is_gzip(bytes) {
-        Box::new(MultiGzDecoder::new(bytes))
+    open_stream(bytes, max_bytes)
+}
+
+/// The same over a stream (a file, a download in progress): the format is chosen from its
+/// first two bytes, and nothing is held beyond the decompressor's buffers.
+pub fn open_stream<'a, R: Read + Send + 'a>(
+    mut reader: R,
+    max_bytes: u64,
+) -> Capped<Box<dyn Read + Send + 'a>> {
+    // Peek at two bytes (reads may come back one byte at a time) and put them back in front.
+    let mut head = [0u8; 2];
+    let mut n = 0;
+    let mut early_error = None;
+    while n < 2 {
+        match reader.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                early_error = Some(e);
+                break;
+            }
+        }
+    }
+    let gzip = is_gzip(&head[..n]);
+    let stream = io::Cursor::new(head)
+        .take(n as u64)
+        .chain(ErrorFirst(early_error, reader));
+    let inner: Box<dyn Read + Send + 'a> = if gzip {
+        Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+            64 << 10,
+            stream,
+        )))
     } else {
-        Box::new(bytes)
+        Box::new(stream)
     };
     Capped {
         inner,
         remaining: max_bytes,
         limit: max_bytes,
+    }
+}
+
+/// Returns a stored error before reading on.
+struct ErrorFirst<R>(Option<io::Error>, R);
+
+impl<R: Read> Read for ErrorFirst<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => self.1.read(buf),
+        }
     }
 }
 
@@ -99,6 +142,31 @@ mod tests {
         assert_eq!(read_all(&gz(b"12345"), 5).unwrap(), b"12345");
         let err = read_all(&gz(b"123456"), 5).unwrap_err();
         assert!(err.get_ref().unwrap().is::<LimitExceeded>(), "{err}");
+    }
+
+    #[test]
+    fn streams_read_one_byte_at_a_time_are_still_recognised() {
+        struct OneByte(Vec<u8>, usize);
+        impl Read for OneByte {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.1 == self.0.len() || buf.is_empty() {
+                    return Ok(0);
+                }
+                buf[0] = self.0[self.1];
+                self.1 += 1;
+                Ok(1)
+            }
+        }
+        let mut out = Vec::new();
+        open_stream(OneByte(gz(b"streamed"), 0), 100)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"streamed");
+        let mut out = Vec::new();
+        open_stream(OneByte(b"x".to_vec(), 0), 100)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"x");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::checkpoint::{CheckpointError, Store};
 use crate::config::{Config, Source, StartTime};
 use crate::decode;
 use crate::discover::{Discovery, Origin};
-use crate::fetch::{FetchError, fetch};
+use crate::fetch::{FetchError, Opened, open};
 use crate::handoff::{Batch, Chunk, End, Handoff, Mark};
 use crate::log::Logger;
 use crate::object::ObjectRef;
@@ -326,6 +326,10 @@ impl Core {
                     c.objects_failed.fetch_add(1, Ordering::Relaxed);
                     s.record_failed(&m.id, reason)
                 }
+                Some(End::Abandoned) => {
+                    s.record_progress(&m.id, m.position);
+                    s.release(&m.id);
+                }
             }
         }
         if let Err(e) = s.save() {
@@ -340,6 +344,7 @@ impl Core {
                 match &m.end {
                     Some(End::Done) => verdicts.extend(t.finished(&m.id, None)),
                     Some(End::Failed(reason)) => verdicts.extend(t.finished(&m.id, Some(reason))),
+                    Some(End::Abandoned) => verdicts.extend(t.abandoned(&m.id)),
                     None => {}
                 }
             }
@@ -356,8 +361,8 @@ impl Core {
     /// Fetches and splits one object; every outcome ends in the queue or in a release.
     async fn process(self: &Arc<Self>, object: ObjectRef) {
         self.wait_unpaused().await;
-        let bytes = match fetch(self.client.as_ref(), &object, self.config.max_object_bytes).await {
-            Ok(bytes) => bytes,
+        let opened = match open(self.client.as_ref(), &object, self.config.max_object_bytes).await {
+            Ok(opened) => opened,
             Err(FetchError::Transient(reason)) => {
                 self.log.warn(format_args!("{object}: {reason}"));
                 self.store().release(&object.id);
@@ -385,7 +390,7 @@ impl Core {
         let core = self.clone();
         let id = object.id.clone();
         if let Err(e) =
-            tokio::task::spawn_blocking(move || core.split_object(&object, &bytes)).await
+            tokio::task::spawn_blocking(move || core.split_object(&object, opened)).await
         {
             self.log
                 .error(format_args!("s3 object {id}: split task failed: {e}"));
@@ -394,9 +399,9 @@ impl Core {
     }
 
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
-    fn split_object(&self, object: &ObjectRef, bytes: &[u8]) {
+    fn split_object(&self, object: &ObjectRef, opened: Opened) {
         let skip = self.store().progress(&object.id);
-        let reader = decode::open(bytes, self.config.max_object_bytes);
+        let reader = decode::open_stream(opened.into_reader(), self.config.max_object_bytes);
         let mut buf = Vec::with_capacity(self.chunk_target + (64 << 10));
         let mut events = 0u64;
         let options = SplitOptions {
@@ -460,6 +465,13 @@ impl Core {
                 End::Done
             }
             Some(SplitError::Stopped) => return,
+            Some(SplitError::Download(reason)) => {
+                self.log.warn(format_args!(
+                    "{object}: {reason}; {} events so far are shipped, the rest follows on a later try",
+                    skip + stats.events
+                ));
+                End::Abandoned
+            }
             Some(e) => {
                 if e.is_not_cloudtrail() {
                     self.log.warn(format_args!("{object}: skipped, {e}"));

@@ -6,6 +6,8 @@
 //! retried on a later scan. A missing object, a denied read or an oversized object is
 //! `Permanent`: it is recorded with its reason and not fetched again.
 
+use std::io::Read;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -23,102 +25,199 @@ pub enum FetchError {
     Permanent(String),
 }
 
-/// Reads the whole (compressed) object, refusing one larger than `max_bytes`.
-pub async fn fetch(
+/// An object whose first response has arrived: its bytes are read as a stream.
+pub enum Opened {
+    File(std::fs::File),
+    /// Chunks of a download in progress; resumed with ranged GETs by its own task.
+    S3(tokio::sync::mpsc::Receiver<Piece>),
+}
+
+/// What the download task sends.
+pub enum Piece {
+    Data(bytes::Bytes),
+    End,
+    /// The download broke off for good (after resumes); the object is retried later.
+    Failed(String),
+}
+
+impl Opened {
+    /// A blocking reader over the (compressed) bytes; call from a blocking thread.
+    pub fn into_reader(self) -> Box<dyn Read + Send> {
+        match self {
+            Opened::File(f) => Box::new(f),
+            Opened::S3(rx) => Box::new(PieceReader {
+                rx,
+                current: bytes::Bytes::new(),
+                ended: false,
+            }),
+        }
+    }
+}
+
+/// Opens the object: the first request's answer decides between a permanent error (404,
+/// 403, too large), a transient one, and a stream whose later failures surface as a
+/// [`DownloadError`] inside `io::Error`.
+pub async fn open(
     client: Option<&Client>,
     object: &ObjectRef,
     max_bytes: u64,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Opened, FetchError> {
     if object.size > max_bytes {
         return Err(too_large(object.size, max_bytes));
     }
     match &object.location {
         Location::File { path, .. } => {
             let path = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-                .await
-                .map_err(|e| FetchError::Transient(format!("read task failed: {e}")))?
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                        FetchError::Permanent(format!("read: {e}"))
-                    }
-                    _ => FetchError::Transient(format!("read: {e}")),
-                })?;
-            check_len(bytes.len() as u64, max_bytes)?;
-            Ok(bytes)
+            let file = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&path)?;
+                let len = f.metadata()?.len();
+                Ok::<_, std::io::Error>((f, len))
+            })
+            .await
+            .map_err(|e| FetchError::Transient(format!("open task failed: {e}")))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    FetchError::Permanent(format!("read: {e}"))
+                }
+                _ => FetchError::Transient(format!("read: {e}")),
+            })?;
+            check_len(file.1, max_bytes)?;
+            Ok(Opened::File(file.0))
         }
         Location::S3 { bucket, key } => {
             let client = client.ok_or_else(|| FetchError::Permanent("no S3 client".into()))?;
-            download(client, bucket, key, max_bytes).await
+            let resp = client
+                .get_object()
+                .bucket(bucket.as_ref())
+                .key(key)
+                .send()
+                .await
+                .map_err(classify_sdk_error)?;
+            if let Some(len) = resp.content_length() {
+                check_len(u64::try_from(len).unwrap_or(0), max_bytes)?;
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
+            let etag = resp.e_tag().map(String::from);
+            let task = Pump {
+                client: client.clone(),
+                bucket: bucket.to_string(),
+                key: key.clone(),
+                etag,
+                tx,
+            };
+            tokio::spawn(task.run(resp.body));
+            Ok(Opened::S3(rx))
         }
     }
 }
+
+/// Chunks buffered between the download and the splitter: memory for a download is
+/// bounded by this many body chunks, whatever the object's size.
+const PIECES_IN_FLIGHT: usize = 8;
 
 /// How many times a download that broke off mid-body is resumed before the object is left
 /// for the next scan.
 const RESUMES: u32 = 5;
 
-/// GetObject, resuming with a ranged GET (pinned to the first response's ETag) when the
-/// body breaks off, so a reset connection costs the rest of the object, not all of it.
-async fn download(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    max_bytes: u64,
-) -> Result<Vec<u8>, FetchError> {
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut etag: Option<String> = None;
-    let mut resumes = 0;
-    loop {
-        let mut req = client.get_object().bucket(bucket).key(key);
-        if !bytes.is_empty() {
-            req = req.range(format!("bytes={}-", bytes.len()));
-            if let Some(tag) = &etag {
+/// Feeds a download's chunks to the splitter, resuming with a ranged GET (pinned to the
+/// first response's ETag) when the body breaks off, so a reset connection costs the rest of
+/// the object, not all of it.
+struct Pump {
+    client: Client,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    tx: tokio::sync::mpsc::Sender<Piece>,
+}
+
+impl Pump {
+    async fn run(self, first: aws_sdk_s3::primitives::ByteStream) {
+        let mut body = first;
+        let mut sent: u64 = 0;
+        let mut resumes = 0;
+        loop {
+            let broke = loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => {
+                        sent += chunk.len() as u64;
+                        if self.tx.send(Piece::Data(chunk)).await.is_err() {
+                            return; // the splitter stopped (shutdown or a bad object)
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = self.tx.send(Piece::End).await;
+                        return;
+                    }
+                    Err(e) => break err_chain(&e),
+                }
+            };
+            if resumes == RESUMES {
+                let msg =
+                    format!("download broke off {resumes} times, last at byte {sent}: {broke}");
+                let _ = self.tx.send(Piece::Failed(msg)).await;
+                return;
+            }
+            resumes += 1;
+            tokio::time::sleep(backoff(resumes)).await;
+            let mut req = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .range(format!("bytes={sent}-"));
+            if let Some(tag) = &self.etag {
                 req = req.if_match(tag);
             }
-        }
-        let resp = match req.send().await {
-            Ok(resp) => resp,
-            // The object changed between two parts (412 on If-Match): start over.
-            Err(e) if !bytes.is_empty() && http_status(&e) == Some(412) => {
-                bytes.clear();
-                etag = None;
-                continue;
-            }
-            Err(e) => return Err(classify_sdk_error(e)),
-        };
-        if bytes.is_empty() {
-            etag = resp.e_tag().map(String::from);
-            if let Some(len) = resp.content_length() {
-                let len = u64::try_from(len).unwrap_or(0);
-                check_len(len, max_bytes)?;
-                bytes.reserve(usize::try_from(len).unwrap_or(0));
-            }
-        }
-        let mut body = resp.body;
-        let broke = loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) => {
-                    bytes.extend_from_slice(&chunk);
-                    check_len(bytes.len() as u64, max_bytes)?;
+            match req.send().await {
+                Ok(resp) => body = resp.body,
+                Err(e) => {
+                    let msg = if http_status(&e) == Some(412) {
+                        "the object changed during the download".to_string()
+                    } else {
+                        classify_sdk_error(e).to_string()
+                    };
+                    let _ = self.tx.send(Piece::Failed(msg)).await;
+                    return;
                 }
-                Ok(None) => break None,
-                Err(e) => break Some(err_chain(&e)),
-            }
-        };
-        match broke {
-            None => return Ok(bytes),
-            Some(_) if resumes < RESUMES => {
-                resumes += 1;
-                tokio::time::sleep(backoff(resumes)).await;
-            }
-            Some(reason) => {
-                return Err(FetchError::Transient(format!(
-                    "download broke off {resumes} times, last at byte {}: {reason}",
-                    bytes.len()
-                )));
             }
         }
+    }
+}
+
+/// A download that broke off; travels inside `io::Error` through the decompressor.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DownloadError(pub String);
+
+struct PieceReader {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    current: bytes::Bytes,
+    ended: bool,
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Piece::Data(b)) => self.current = b,
+                Some(Piece::End) => self.ended = true,
+                Some(Piece::Failed(reason)) => {
+                    return Err(std::io::Error::other(DownloadError(reason)));
+                }
+                None => {
+                    return Err(std::io::Error::other(DownloadError(
+                        "download stopped".into(),
+                    )));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Mark {
 pub enum End {
     Done,
     Failed(String),
+    /// Stopped by a transient failure: progress kept, the object tried again later.
+    Abandoned,
 }
 
 /// Encoded records of one object, in order.

@@ -58,6 +58,9 @@ pub enum SplitError {
     Json { offset: u64, what: &'static str },
     #[error("not a CloudTrail log file: {0}")]
     NotCloudTrail(&'static str),
+    /// The download broke off for good: not a fault of the object, it is retried later.
+    #[error("download failed: {0}")]
+    Download(String),
     /// The callback asked to stop (shutdown); not a fault of the object.
     #[error("stopped before the end of the object")]
     Stopped,
@@ -206,13 +209,31 @@ impl<R: Read> Window<R> {
 }
 
 fn io_error(e: io::Error) -> SplitError {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<LimitExceeded>())
-    {
-        Some(limit) => SplitError::TooLarge(limit.to_string()),
-        None => SplitError::Decompress(e.to_string()),
+    if let Some(limit) = find_inner::<LimitExceeded>(&e) {
+        return SplitError::TooLarge(limit.to_string());
     }
+    if let Some(d) = find_inner::<crate::fetch::DownloadError>(&e) {
+        return SplitError::Download(d.0.clone());
+    }
+    SplitError::Decompress(e.to_string())
+}
+
+/// Our error types travel inside `io::Error`, and the decompressor may wrap that again.
+fn find_inner<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
+    let inner = e.get_ref()?;
+    inner
+        .downcast_ref::<T>()
+        .or_else(|| inner.downcast_ref::<io::Error>().and_then(find_inner::<T>))
+        .or_else(|| {
+            let mut source = inner.source();
+            while let Some(s) = source {
+                if let Some(t) = s.downcast_ref::<T>() {
+                    return Some(t);
+                }
+                source = s.source();
+            }
+            None
+        })
 }
 
 enum Scan<T> {

@@ -382,3 +382,36 @@ fn access_denied_is_quarantined_with_its_reason_and_not_retried() {
         "the state keeps the reason: {state}"
     );
 }
+
+#[test]
+fn a_download_that_keeps_breaking_is_tried_again_later_without_repeats() {
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("broken");
+    let objects = data::objects();
+    let o = objects.iter().max_by_key(|o| o.gz.len()).unwrap();
+    server::put(&bucket, &o.key, o.gz.clone());
+    // The first GET and all five resumes break: the object is let go and comes back on a
+    // later scan, where the rest of it ships.
+    proxy.inject(&o.key, Fault::ResetMidBody, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ids, logged, engine) = run_through(&proxy, &bucket, &[], &dir.path().join("s.json"));
+    // The first pass may end idle with the object let go; the next scan brings the rest.
+    let want = ids_of(o);
+    let end = Instant::now() + Duration::from_secs(60);
+    while ids.len() < want.len() && Instant::now() < end {
+        if let Some(batch) = engine.take(1 << 20, Duration::from_millis(50)) {
+            for l in std::str::from_utf8(&batch.bytes).unwrap().lines() {
+                ids.push(J::parse(l).str("eventID").unwrap().to_string());
+            }
+            engine.commit(&batch.marks);
+        }
+    }
+    assert_eq!(ids, want, "every event once, in order");
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("download broke off 5 times") && l.contains("later try")),
+        "{logged:?}"
+    );
+    assert!(proxy.gets_of(&o.key).len() >= 7);
+}
