@@ -76,6 +76,9 @@ struct Counters {
     events_unencodable: AtomicU64,
 }
 
+/// First allocation of a chunk buffer.
+const CHUNK_START: usize = 16 << 10;
+
 struct Core {
     config: Config,
     queue: Handoff,
@@ -402,7 +405,9 @@ impl Core {
     fn split_object(&self, object: &ObjectRef, opened: Opened) {
         let skip = self.store().progress(&object.id);
         let reader = decode::open_stream(opened.into_reader(), self.config.max_object_bytes);
-        let mut buf = Vec::with_capacity(self.chunk_target + (64 << 10));
+        // Chunk buffers start small and grow by doubling: the queue's byte budget counts
+        // lengths, so capacity must stay within 2x of them (objects are mostly small).
+        let mut buf = Vec::with_capacity(CHUNK_START);
         let mut events = 0u64;
         let options = SplitOptions {
             skip,
@@ -428,10 +433,7 @@ impl Core {
             }
             let n = std::mem::take(&mut events);
             let chunk = Chunk {
-                bytes: std::mem::replace(
-                    &mut buf,
-                    Vec::with_capacity(self.chunk_target + (64 << 10)),
-                ),
+                bytes: std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_START)),
                 events: n,
                 mark: Mark {
                     id: object.id.clone(),
@@ -484,6 +486,7 @@ impl Core {
                 End::Failed(e.to_string())
             }
         };
+        buf.shrink_to_fit();
         let _ = self.queue.push(Chunk {
             bytes: buf,
             events,
