@@ -30,6 +30,14 @@ impl Object {
         s
     }
 
+    /// The events' eventIDs, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|e| J::parse(e).str("eventID").unwrap().to_string())
+            .collect()
+    }
+
     /// The events' JSON texts, parsed by serde_json independently of the splitter.
     pub fn events(&self) -> Vec<String> {
         #[derive(serde::Deserialize)]

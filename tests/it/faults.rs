@@ -2,18 +2,15 @@
 //! throttling and 5xx answers, a connection reset in the middle of a body, a stalled
 //! request, and a denied read. Each test names the keys that misbehave and how often.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudtrail_s3::log::{Level, LogSink, Logger};
-use cloudtrail_s3::ndjson::NdjsonEncoder;
-use cloudtrail_s3::{Engine, Settings};
+use cloudtrail_s3::Engine;
 
 use crate::data;
-use crate::json::J;
+use crate::engine::{drain_until, start};
 use crate::server::{self, s3_props};
 
 #[derive(Clone, Copy, Debug)]
@@ -220,19 +217,6 @@ fn linger_zero(s: &TcpStream) {
     }
 }
 
-#[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
-
-impl LogSink for Lines {
-    fn max_level(&self) -> Level {
-        Level::Debug
-    }
-    fn write(&self, level: Level, message: &str) {
-        eprintln!("[{}] {message}", level.as_str());
-        self.0.lock().unwrap().push(message.to_string());
-    }
-}
-
 /// Runs the engine against the proxy until it is idle; returns event IDs and log lines.
 fn run_through(
     proxy: &FaultProxy,
@@ -240,40 +224,23 @@ fn run_through(
     extra: &[(&'static str, &str)],
     db: &std::path::Path,
 ) -> (Vec<String>, Vec<String>, Engine) {
-    let mut props: BTreeMap<&str, String> = s3_props(bucket).into_iter().collect();
-    props.insert("endpoint", proxy.endpoint.clone());
-    props.insert("db", db.to_str().unwrap().to_string());
-    for (k, v) in extra {
-        props.insert(k, v.to_string());
-    }
-    let settings = Settings::from_properties(|k| props.get(k).cloned()).unwrap();
-    let lines = Arc::new(Lines::default());
-    let engine = Engine::start(
-        settings.validate().unwrap(),
-        Arc::new(NdjsonEncoder { metadata_key: None }),
-        Logger::new(lines.clone()),
-    )
-    .unwrap();
-    let end = Instant::now() + Duration::from_secs(90);
-    let mut ids = Vec::new();
-    while Instant::now() < end && !engine.is_idle() {
-        if let Some(batch) = engine.take(1 << 20, Duration::from_millis(50)) {
-            for l in std::str::from_utf8(&batch.bytes).unwrap().lines() {
-                ids.push(J::parse(l).str("eventID").unwrap().to_string());
-            }
-            engine.commit(&batch.marks);
-        }
-    }
-    assert!(engine.is_idle(), "not idle before the deadline");
+    let mut props: Vec<(&'static str, String)> = s3_props(bucket);
+    props.retain(|(k, _)| *k != "endpoint" && !extra.iter().any(|(e, _)| e == k));
+    props.push(("endpoint", proxy.endpoint.clone()));
+    props.push(("db", db.to_str().unwrap().to_string()));
+    props.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let (engine, lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(90), Engine::is_idle);
+    let ids = events
+        .iter()
+        .map(|e| e.str("eventID").unwrap().to_string())
+        .collect();
     let logged = lines.0.lock().unwrap().clone();
     (ids, logged, engine)
 }
 
 fn ids_of(o: &data::Object) -> Vec<String> {
-    o.events()
-        .iter()
-        .map(|e| J::parse(e).str("eventID").unwrap().to_string())
-        .collect()
+    o.ids()
 }
 
 #[test]
@@ -397,15 +364,10 @@ fn a_download_that_keeps_breaking_is_tried_again_later_without_repeats() {
     let (mut ids, logged, engine) = run_through(&proxy, &bucket, &[], &dir.path().join("s.json"));
     // The first pass may end idle with the object let go; the next scan brings the rest.
     let want = ids_of(o);
-    let end = Instant::now() + Duration::from_secs(60);
-    while ids.len() < want.len() && Instant::now() < end {
-        if let Some(batch) = engine.take(1 << 20, Duration::from_millis(50)) {
-            for l in std::str::from_utf8(&batch.bytes).unwrap().lines() {
-                ids.push(J::parse(l).str("eventID").unwrap().to_string());
-            }
-            engine.commit(&batch.marks);
-        }
-    }
+    let rest = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.stats().events as usize >= want.len()
+    });
+    ids.extend(rest.iter().map(|e| e.str("eventID").unwrap().to_string()));
     assert_eq!(ids, want, "every event once, in order");
     assert!(
         logged

@@ -150,10 +150,7 @@ fn count_ids<'a>(events: impl Iterator<Item = &'a J>) -> HashMap<String, usize> 
 }
 
 fn ids_of(o: &data::Object) -> Vec<String> {
-    o.events()
-        .iter()
-        .map(|e| J::parse(e).str("eventID").unwrap().to_string())
-        .collect()
+    o.ids()
 }
 
 #[test]
