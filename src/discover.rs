@@ -69,11 +69,13 @@ impl Discovery {
                 let walked =
                     tokio::task::spawn_blocking(move || walk_dir(&root, &expr, start)).await;
                 match walked {
-                    Ok(Ok(files)) => {
+                    Ok((files, errors)) => {
+                        for e in errors {
+                            self.log.error(format_args!("{e}"));
+                        }
                         let mut s = lock(store);
                         found.extend(files.into_iter().filter(|o| s.claim(&o.id)));
                     }
-                    Ok(Err(e)) => self.log.error(format_args!("{e}")),
                     Err(e) => self.log.error(format_args!("folder scan failed: {e}")),
                 }
             }
@@ -347,19 +349,38 @@ fn walk_dir(
     root: &Path,
     expr: &PathExpression,
     start: EventTime,
-) -> Result<Vec<ObjectRef>, DiscoverError> {
+) -> (Vec<ObjectRef>, Vec<DiscoverError>) {
+    // An unreadable entry is reported and skipped; the rest of the folder is still scanned.
     let err = |p: &Path, e: std::io::Error| DiscoverError {
         location: p.display().to_string(),
         reason: err_chain(&e),
     };
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| err(&dir, e))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(err(&dir, e));
+                continue;
+            }
+        };
         for entry in entries {
-            let entry = entry.map_err(|e| err(&dir, e))?;
-            let path = entry.path();
-            let meta = std::fs::metadata(&path).map_err(|e| err(&path, e))?;
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(e) => {
+                    errors.push(err(&dir, e));
+                    continue;
+                }
+            };
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(err(&path, e));
+                    continue;
+                }
+            };
             if meta.is_dir() {
                 stack.push(path);
                 continue;
@@ -386,7 +407,7 @@ fn walk_dir(
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    (out, errors)
 }
 
 #[cfg(test)]
@@ -404,6 +425,32 @@ mod tests {
         assert_eq!(layout_base(&e("*/AWSLogs/*/CloudTrail/*")), None);
         assert_eq!(layout_base(&e("AWSLogs/*/CloudTrail-Insight/*")), None);
         assert_eq!(layout_base(&e("logs/*")), None);
+    }
+
+    #[test]
+    fn folder_walk_reports_a_bad_entry_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("AWSLogs/1/CloudTrail/r/2023/07/10");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(day.join("a.json.gz"), b"x").unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target", day.join("broken.json.gz")).unwrap();
+        std::fs::write(day.join("z.json.gz"), b"x").unwrap();
+        let expr = PathExpression::new("AWSLogs/*/CloudTrail/*").unwrap();
+        let (files, errors) = walk_dir(dir.path(), &expr, EventTime::from_parts(0, 0).unwrap());
+        let ids: Vec<&str> = files.iter().map(|f| &*f.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "dir:AWSLogs/1/CloudTrail/r/2023/07/10/a.json.gz",
+                "dir:AWSLogs/1/CloudTrail/r/2023/07/10/z.json.gz"
+            ]
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("broken.json.gz"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

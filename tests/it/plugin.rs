@@ -326,7 +326,7 @@ fn panics_never_cross_the_boundary() {
 }
 
 #[test]
-fn pause_stops_and_resume_restarts_the_flow() {
+fn pause_then_resume_loses_nothing() {
     let list = vec![
         ("dir", data::root().to_str().unwrap().to_string()),
         ("start_time", "2000-01-01T00:00:00Z".to_string()),

@@ -57,8 +57,8 @@ fn send(queue_url: &str, body: &str) {
     .unwrap();
 }
 
-/// Messages in the queue, visible or held by a consumer.
-fn messages_in(queue_url: &str) -> usize {
+/// Messages in the queue: `(visible, held by a consumer)`.
+fn queue_counts(queue_url: &str) -> (usize, usize) {
     let out = block_on(
         sqs()
             .get_queue_attributes()
@@ -68,11 +68,18 @@ fn messages_in(queue_url: &str) -> usize {
             .send(),
     )
     .unwrap();
-    out.attributes()
-        .unwrap()
-        .values()
-        .map(|v| v.parse::<usize>().unwrap())
-        .sum()
+    let attrs = out.attributes().unwrap();
+    let get = |n: &QueueAttributeName| attrs.get(n).map_or(0, |v| v.parse().unwrap());
+    (
+        get(&QueueAttributeName::ApproximateNumberOfMessages),
+        get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Messages in the queue, visible or held by a consumer.
+fn messages_in(queue_url: &str) -> usize {
+    let (visible, held) = queue_counts(queue_url);
+    visible + held
 }
 
 fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
@@ -300,21 +307,7 @@ fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
     wait_for(
         "the plugin to take the message",
         Duration::from_secs(20),
-        || {
-            let out = block_on(
-                sqs()
-                    .get_queue_attributes()
-                    .queue_url(&q)
-                    .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                    .send(),
-            )
-            .unwrap();
-            out.attributes()
-                .unwrap()
-                .values()
-                .next()
-                .is_some_and(|v| v == "1")
-        },
+        || queue_counts(&q).1 == 1,
     );
     inst.pause();
     let end = Instant::now() + Duration::from_secs(6);
