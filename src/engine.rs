@@ -97,6 +97,8 @@ struct Core {
     sqs_idle: AtomicBool,
     /// Whether a listing runs (bucket or folder).
     listing: bool,
+    /// SQS verdicts (deletes, visibility changes) sent and not answered yet.
+    settling: Arc<watch::Sender<usize>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -139,9 +141,25 @@ impl Engine {
             .build()
             .map_err(StartError::Runtime)?;
 
+        let mut endpoints = String::new();
         let (client, origin, sqs) = match &config.source {
             Source::S3(s3) => {
                 let (client, sdk) = runtime.block_on(crate::client::clients(s3));
+                let aws = || {
+                    format!(
+                        "AWS ({})",
+                        sdk.region()
+                            .map_or("region from the SDK chain: none found", |r| r.as_ref())
+                    )
+                };
+                endpoints = format!(
+                    " s3 endpoint={}{}",
+                    s3.endpoint.clone().unwrap_or_else(aws),
+                    s3.sqs.as_ref().map_or(String::new(), |q| format!(
+                        ", sqs endpoint={}",
+                        q.endpoint.clone().unwrap_or_else(aws)
+                    ))
+                );
                 let origin = s3.bucket.as_ref().map(|bucket| Origin::S3 {
                     client: client.clone(),
                     bucket: bucket.as_str().into(),
@@ -163,7 +181,7 @@ impl Engine {
             keys_listed: keys_listed.clone(),
         });
         log.info(format_args!(
-            "started: {} path_expression={} start_time={} scan_interval={}s workers={} batch_bytes={}",
+            "started: {}{endpoints} path_expression={} start_time={} scan_interval={}s workers={} batch_bytes={}",
             match &config.source {
                 Source::S3(s) => format!(
                     "bucket={} sqs.queue_url={}",
@@ -196,6 +214,7 @@ impl Engine {
             sqs,
             sqs_idle: AtomicBool::new(false),
             listing: discovery.is_some(),
+            settling: Arc::new(watch::Sender::new(0)),
             runtime: runtime.handle().clone(),
             config,
         });
@@ -265,17 +284,26 @@ impl Engine {
         self.core.queue.close();
         self.stop.send_replace(true);
         if let (Some(rt), Some(queue)) = (&self.runtime, &self.core.sqs) {
-            // Messages still held go back to the queue at once, for other consumers.
+            // Messages still held go back to the queue at once, for other consumers, and
+            // the deletes of finished ones complete.
             let held = self.core.tracker().drain();
             let queue = queue.clone();
-            let _ = rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(3), async {
+            let mut settling = self.core.settling.subscribe();
+            let done = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), async {
                     for h in held {
                         queue.settle(Verdict::Retry(h, Duration::ZERO)).await;
                     }
+                    let _ = settling.wait_for(|n| *n == 0).await;
                 })
                 .await
             });
+            if done.is_err() {
+                self.core.log.warn(format_args!(
+                    "sqs: {} message deletes or hand-backs unanswered after 5 s at shutdown; those messages come back after their visibility timeout: this shipper skips them as shipped, another one on the queue would ship them again",
+                    *self.core.settling.borrow()
+                ));
+            }
         }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
@@ -304,11 +332,18 @@ impl Core {
     }
 
     /// Hands verdicts on SQS messages to the runtime (commit runs on the host's thread).
+    /// Shutdown waits for them: a delete dropped at exit would let the message come back
+    /// to another consumer, which would ship its objects again.
     fn settle(&self, verdicts: Vec<Verdict>) {
         if let Some(queue) = &self.sqs {
             for v in verdicts {
                 let queue = queue.clone();
-                self.runtime.spawn(async move { queue.settle(v).await });
+                let settling = self.settling.clone();
+                settling.send_modify(|n| *n += 1);
+                self.runtime.spawn(async move {
+                    queue.settle(v).await;
+                    settling.send_modify(|n| *n -= 1);
+                });
             }
         }
     }

@@ -184,7 +184,10 @@ fn s3_notifications_ship_every_object_and_empty_the_queue() {
         (want, want),
         "every event once"
     );
+    // The host keeps ticking: a batch is committed (and its message deleted) at a collect
+    // after the host has stored it.
     wait_for("the queue to empty", Duration::from_secs(30), || {
+        inst.collect();
         messages_in(&q) == 0
     });
 }
@@ -289,6 +292,7 @@ fn a_message_is_deleted_only_after_its_records_are_handed_over() {
     let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= ids_of(o).len());
     assert_eq!(records.len(), ids_of(o).len());
     wait_for("the message to be deleted", Duration::from_secs(30), || {
+        inst.collect();
         messages_in(&q) == 0
     });
 }
@@ -329,6 +333,7 @@ fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
     let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= ids_of(o).len());
     assert_eq!(records.len(), ids_of(o).len());
     wait_for("the message to be deleted", Duration::from_secs(30), || {
+        inst.collect();
         messages_in(&q) == 0
     });
 }
