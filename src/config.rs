@@ -15,40 +15,219 @@ use serde::{Deserialize, Deserializer};
 use crate::pathexpr::PathExpression;
 use crate::timestamp::EventTime;
 
+/// What kind of value a key takes: Fluent Bit 5.1.1+ shows it in its help output (the
+/// plugin registers the table as its `config_map`); the values themselves are parsed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Str,
+    Int,
+    Bool,
+    /// Bytes, with `K`, `M`, `G`.
+    Size,
+    /// Seconds, with `s`, `m`, `h`, `d`.
+    Time,
+}
+
+/// One setting: its name, kind, default as text (what the help shows) and a one-line doc.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: KeyKind,
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn key(
+    name: &'static str,
+    kind: KeyKind,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        doc,
+    }
+}
+
+use KeyKind::{Bool, Int, Size, Str, Time};
+
 /// Every key a user can set, in the order the README documents them. The Fluent Bit plugin
-/// asks the host for exactly these, so this list and [`Settings`] must agree (a test walks
-/// both).
-pub const KEYS: &[&str] = &[
-    "bucket",
-    "dir",
-    "path_expression",
-    "region",
-    "endpoint",
-    "force_path_style",
-    "profile",
-    "role_arn",
-    "external_id",
-    "sts_endpoint",
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "scan_interval",
-    "request_timeout",
-    "start_time",
-    "db",
-    "batch_bytes",
-    "buffer_bytes",
-    "workers",
-    "max_object_bytes",
-    "max_event_bytes",
-    "metadata_key",
-    "sqs.queue_url",
-    "sqs.endpoint",
-    "sqs.wait_time_secs",
-    "sqs.visibility_timeout_secs",
-    "sqs.max_receive_count",
-    "sqs.delete_quarantined",
-    "sqs.max_messages_in_flight",
+/// asks the host for exactly these and registers them as its `config_map`, so this list and
+/// [`Settings`] must agree (a test walks both). Defaults are written so that Fluent Bit's
+/// own parsers accept them (`false`, plain numbers, `4M`), or it refuses to start.
+pub const KEYS: &[Key] = &[
+    key(
+        "bucket",
+        Str,
+        None,
+        "S3 bucket the trail writes to (or 'dir', or 'sqs.queue_url')",
+    ),
+    key(
+        "dir",
+        Str,
+        None,
+        "local folder laid out like the bucket, read instead of S3",
+    ),
+    key(
+        "path_expression",
+        Str,
+        Some(DEFAULT_PATH_EXPRESSION),
+        "keys to ship; '*' matches any run of characters including '/'",
+    ),
+    key(
+        "region",
+        Str,
+        None,
+        "AWS region of the bucket (default: the SDK chain)",
+    ),
+    key("endpoint", Str, None, "custom S3 endpoint URL"),
+    key(
+        "force_path_style",
+        Bool,
+        Some("false"),
+        "path-style S3 addressing (most S3-compatible stores)",
+    ),
+    key(
+        "profile",
+        Str,
+        None,
+        "shared-config profile for credentials and region",
+    ),
+    key(
+        "role_arn",
+        Str,
+        None,
+        "role to assume through STS before reading",
+    ),
+    key(
+        "external_id",
+        Str,
+        None,
+        "external ID for role_arn (never logged)",
+    ),
+    key(
+        "sts_endpoint",
+        Str,
+        None,
+        "custom STS endpoint URL for role_arn",
+    ),
+    key(
+        "access_key_id",
+        Str,
+        None,
+        "static credentials (default: the SDK chain)",
+    ),
+    key(
+        "secret_access_key",
+        Str,
+        None,
+        "static credentials (never logged)",
+    ),
+    key(
+        "session_token",
+        Str,
+        None,
+        "static credentials (never logged)",
+    ),
+    key(
+        "scan_interval",
+        Time,
+        Some("60"),
+        "seconds between listings (s, m, h, d)",
+    ),
+    key(
+        "request_timeout",
+        Time,
+        Some("60"),
+        "seconds a request may wait before it is retried",
+    ),
+    key(
+        "start_time",
+        Str,
+        Some("-24h"),
+        "skip objects delivered before this: RFC 3339, or -24h, -7d from the first start",
+    ),
+    key(
+        "db",
+        Str,
+        None,
+        "state file (what was shipped); in memory only when unset",
+    ),
+    key(
+        "batch_bytes",
+        Size,
+        Some("4M"),
+        "most bytes handed to Fluent Bit per collect (64K-512M)",
+    ),
+    key(
+        "buffer_bytes",
+        Size,
+        None,
+        "encoded records held ready (default: 2 x batch_bytes)",
+    ),
+    key(
+        "workers",
+        Int,
+        Some("4"),
+        "objects downloaded and split in parallel (1-64)",
+    ),
+    key(
+        "max_object_bytes",
+        Size,
+        Some("1G"),
+        "largest object accepted, after decompression",
+    ),
+    key("max_event_bytes", Size, Some("16M"), "largest single event"),
+    key(
+        "metadata_key",
+        Str,
+        None,
+        "when set, each record gets {bucket, key} of its object under this key",
+    ),
+    key(
+        "sqs.queue_url",
+        Str,
+        None,
+        "SQS queue with the bucket's object notifications",
+    ),
+    key(
+        "sqs.endpoint",
+        Str,
+        None,
+        "custom SQS endpoint URL (default: the queue URL's host when it is not AWS)",
+    ),
+    key(
+        "sqs.wait_time_secs",
+        Int,
+        Some("20"),
+        "long-poll wait per receive (0-20)",
+    ),
+    key(
+        "sqs.visibility_timeout_secs",
+        Int,
+        Some("300"),
+        "visibility timeout asked for on receive, renewed while held",
+    ),
+    key(
+        "sqs.max_receive_count",
+        Int,
+        Some("5"),
+        "receives after which a failing message is quarantined",
+    ),
+    key(
+        "sqs.delete_quarantined",
+        Bool,
+        Some("false"),
+        "delete quarantined messages instead of leaving them to the redrive policy",
+    ),
+    key(
+        "sqs.max_messages_in_flight",
+        Int,
+        Some("100"),
+        "messages held at once",
+    ),
 ];
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
@@ -274,7 +453,7 @@ impl Settings {
     pub fn from_properties(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let pairs: Vec<(&'static str, String)> = KEYS
             .iter()
-            .filter_map(|k| lookup(k).map(|v| (*k, v)))
+            .filter_map(|k| lookup(k.name).map(|v| (k.name, v)))
             .collect();
         let as_settings = |pairs: &[(&'static str, String)]| {
             let map = pairs
@@ -332,9 +511,18 @@ impl Settings {
                         "must be between 1 and 10000",
                     ));
                 }
+                if request_timeout.as_secs() <= wait {
+                    return Err(bad(
+                        "request_timeout",
+                        format!(
+                            "must be longer than sqs.wait_time_secs ({wait}): every long poll would time out"
+                        ),
+                    ));
+                }
+                let endpoint = self.sqs_endpoint.or_else(|| queue_url_endpoint(&queue_url));
                 Some(SqsConfig {
                     queue_url,
-                    endpoint: self.sqs_endpoint,
+                    endpoint,
                     wait_time: Duration::from_secs(wait),
                     visibility_timeout: Duration::from_secs(visibility),
                     max_receive_count: max_receive as u32,
@@ -359,6 +547,12 @@ impl Settings {
             (None, Some(dir)) => {
                 if dir.as_os_str().is_empty() {
                     return Err(bad("dir", "must not be empty"));
+                }
+                if !dir.is_dir() {
+                    return Err(bad(
+                        "dir",
+                        format!("'{}' is not a folder (does it exist?)", dir.display()),
+                    ));
                 }
                 Source::Dir(dir)
             }
@@ -528,6 +722,24 @@ fn validate_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
         return Err(bad(key, format!("'{url}' has no host")));
     }
     Ok(())
+}
+
+/// The endpoint a queue URL names when its host is not an AWS SQS host (a local or
+/// S3-compatible stack): users expect the queue URL to say where the queue is. AWS hosts
+/// are left to the SDK, which picks the region's endpoint (FIPS, dual-stack) itself.
+fn queue_url_endpoint(queue_url: &str) -> Option<String> {
+    let (scheme, rest) = queue_url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .split(':')
+        .next()?
+        .to_ascii_lowercase();
+    let aws = ["amazonaws.com", "amazonaws.com.cn", "api.aws"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    (!aws).then(|| format!("{scheme}://{authority}"))
 }
 
 /// RFC 3339, or `-N` followed by `s`, `m`, `h` or `d` (relative to the first start).
@@ -728,6 +940,79 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_shown_in_the_key_table_are_the_defaults() {
+        let base = [
+            ("bucket", "my-trail"),
+            ("sqs.queue_url", "https://sqs.us-east-1.amazonaws.com/1/q"),
+        ];
+        let implicit = format!("{:?}", props(&base).unwrap());
+        let mut explicit: Vec<(&str, &str)> = base.to_vec();
+        explicit.extend(KEYS.iter().filter_map(|k| Some((k.name, k.default?))));
+        assert_eq!(format!("{:?}", props(&explicit).unwrap()), implicit);
+        for k in KEYS {
+            let Some(d) = k.default else { continue };
+            let parses = match k.kind {
+                KeyKind::Bool => ["true", "false", "on", "off"].contains(&d),
+                KeyKind::Int => d.parse::<u64>().is_ok(),
+                KeyKind::Size => de::parse_bytes(d).is_some(),
+                KeyKind::Time => d.parse::<u64>().is_ok(),
+                KeyKind::Str => true,
+            };
+            assert!(
+                parses,
+                "{}: default {d} is not a plain {:?}",
+                k.name, k.kind
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_aws_queue_url_names_the_sqs_endpoint() {
+        let sqs = |pairs: &[(&str, &str)]| {
+            let Source::S3(s3) = props(pairs).unwrap().source else {
+                panic!()
+            };
+            s3.sqs.unwrap().endpoint
+        };
+        let q = "http://127.0.0.1:4566/000000000000/q";
+        assert_eq!(
+            sqs(&[("sqs.queue_url", q)]).as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        assert_eq!(
+            sqs(&[
+                ("sqs.queue_url", q),
+                ("sqs.endpoint", "http://localhost:9324")
+            ])
+            .as_deref(),
+            Some("http://localhost:9324"),
+            "an explicit sqs.endpoint wins"
+        );
+        for aws in [
+            "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+            "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q",
+            "https://queue.amazonaws.com/123456789012/q",
+        ] {
+            assert_eq!(sqs(&[("sqs.queue_url", aws)]), None, "{aws}");
+        }
+    }
+
+    #[test]
+    fn a_missing_dir_and_a_poll_longer_than_the_timeout_are_refused() {
+        let err = props(&[("dir", "/nonexistent/cloudtrail-s3-test")]).unwrap_err();
+        assert!(
+            err.contains("'dir'") && err.contains("does it exist"),
+            "{err}"
+        );
+        let err = props(&[
+            ("sqs.queue_url", "https://sqs.us-east-1.amazonaws.com/1/q"),
+            ("request_timeout", "20"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("'request_timeout'"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let c = props(&[
             ("bucket", "abc"),
@@ -742,7 +1027,10 @@ mod tests {
     #[test]
     fn keys_list_matches_settings_fields() {
         // Every listed key is accepted...
-        let toml: String = KEYS.iter().map(|k| format!("\"{k}\" = \"1\"\n")).collect();
+        let toml: String = KEYS
+            .iter()
+            .map(|k| format!("\"{}\" = \"1\"\n", k.name))
+            .collect();
         let parsed: Result<Settings, _> = toml::from_str(&toml);
         assert!(parsed.is_ok(), "{parsed:?}");
         // ...and a key that is not listed is refused by name.
@@ -751,7 +1039,7 @@ mod tests {
         // ...and every field of the struct is listed.
         let mut fields = struct_fields::<Settings>();
         fields.sort_unstable();
-        let mut keys = KEYS.to_vec();
+        let mut keys: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         keys.sort_unstable();
         assert_eq!(fields, keys);
     }

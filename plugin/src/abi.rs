@@ -1,9 +1,8 @@
 //! `#[repr(C)]` copies of the Fluent Bit structs the plugin touches, checked at compile time
 //! against the offsets in `fluent-bit-proxy-abi.md` (Linux x86-64, LP64).
 //!
-//! Only the ABI-stable prefixes are declared: the plugin never reads or writes past them,
-//! so hosts that grew these structs later (5.0 `event_type`, 5.1.1 `config_map`) and older
-//! 4.1+ hosts are both safe.
+//! Only the ABI-stable prefixes are declared, plus the 5.1.1 registration struct and its
+//! `config_map` entries, which are written only on a host known to have them.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::{offset_of, size_of};
@@ -24,6 +23,39 @@ pub struct ProxyDef {
     pub flags: c_int,
     pub name: *const c_char,
     pub description: *const c_char,
+}
+
+/// `struct flb_plugin_proxy_def` as Fluent Bit 5.1.1 allocates it (48 bytes): the part
+/// every host has, then `event_type` (5.0.0) and `config_map` (5.1.1). Only written on a
+/// host known to be 5.1.1 or later (see `host_version`).
+#[repr(C)]
+pub struct ProxyDefWithConfigMap {
+    pub base: ProxyDef,
+    pub event_type: c_int,
+    pub config_map: *const ConfigMapEntry,
+}
+
+/// `FLB_CONFIG_MAP_*` value types.
+pub const CONFIG_MAP_STR: c_int = 0;
+pub const CONFIG_MAP_INT: c_int = 2;
+pub const CONFIG_MAP_BOOL: c_int = 3;
+pub const CONFIG_MAP_SIZE: c_int = 5;
+pub const CONFIG_MAP_TIME: c_int = 6;
+
+/// `struct flb_config_map` (5.1.1, 104 bytes). The plugin fills the first 48 bytes; the
+/// rest (value union, raw template, list heads) is the host's and must be zero. The host
+/// copies `name` and `def_value` and keeps the `desc` pointer; an array ends with an entry
+/// whose `name` is NULL.
+#[repr(C)]
+pub struct ConfigMapEntry {
+    pub type_: c_int,
+    pub name: *const c_char,
+    pub def_value: *const c_char,
+    pub flags: c_int,
+    pub set_property: c_int,
+    pub offset: usize,
+    pub desc: *const c_char,
+    pub host_private: [u8; 56],
 }
 
 /// `struct flbgo_input_plugin`: the argument of `FLBPluginInit`. Fields past `context` are
@@ -71,6 +103,17 @@ const _: () = {
     assert!(offset_of!(ProxyDef, name) == 16);
     assert!(offset_of!(ProxyDef, description) == 24);
     assert!(size_of::<ProxyDef>() == 32);
+    assert!(offset_of!(ProxyDefWithConfigMap, event_type) == 32);
+    assert!(offset_of!(ProxyDefWithConfigMap, config_map) == 40);
+    assert!(size_of::<ProxyDefWithConfigMap>() == 48);
+    assert!(offset_of!(ConfigMapEntry, type_) == 0);
+    assert!(offset_of!(ConfigMapEntry, name) == 8);
+    assert!(offset_of!(ConfigMapEntry, def_value) == 16);
+    assert!(offset_of!(ConfigMapEntry, flags) == 24);
+    assert!(offset_of!(ConfigMapEntry, set_property) == 28);
+    assert!(offset_of!(ConfigMapEntry, offset) == 32);
+    assert!(offset_of!(ConfigMapEntry, desc) == 40);
+    assert!(size_of::<ConfigMapEntry>() == 104);
     assert!(offset_of!(InputPlugin, name) == 0);
     assert!(offset_of!(InputPlugin, api) == 8);
     assert!(offset_of!(InputPlugin, i_ins) == 16);

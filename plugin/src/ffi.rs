@@ -12,10 +12,18 @@
 use std::cell::Cell;
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::ptr;
+use std::sync::OnceLock;
 
 use cloudtrail_s3::log::Level;
 
-use crate::abi::{FlbApi, InputPlugin, PROXY_GOLANG, PROXY_INPUT_PLUGIN, ProxyDef};
+use cloudtrail_s3::config::KeyKind;
+
+use crate::abi::{
+    CONFIG_MAP_BOOL, CONFIG_MAP_INT, CONFIG_MAP_SIZE, CONFIG_MAP_STR, CONFIG_MAP_TIME,
+    ConfigMapEntry, FlbApi, InputPlugin, PROXY_GOLANG, PROXY_INPUT_PLUGIN, ProxyDef,
+    ProxyDefWithConfigMap,
+};
+use crate::host_version;
 use crate::instance::Instance;
 
 /// Runs `$body`, turning a panic into `$fallback` so it never unwinds into Fluent Bit.
@@ -39,30 +47,132 @@ pub fn report_panic(payload: &(dyn std::any::Any + Send)) {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    eprintln!("[input:cloudtrail] internal error caught at the plugin boundary: {msg}");
+    eprintln!(
+        "[input:{}] internal error caught at the plugin boundary: {msg}",
+        input_name().to_string_lossy()
+    );
 }
 
-static NAME: &CStr = c"cloudtrail";
 static DESCRIPTION: &CStr = c"AWS CloudTrail events from S3 (one record per event)";
 
-/// Fills the registration definition. Writes only offsets 0-31, which every host has.
+/// This loaded copy's input name (see `naming`), found once from the file the dynamic
+/// linker loaded it from. Static, so the pointer handed to the host in `register` stays
+/// valid until the image is unmapped.
+pub fn input_name() -> &'static CStr {
+    static NAME: OnceLock<CString> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let name = own_path().map_or_else(
+            || crate::naming::DEFAULT_NAME.to_string(),
+            |p| crate::naming::input_name(&p),
+        );
+        CString::new(name).unwrap_or_else(|_| c"cloudtrail".into())
+    })
+}
+
+/// The path of the shared object this code was loaded from (`dladdr` on one of its own
+/// functions).
+fn own_path() -> Option<String> {
+    // SAFETY: an all-zero Dl_info is a valid value (NULL pointers, zero addresses).
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = own_path as fn() -> Option<String> as *const c_void;
+    // SAFETY: `here` is an address inside this image; dladdr only fills `info`.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr returned a NUL-terminated path owned by the dynamic linker, copied here.
+    Some(
+        unsafe { CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// The settings as a `config_map` array, built once and never freed: the host keeps the
+/// pointer (and the `desc` pointers) for the life of the process.
+struct ConfigMap {
+    entries: Vec<ConfigMapEntry>,
+    _strings: Vec<CString>,
+}
+
+// SAFETY: the entries only point into `_strings`, which live as long as the map and are
+// never written after it is built.
+unsafe impl Send for ConfigMap {}
+// SAFETY: as above; the map is read-only once built.
+unsafe impl Sync for ConfigMap {}
+
+fn config_map() -> &'static ConfigMap {
+    static MAP: OnceLock<ConfigMap> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut strings = Vec::new();
+        let mut keep = |s: &str| {
+            let c = CString::new(s).unwrap_or_default();
+            let p = c.as_ptr();
+            strings.push(c);
+            p
+        };
+        let mut entries: Vec<ConfigMapEntry> = cloudtrail_s3::config::KEYS
+            .iter()
+            .map(|k| ConfigMapEntry {
+                type_: match k.kind {
+                    KeyKind::Str => CONFIG_MAP_STR,
+                    KeyKind::Int => CONFIG_MAP_INT,
+                    KeyKind::Bool => CONFIG_MAP_BOOL,
+                    KeyKind::Size => CONFIG_MAP_SIZE,
+                    KeyKind::Time => CONFIG_MAP_TIME,
+                },
+                name: keep(k.name),
+                def_value: k.default.map_or(ptr::null(), &mut keep),
+                flags: 0,
+                set_property: 0,
+                offset: 0,
+                desc: keep(k.doc),
+                host_private: [0; 56],
+            })
+            .collect();
+        entries.push(ConfigMapEntry {
+            type_: 0,
+            name: ptr::null(),
+            def_value: ptr::null(),
+            flags: 0,
+            set_property: 0,
+            offset: 0,
+            desc: ptr::null(),
+            host_private: [0; 56],
+        });
+        ConfigMap {
+            entries,
+            _strings: strings,
+        }
+    })
+}
+
+/// Fills the registration definition: offsets 0-31, which every host has, and on a host
+/// known to be 5.1.1 or later the `config_map`, so Fluent Bit itself refuses unknown keys
+/// and lists ours in its help. Returns whether the map was registered.
 ///
 /// # Safety
 /// `def` is NULL or points to the host's writable `struct flb_plugin_proxy_def`.
-pub unsafe fn register(def: *mut c_void) -> bool {
+pub unsafe fn register(def: *mut c_void, host: Option<host_version::Version>) -> Option<bool> {
     let def = def.cast::<ProxyDef>();
     if def.is_null() {
-        return false;
+        return None;
     }
     // SAFETY: non-NULL, and the host allocates at least 32 bytes for the definition.
     unsafe {
         (*def).type_ = PROXY_INPUT_PLUGIN;
         (*def).proxy = PROXY_GOLANG;
         (*def).flags = 0;
-        (*def).name = NAME.as_ptr();
+        (*def).name = input_name().as_ptr();
         (*def).description = DESCRIPTION.as_ptr();
     }
-    true
+    let with_map = host.is_some_and(|v| v >= host_version::CONFIG_MAP_SINCE);
+    if with_map {
+        let def = def.cast::<ProxyDefWithConfigMap>();
+        // SAFETY: a 5.1.1+ host allocates the 48-byte definition (zeroed); `event_type`
+        // stays 0 (ignored for inputs), and the map lives for the rest of the process.
+        unsafe { (*def).config_map = config_map().entries.as_ptr() };
+    }
+    Some(with_map)
 }
 
 /// The host services one instance may use: property lookup and logging. Only valid on the
@@ -130,10 +240,15 @@ impl Host {
     /// Prints one line through the host's logger (`log_print(level, NULL, 0, "%s", msg)`).
     pub fn log(&self, level: Level, message: &str) {
         let Some(print) = self.api().log_print else {
-            eprintln!("[{}] [input:cloudtrail] {message}", level.as_str());
+            eprintln!(
+                "[{}] [input:{}] {message}",
+                level.as_str(),
+                input_name().to_string_lossy()
+            );
             return;
         };
-        let line = format!("[input:cloudtrail] {message}").replace('\0', "\\0");
+        let line =
+            format!("[input:{}] {message}", input_name().to_string_lossy()).replace('\0', "\\0");
         let Ok(line) = CString::new(line) else { return };
         // SAFETY: printf-style call with a "%s" format and one NUL-terminated argument.
         unsafe {

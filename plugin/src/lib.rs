@@ -8,7 +8,9 @@
 
 mod abi;
 mod ffi;
+mod host_version;
 mod instance;
+mod naming;
 
 use std::ffi::{c_int, c_void};
 
@@ -16,7 +18,8 @@ use abi::{FLB_ERROR, FLB_OK};
 use ffi::ffi_boundary;
 use instance::Instance;
 
-/// Registration: name `cloudtrail`, type input.
+/// Registration: type input, named after this copy's file name (`cloudtrail` for
+/// `libcloudtrail_s3_plugin.so`; see `naming`).
 ///
 /// # Safety
 /// Called by the host with its zeroed `struct flb_plugin_proxy_def`.
@@ -24,10 +27,10 @@ use instance::Instance;
 pub unsafe extern "C" fn FLBPluginRegister(def: *mut c_void) -> c_int {
     // SAFETY: forwarded host pointer, checked inside.
     ffi_boundary!(FLB_ERROR, {
-        if unsafe { ffi::register(def) } {
-            0
-        } else {
-            FLB_ERROR
+        let host = host_version::running();
+        match unsafe { ffi::register(def, host) } {
+            Some(_) => 0,
+            None => FLB_ERROR,
         }
     })
 }
@@ -45,7 +48,10 @@ pub unsafe extern "C" fn FLBPluginInit(plugin: *mut c_void) -> c_int {
     ffi_boundary!(FLB_ERROR, {
         // SAFETY: forwarded host pointer, checked inside.
         let Some((host, slot)) = (unsafe { ffi::Host::from_init(plugin) }) else {
-            eprintln!("[input:cloudtrail] FLBPluginInit: the host passed no API table or instance");
+            eprintln!(
+                "[input:{}] FLBPluginInit: the host passed no API table or instance",
+                ffi::input_name().to_string_lossy()
+            );
             return FLB_ERROR;
         };
         match Instance::init(host) {

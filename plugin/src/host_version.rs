@@ -1,0 +1,54 @@
+//! Which Fluent Bit the plugin was loaded into, when that can be told safely.
+//!
+//! The ABI has no version handshake (ABI doc section 10), yet one field depends on it:
+//! `config_map` at offset 40 of the registration struct exists only from 5.1.1 on, and
+//! older hosts allocate 32 or 40 bytes, so writing it there corrupts their heap. No exported
+//! symbol of the host carries its version (checked against the 5.1.0 -> 5.1.1 diff: the
+//! change that added `config_map` exports nothing new). The version is in the executable's
+//! read-only data, in the NATS output's CONNECT line, `"lang":"c","version":"5.1.1"`, built
+//! from `FLB_VERSION_STR`. The plugin reads it from `/proc/self/exe`: when it is absent (an
+//! embedding program, a build without out_nats), the version is unknown and the plugin
+//! writes nothing past offset 31, which every host has.
+
+/// The marker that precedes the version string in the executable.
+const MARKER: &[u8] = br#""lang":"c","version":""#;
+
+/// A Fluent Bit version.
+pub type Version = (u32, u32, u32);
+
+/// The first release whose registration struct has `config_map` (fluent/fluent-bit#12058).
+pub const CONFIG_MAP_SINCE: Version = (5, 1, 1);
+
+/// The version of the running executable, if it is a Fluent Bit that says so.
+pub fn running() -> Option<Version> {
+    let exe = std::fs::read("/proc/self/exe").ok()?;
+    find(&exe)
+}
+
+/// The version after the marker in an executable's bytes.
+pub fn find(exe: &[u8]) -> Option<Version> {
+    let at = memchr::memmem::find(exe, MARKER)? + MARKER.len();
+    let rest = &exe[at..exe.len().min(at + 32)];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_version_after_the_marker() {
+        let exe = br#"junk CONNECT {"verbose":false,"name":"fluent-bit","lang":"c","version":"5.1.1"} more"#;
+        assert_eq!(find(exe), Some((5, 1, 1)));
+        let old = br#"{"lang":"c","version":"4.1.2"}"#;
+        assert_eq!(find(old), Some((4, 1, 2)));
+        assert!(find(old).unwrap() < CONFIG_MAP_SINCE);
+        assert_eq!(find(br#""lang":"c","version":"5.1"}"#), None);
+        assert_eq!(find(br#""lang":"c","version":"x.y.z"}"#), None);
+        assert_eq!(find(b"no marker here"), None);
+    }
+}
