@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloudtrail_s3::msgpack::MsgpackEncoder;
-use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::Encoder;
+use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
+use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::object::ObjectRef;
+use cloudtrail_s3::read::{decode, split};
 use cloudtrail_s3::timestamp::EventTime;
-use cloudtrail_s3::{Encoder, decode, split};
 use flate2::Compression;
 use flate2::read::{GzDecoder, MultiGzDecoder};
 use flate2::write::GzEncoder;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
-use cloudtrail_s3::ndjson::NdjsonEncoder;
 use cloudtrail_s3::{Engine, Settings};
 use serde::Deserialize;
 

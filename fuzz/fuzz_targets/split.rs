@@ -5,11 +5,11 @@
 #![no_main]
 
 use cloudtrail_s3::Encoder;
-use cloudtrail_s3::decode;
-use cloudtrail_s3::msgpack::MsgpackEncoder;
-use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::read::decode;
+use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
+use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::object::ObjectRef;
-use cloudtrail_s3::split::{SplitOptions, split};
+use cloudtrail_s3::read::split::{SplitOptions, split};
 use cloudtrail_s3::timestamp::EventTime;
 use libfuzzer_sys::fuzz_target;
 

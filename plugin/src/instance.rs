@@ -16,12 +16,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cloudtrail_s3::handoff::{Batch, Mark};
+use cloudtrail_s3::engine::handoff::{Batch, Mark};
 use cloudtrail_s3::log::{Level, LogSink, Logger};
 use cloudtrail_s3::{Engine, Settings};
 
 use crate::ffi::Host;
-use cloudtrail_s3::msgpack::MsgpackEncoder;
+use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
 
 /// Log lines waiting to be printed on the instance thread: Fluent Bit only routes lines
 /// from its own threads to `log_file`, so engine threads queue them here.

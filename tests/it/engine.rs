@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::log::{Level, LogSink, Logger};
-use cloudtrail_s3::ndjson::NdjsonEncoder;
 use cloudtrail_s3::{Engine, Settings};
 
 use crate::data;

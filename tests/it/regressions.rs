@@ -2,12 +2,13 @@
 //! target's invariants: no panic, every handed-over event is an object's text, and every
 //! event either fails to encode or becomes exactly one record and one JSON line.
 
-use cloudtrail_s3::msgpack::MsgpackEncoder;
-use cloudtrail_s3::ndjson::NdjsonEncoder;
+use cloudtrail_s3::Encoder;
+use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
+use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::object::ObjectRef;
-use cloudtrail_s3::split::{SplitOptions, split};
+use cloudtrail_s3::read::decode;
+use cloudtrail_s3::read::split::{SplitOptions, split};
 use cloudtrail_s3::timestamp::EventTime;
-use cloudtrail_s3::{Encoder, decode};
 
 #[test]
 fn fuzz_regressions_replay_cleanly() {

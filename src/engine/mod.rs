@@ -19,29 +19,20 @@ use aws_sdk_s3::Client;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::{CheckpointError, Store};
 use crate::config::{Config, Source, StartTime};
-use crate::decode;
+use crate::discover::sqs::{Queue, Received, Tracker, Verdict};
 use crate::discover::{Discovery, Origin};
-use crate::fetch::{FetchError, Opened, open};
-use crate::handoff::{Batch, Chunk, End, Handoff, Mark};
+use crate::encode::Encoder;
+use crate::engine::handoff::{Batch, Chunk, End, Handoff, Mark};
+use crate::ledger::{CheckpointError, Store};
 use crate::log::Logger;
 use crate::object::ObjectRef;
-use crate::split::{Event, SplitError, SplitOptions, Stop, split};
-use crate::sqs::{Queue, Received, Tracker, Verdict};
+use crate::read::decode;
+use crate::read::fetch::{FetchError, Opened, open};
+use crate::read::split::{SplitError, SplitOptions, Stop, split};
 use crate::timestamp::EventTime;
 
-/// Turns one event into the front end's wire format (msgpack for Fluent Bit, a JSON line
-/// for the CLI), appending to `out`. Runs on worker threads, once per event.
-pub trait Encoder: Send + Sync + 'static {
-    /// On error `out` may hold a partial record; the engine cuts it off and logs the event.
-    fn encode(
-        &self,
-        event: &Event<'_>,
-        object: &ObjectRef,
-        out: &mut Vec<u8>,
-    ) -> Result<(), String>;
-}
+pub mod handoff;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +135,7 @@ impl Engine {
         let mut endpoints = String::new();
         let (client, origin, sqs) = match &config.source {
             Source::S3(s3) => {
-                let (client, sdk) = runtime.block_on(crate::client::clients(s3));
+                let (client, sdk) = runtime.block_on(crate::aws::client::clients(s3));
                 let aws = || {
                     format!(
                         "AWS ({})",
@@ -614,7 +605,7 @@ async fn receive_loop(
         let Some(messages) = received else {
             failures += 1;
             tokio::select! {
-                _ = tokio::time::sleep(crate::fetch::backoff(failures)) => continue,
+                _ = tokio::time::sleep(crate::read::fetch::backoff(failures)) => continue,
                 _ = stop.changed() => return,
             }
         };
@@ -652,8 +643,8 @@ impl Core {
     /// Reads one message: claims its new objects (returned, for the workers) and holds it
     /// until they are shipped.
     async fn take_message(&self, queue: &Queue, m: Received) -> Vec<ObjectRef> {
-        use crate::notify::Notice;
-        let announced = match crate::notify::parse(&m.body) {
+        use crate::discover::notify::Notice;
+        let announced = match crate::discover::notify::parse(&m.body) {
             Notice::Test => {
                 self.log.debug(format_args!(
                     "sqs message {}: S3 test event, deleted",

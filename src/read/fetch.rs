@@ -10,7 +10,9 @@ use std::io::Read;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::SdkError;
+
+use crate::aws::error::{classify_sdk_error, err_chain};
 
 use crate::object::{Location, ObjectRef};
 
@@ -250,47 +252,4 @@ fn too_large(len: u64, max: u64) -> FetchError {
     FetchError::Permanent(format!(
         "object is {len} bytes, more than max_object_bytes ({max})"
     ))
-}
-
-/// Sorts an SDK error into transient or permanent, keeping the service's code and message.
-pub fn classify_sdk_error<E>(err: SdkError<E, HttpResponse>) -> FetchError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match &err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or("unknown");
-            let message = service.err().message().unwrap_or("");
-            let text = format!("S3 answered {status} {code}: {message}");
-            match status {
-                400..=499 if status != 408 && status != 429 => FetchError::Permanent(text),
-                _ => FetchError::Transient(text),
-            }
-        }
-        SdkError::TimeoutError(_) => FetchError::Transient("request timed out".into()),
-        SdkError::DispatchFailure(_) => {
-            FetchError::Transient(format!("request failed: {}", err_chain(&err)))
-        }
-        SdkError::ResponseError(_) => FetchError::Transient("unreadable response".into()),
-        SdkError::ConstructionFailure(_) => {
-            FetchError::Permanent(format!("request could not be built: {}", err_chain(&err)))
-        }
-        _ => FetchError::Transient(err_chain(&err)),
-    }
-}
-
-/// An error and its sources on one line.
-pub fn err_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }

@@ -15,7 +15,7 @@
 
 use std::io::{self, Read};
 
-use crate::decode::LimitExceeded;
+use crate::read::decode::LimitExceeded;
 use crate::timestamp::EventTime;
 
 /// One event of an object, borrowed for the duration of the callback.
@@ -212,7 +212,7 @@ fn io_error(e: io::Error) -> SplitError {
     if let Some(limit) = find_inner::<LimitExceeded>(&e) {
         return SplitError::TooLarge(limit.to_string());
     }
-    if let Some(d) = find_inner::<crate::fetch::DownloadError>(&e) {
+    if let Some(d) = find_inner::<crate::read::fetch::DownloadError>(&e) {
         return SplitError::Download(d.0.clone());
     }
     SplitError::Decompress(e.to_string())

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
+use crate::aws::error::err_chain;
 use crate::config::SqsConfig;
-use crate::fetch::err_chain;
 use crate::log::Logger;
 
 /// A message being worked on.

@@ -13,12 +13,15 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::Client;
 
-use crate::checkpoint::Store;
-use crate::fetch::{classify_sdk_error, err_chain};
+use crate::aws::error::{classify_sdk_error, err_chain};
+use crate::ledger::Store;
 use crate::log::Logger;
 use crate::object::{ObjectRef, s3_id};
 use crate::pathexpr::PathExpression;
 use crate::timestamp::{EventTime, civil_from_days};
+
+pub mod notify;
+pub mod sqs;
 
 /// A listing that failed; the scan goes on with the other prefixes.
 #[derive(Debug, Clone, thiserror::Error)]

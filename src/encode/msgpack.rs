@@ -9,9 +9,9 @@
 
 use std::fmt;
 
-use crate::engine::Encoder;
+use crate::encode::Encoder;
 use crate::object::{ObjectMeta, ObjectRef};
-use crate::split::Event;
+use crate::read::split::Event;
 use crate::timestamp::EventTime;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 

@@ -7,9 +7,9 @@
 
 use std::io::Write;
 
-use crate::engine::Encoder;
+use crate::encode::Encoder;
 use crate::object::ObjectRef;
-use crate::split::Event;
+use crate::read::split::Event;
 
 /// Encodes events as newline-terminated JSON objects.
 pub struct NdjsonEncoder {
