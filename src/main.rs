@@ -5,7 +5,7 @@
 //! state move, so a restart repeats at most the batch being written when it stopped.
 
 use std::io::{ErrorKind, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,6 @@ use anyhow::{Context, bail};
 use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
 use cloudtrail_s3::{Engine, Settings};
-use serde::Deserialize;
 
 const USAGE: &str = "\
 cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines on stdout
@@ -97,35 +96,10 @@ fn parse_args() -> anyhow::Result<Parsed> {
     }))
 }
 
-/// Reads the settings file; YAML by extension, TOML otherwise. A nested `sqs` table
-/// (`[sqs]` / `sqs:`) is the same as the dotted keys (`"sqs.queue_url"`).
-fn load_settings(path: &PathBuf) -> anyhow::Result<Settings> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let yaml = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    let context = || path.display().to_string();
-    if yaml {
-        let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).with_context(context)?;
-        if let Some(map) = v.as_mapping_mut()
-            && let Some(serde_yaml_ng::Value::Mapping(sqs)) = map.remove("sqs")
-        {
-            for (k, val) in sqs {
-                let key = format!("sqs.{}", k.as_str().unwrap_or_default());
-                map.insert(serde_yaml_ng::Value::String(key), val);
-            }
-        }
-        serde_yaml_ng::from_value(v).with_context(context)
-    } else {
-        let mut t: toml::Table = toml::from_str(&text).with_context(context)?;
-        if let Some(toml::Value::Table(sqs)) = t.remove("sqs") {
-            for (k, val) in sqs {
-                t.insert(format!("sqs.{k}"), val);
-            }
-        }
-        Settings::deserialize(toml::Value::Table(t)).with_context(context)
-    }
+/// Reads the settings file (see [`cloudtrail_s3::config::load_file`]); its errors name the
+/// file, line and column, never the file's text.
+fn load_settings(path: &Path) -> anyhow::Result<Settings> {
+    Ok(cloudtrail_s3::config::load_file(path)?)
 }
 
 fn main() -> ExitCode {

@@ -10,25 +10,64 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A point in time as Fluent Bit's EventTime carries it: whole seconds since the Unix epoch
 /// and nanoseconds within that second.
 ///
-/// The range is that of Fluent Bit's wire format (u32 seconds), so every value of this type
-/// can be encoded without loss.
+/// The range is what a Fluent Bit record can carry: u32 seconds, less the two values Fluent
+/// Bit reserves for group markers (seconds `0xFFFFFFFF` and `0xFFFFFFFE` mark a group's start
+/// and end), so 1970-01-01T00:00:00Z up to, not including, 2106-02-07T06:28:14Z. Every value
+/// of this type can be encoded without loss and is never read back as a marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventTime {
     secs: u32,
     nanos: u32,
 }
 
+/// Why a timestamp cannot be an [`EventTime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeError {
+    /// Not RFC 3339 / ISO 8601 as [`EventTime::parse`] reads it (or an impossible date).
+    Unreadable,
+    /// Before 1970-01-01T00:00:00Z.
+    Before1970,
+    /// 2106-02-07T06:28:14Z or later: past Fluent Bit's u32 seconds, or one of its group
+    /// markers.
+    BeyondHost,
+}
+
+impl std::fmt::Display for TimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeError::Unreadable => "not an RFC 3339 time",
+            TimeError::Before1970 => "before 1970",
+            TimeError::BeyondHost => "2106-02-07T06:28:14Z or later, which Fluent Bit cannot carry",
+        })
+    }
+}
+
 impl EventTime {
-    /// Builds a time; `None` when the seconds do not fit Fluent Bit's u32 range or the
-    /// nanoseconds are not below one second.
+    /// The last second a record can carry: `0xFFFFFFFE` and `0xFFFFFFFF` are Fluent Bit's
+    /// group end and start markers (2106-02-07T06:28:14Z and 06:28:15Z).
+    pub const MAX_SECS: u32 = u32::MAX - 2;
+
+    /// Builds a time; `None` before 1970, from 2106-02-07T06:28:14Z on (see
+    /// [`EventTime::MAX_SECS`]), or when the nanoseconds are not below one second.
     pub fn new(secs: i64, nanos: u32) -> Option<Self> {
-        let secs = u32::try_from(secs).ok()?;
-        (nanos < 1_000_000_000).then_some(Self { secs, nanos })
+        Self::checked(secs, nanos).ok()
     }
 
-    /// Builds a time from Fluent Bit's own parts; `None` when `nanos` is a second or more.
+    /// As [`EventTime::new`], saying which end of the range `secs` is off.
+    pub fn checked(secs: i64, nanos: u32) -> Result<Self, TimeError> {
+        if secs < 0 {
+            return Err(TimeError::Before1970);
+        }
+        if secs > i64::from(Self::MAX_SECS) {
+            return Err(TimeError::BeyondHost);
+        }
+        Self::from_parts(secs as u32, nanos).ok_or(TimeError::Unreadable)
+    }
+
+    /// Builds a time from Fluent Bit's own parts; `None` when `nanos` is a second or more, or
+    /// `secs` is past [`EventTime::MAX_SECS`] (a group marker).
     pub const fn from_parts(secs: u32, nanos: u32) -> Option<Self> {
-        if nanos < 1_000_000_000 {
+        if nanos < 1_000_000_000 && secs <= Self::MAX_SECS {
             Some(Self { secs, nanos })
         } else {
             None
@@ -57,78 +96,90 @@ impl EventTime {
     /// The current time (clamped into range, which only matters after 2106).
     pub fn now() -> Self {
         Self::from_system_time(SystemTime::now()).unwrap_or(Self {
-            secs: u32::MAX - 2,
+            secs: Self::MAX_SECS,
             nanos: 0,
         })
     }
 
     /// Parses an RFC 3339 / ISO 8601 timestamp: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM|±HHMM)`,
     /// with `T`/`t`/space as separator and `Z`/`z` for UTC. Fractions beyond nanoseconds are
-    /// truncated. Returns `None` for anything else, including impossible dates.
+    /// truncated. Returns `None` for anything else, including impossible dates and times
+    /// outside the range (see [`EventTime::parse`] for why).
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        let b = text.as_bytes();
-        if b.len() < 20 {
-            return None;
-        }
-        let year = digits(b, 0, 4)? as i64;
-        let month = digits(b, 5, 2)?;
-        let day = digits(b, 8, 2)?;
-        let hour = digits(b, 11, 2)?;
-        let minute = digits(b, 14, 2)?;
-        let second = digits(b, 17, 2)?;
-        if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-            return None;
-        }
-        if !matches!(b[10], b'T' | b't' | b' ') {
-            return None;
-        }
-        if !(1..=12).contains(&month)
-            || day == 0
-            || day > days_in_month(year, month)
-            || hour > 23
-            || minute > 59
-            || second > 60
-        {
-            return None;
-        }
-        let mut i = 19;
-        let mut nanos: u32 = 0;
-        if b.get(i) == Some(&b'.') {
+        Self::parse(text).ok()
+    }
+
+    /// As [`EventTime::parse_rfc3339`], saying why a text is refused.
+    pub fn parse(text: &str) -> Result<Self, TimeError> {
+        let (secs, nanos) = parse_parts(text).ok_or(TimeError::Unreadable)?;
+        Self::checked(secs, nanos)
+    }
+}
+
+/// Seconds since the epoch (any sign) and nanoseconds of an RFC 3339 text.
+fn parse_parts(text: &str) -> Option<(i64, u32)> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let year = digits(b, 0, 4)? as i64;
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    let hour = digits(b, 11, 2)?;
+    let minute = digits(b, 14, 2)?;
+    let second = digits(b, 17, 2)?;
+    if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        let mut scale = 100_000_000u32;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            nanos += u32::from(d - b'0') * scale;
+            scale /= 10;
             i += 1;
-            let start = i;
-            let mut scale = 100_000_000u32;
-            while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
-                nanos += u32::from(d - b'0') * scale;
-                scale /= 10;
-                i += 1;
-            }
-            if i == start {
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset_secs: i64 = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') => {
+            let rest = &b[i + 1..];
+            let (h, m) = match rest.len() {
+                5 if rest[2] == b':' => (digits(rest, 0, 2)?, digits(rest, 3, 2)?),
+                4 => (digits(rest, 0, 2)?, digits(rest, 2, 2)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
                 return None;
             }
+            let off = i64::from(h * 3600 + m * 60);
+            if *sign == b'+' { off } else { -off }
         }
-        let offset_secs: i64 = match b.get(i)? {
-            b'Z' | b'z' if i + 1 == b.len() => 0,
-            sign @ (b'+' | b'-') => {
-                let rest = &b[i + 1..];
-                let (h, m) = match rest.len() {
-                    5 if rest[2] == b':' => (digits(rest, 0, 2)?, digits(rest, 3, 2)?),
-                    4 => (digits(rest, 0, 2)?, digits(rest, 2, 2)?),
-                    _ => return None,
-                };
-                if h > 23 || m > 59 {
-                    return None;
-                }
-                let off = i64::from(h * 3600 + m * 60);
-                if *sign == b'+' { off } else { -off }
-            }
-            _ => return None,
-        };
-        // A leap second (":60") is folded into the next second, as most log tools do.
-        let secs = days_from_civil(year, month, day) * 86_400
-            + i64::from(hour * 3600 + minute * 60 + second)
-            - offset_secs;
-        Self::new(secs, nanos)
-    }
+        _ => return None,
+    };
+    // A leap second (":60") is folded into the next second, as most log tools do.
+    let secs = days_from_civil(year, month, day) * 86_400
+        + i64::from(hour * 3600 + minute * 60 + second)
+        - offset_secs;
+    Some((secs, nanos))
 }
 
 fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
@@ -222,6 +273,33 @@ mod tests {
         ] {
             assert_eq!(t(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn group_marker_seconds_and_beyond_are_refused_with_their_reason() {
+        assert_eq!(
+            EventTime::parse("2106-02-07T06:28:13.999999999Z").map(|t| (t.secs(), t.nanos())),
+            Ok((u32::MAX - 2, 999_999_999))
+        );
+        for (text, why) in [
+            ("2106-02-07T06:28:14Z", TimeError::BeyondHost),
+            ("2106-02-07T06:28:15Z", TimeError::BeyondHost),
+            ("2106-02-07T07:28:14+01:00", TimeError::BeyondHost),
+            ("2200-01-01T00:00:00Z", TimeError::BeyondHost),
+            ("1969-12-31T23:59:59Z", TimeError::Before1970),
+            ("1969-12-31T23:59:59.999Z", TimeError::Before1970),
+            ("yesterday", TimeError::Unreadable),
+        ] {
+            assert_eq!(EventTime::parse(text), Err(why), "{text}");
+            assert_eq!(EventTime::parse_rfc3339(text), None, "{text}");
+        }
+        for secs in [u32::MAX, u32::MAX - 1] {
+            assert_eq!(EventTime::from_parts(secs, 0), None);
+            assert_eq!(EventTime::new(i64::from(secs), 0), None);
+            assert_eq!(EventTime::new(i64::from(secs), 1), None);
+        }
+        assert_eq!(EventTime::new(-1, 0), None);
+        assert!(EventTime::now().secs() <= EventTime::MAX_SECS);
     }
 
     #[test]

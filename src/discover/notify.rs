@@ -1,11 +1,21 @@
 //! Reading an SQS message body: which objects does it announce?
 //!
 //! Every shape AWS delivers is detected per message, not configured: an S3 event
-//! notification (keys URL-encoded, `+` for a space), the same inside an SNS envelope (raw
-//! delivery or not), an EventBridge "Object Created" event (keys not encoded), and
-//! CloudTrail's own SNS notification (`s3Bucket` plus a list in `s3ObjectKey`). S3's
-//! `s3:TestEvent` is recognised so it can be deleted quietly. Anything else is `Unknown`,
-//! with a reason, so the caller can log it and leave it to the queue's redrive policy.
+//! notification (keys form-encoded: `+` for a space, `%XX` for other bytes of the UTF-8
+//! key, so a `+` in the key arrives as `%2B`), the same inside an SNS envelope (raw delivery
+//! or not), an EventBridge "Object Created" event, and CloudTrail's own SNS notification
+//! (`s3Bucket` plus a list in `s3ObjectKey`). S3's `s3:TestEvent` is recognised so it can be
+//! deleted quietly. Anything else is `Unknown`, with a reason, so the caller can log it and
+//! leave it to the queue's redrive policy.
+//!
+//! Only the S3 event notification's keys are decoded. The S3 user guide says so for that
+//! shape ("The object key name value is URL encoded. For example, "red flower.jpg" becomes
+//! "red+flower.jpg"", notification-content-structure); its EventBridge page
+//! (ev-events) describes `detail.object.key` with no encoding, and EventBridge events seen
+//! from S3 carry keys such as `raw/x/2023-08-08T14:03:40.532432.zip` with their `:` as they
+//! are, where the notification form would have `%3A`. CloudTrail's own notification
+//! carries keys as it wrote them. CloudTrail's keys contain none of the characters in
+//! question anyway; the decoding matters for other producers' keys.
 
 use serde_json::Value;
 
@@ -17,7 +27,9 @@ pub struct Announced {
     pub bucket: String,
     pub key: String,
     pub size: Option<u64>,
-    /// The notification's event time: the fallback for events without `eventTime`.
+    /// The notification's event time, when it has one (CloudTrail's own notification has
+    /// none). The time of events without a usable `eventTime` is the object's LastModified
+    /// as the GET answers it ([`crate::read::fetch::Opened::last_modified`]), or this.
     pub time: Option<EventTime>,
 }
 
@@ -136,8 +148,17 @@ fn eventbridge(v: &Value) -> Notice {
     }
 }
 
-/// S3 notification keys: `%XX` escapes and `+` for a space.
+/// S3 notification keys: `%XX` escapes (of UTF-8 bytes) and `+` for a space. `None` for a
+/// `%` not followed by two hex digits, or bytes that are not UTF-8.
 fn url_decode(s: &str) -> Option<String> {
+    fn hex(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -145,8 +166,9 @@ fn url_decode(s: &str) -> Option<String> {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Not `u8::from_str_radix`, which takes "+5" for 5.
+                let (hi, lo) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+                out.push(hi << 4 | lo);
                 i += 2;
             }
             c => out.push(c),
@@ -213,6 +235,72 @@ mod tests {
                 2
             ),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The key `AWSLogs/a b+c/é.json.gz` (a space, a plus, a non-ASCII character) as each
+    /// shape carries it.
+    const KEY: &str = "AWSLogs/a b+c/é.json.gz";
+
+    fn s3_event_with(key: &str) -> String {
+        serde_json::json!({"Records": [{
+            "eventName": "ObjectCreated:Put",
+            "eventTime": "2023-07-10T11:45:01.123Z",
+            "s3": {"bucket": {"name": "trail"}, "object": {"key": key, "size": 1}}
+        }]})
+        .to_string()
+    }
+
+    #[test]
+    fn s3_event_keys_are_form_decoded() {
+        let a = one(parse(&s3_event_with("AWSLogs/a+b%2Bc/%C3%A9.json.gz")));
+        assert_eq!(a.key, KEY);
+        // A raw non-ASCII character (not escaped) passes through.
+        assert_eq!(
+            one(parse(&s3_event_with("AWSLogs/%C3%A9é"))).key,
+            "AWSLogs/éé"
+        );
+    }
+
+    #[test]
+    fn sns_wrapped_s3_event_keys_are_form_decoded() {
+        let env = serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "m",
+            "Message": s3_event_with("AWSLogs/a+b%2Bc/%C3%A9.json.gz"),
+        })
+        .to_string();
+        assert_eq!(one(parse(&env)).key, KEY);
+    }
+
+    #[test]
+    fn eventbridge_and_cloudtrail_keys_are_taken_as_they_are() {
+        let eb = serde_json::json!({
+            "version": "0", "detail-type": "Object Created", "source": "aws.s3",
+            "time": "2023-07-10T11:45:01Z",
+            "detail": {"bucket": {"name": "trail"}, "object": {"key": KEY, "size": 7}}
+        });
+        assert_eq!(one(parse(&eb.to_string())).key, KEY);
+        let mut literal = eb.clone();
+        literal["detail"]["object"]["key"] = "AWSLogs/100%2B.json.gz".into();
+        assert_eq!(
+            one(parse(&literal.to_string())).key,
+            "AWSLogs/100%2B.json.gz"
+        );
+        let env = serde_json::json!({"Type": "Notification", "Message": eb.to_string()});
+        assert_eq!(one(parse(&env.to_string())).key, KEY);
+        let ct = serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": [KEY]}).to_string();
+        let a = one(parse(&ct));
+        assert_eq!((a.key.as_str(), a.time), (KEY, None));
+    }
+
+    #[test]
+    fn bad_escapes_are_refused_not_guessed() {
+        for key in ["%zz", "a%2", "a%", "%+5", "%-1", "%C3"] {
+            assert!(
+                matches!(parse(&s3_event_with(key)), Notice::Unknown(_)),
+                "{key:?}"
+            );
         }
     }
 

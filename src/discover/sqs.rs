@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
-use crate::aws::error::err_chain;
+use crate::aws::error::{ErrorClass, Operation, describe};
 use crate::config::SqsConfig;
 use crate::log::Logger;
 
@@ -188,8 +188,10 @@ impl Queue {
         }
     }
 
-    /// One long poll; errors are logged and read as "nothing".
-    pub async fn receive(&self) -> Option<Vec<Received>> {
+    /// One long poll. A failure is logged (a permission or setting problem at ERROR, with
+    /// what to change; anything else at WARN) and returned as its class, for the caller's
+    /// backoff ([`receive_backoff`]).
+    pub async fn receive(&self) -> Result<Vec<Received>, ErrorClass> {
         let result = self
             .client
             .receive_message()
@@ -201,33 +203,43 @@ impl Queue {
             .send()
             .await;
         match result {
-            Ok(out) => Some(
-                out.messages()
-                    .iter()
-                    .filter_map(|m| {
-                        Some(Received {
-                            message_id: m.message_id()?.to_string(),
-                            receipt: m.receipt_handle()?.to_string(),
-                            body: m.body().unwrap_or("").to_string(),
-                            receive_count: m
-                                .attributes()
-                                .and_then(|a| {
-                                    a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                                })
-                                .and_then(|c| c.parse().ok())
-                                .unwrap_or(1),
-                        })
+            Ok(out) => Ok(out
+                .messages()
+                .iter()
+                .filter_map(|m| {
+                    Some(Received {
+                        message_id: m.message_id()?.to_string(),
+                        receipt: m.receipt_handle()?.to_string(),
+                        body: m.body().unwrap_or("").to_string(),
+                        receive_count: m
+                            .attributes()
+                            .and_then(|a| {
+                                a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                            })
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(1),
                     })
-                    .collect(),
-            ),
+                })
+                .collect()),
             Err(e) => {
-                self.log.warn(format_args!(
-                    "sqs {}: receive failed: {}",
-                    self.config.queue_url,
-                    err_chain(&e)
-                ));
-                None
+                let (class, text) = describe(self.op(), &e);
+                let queue = &self.config.queue_url;
+                match class {
+                    ErrorClass::Denied | ErrorClass::Permanent => self
+                        .log
+                        .error(format_args!("sqs {queue}: receive failed: {text}")),
+                    ErrorClass::Transient => self
+                        .log
+                        .warn(format_args!("sqs {queue}: receive failed: {text}")),
+                }
+                Err(class)
             }
+        }
+    }
+
+    fn op(&self) -> Operation<'_> {
+        Operation::Sqs {
+            queue_url: &self.config.queue_url,
         }
     }
 
@@ -242,7 +254,7 @@ impl Queue {
         {
             self.log.warn(format_args!(
                 "sqs message {message_id}: delete failed ({}); it will come back and be skipped as shipped",
-                err_chain(&e)
+                describe(self.op(), &e).1
             ));
         }
     }
@@ -260,7 +272,7 @@ impl Queue {
         {
             self.log.debug(format_args!(
                 "sqs: visibility change failed: {}",
-                err_chain(&e)
+                describe(self.op(), &e).1
             ));
         }
     }
@@ -287,6 +299,18 @@ impl Queue {
                     self.delete(&h.message_id, &h.receipt).await;
                 }
             }
+        }
+    }
+}
+
+/// How long to wait after the `failures`-th failed receive in a row: short and growing for
+/// transient failures (up to 5 s), long for a permission or setting problem (10 s, 20 s,
+/// 40 s, then every 60 s), which takes a person to fix.
+pub fn receive_backoff(class: ErrorClass, failures: u32) -> Duration {
+    match class {
+        ErrorClass::Transient => crate::read::fetch::backoff(failures),
+        ErrorClass::Denied | ErrorClass::Permanent => {
+            Duration::from_secs((5u64 << failures.clamp(1, 4)).min(60))
         }
     }
 }
@@ -333,6 +357,17 @@ mod tests {
             vec![("x".into(), "denied".into())],
         );
         assert!(matches!(v, Some(Verdict::Quarantine(_))));
+    }
+
+    #[test]
+    fn denied_receives_back_off_long() {
+        let denied: Vec<u64> = (1..=6)
+            .map(|n| receive_backoff(ErrorClass::Denied, n).as_secs())
+            .collect();
+        assert_eq!(denied, [10, 20, 40, 60, 60, 60]);
+        for n in 1..10 {
+            assert!(receive_backoff(ErrorClass::Transient, n) <= Duration::from_secs(5));
+        }
     }
 
     #[test]

@@ -35,7 +35,11 @@ impl Encoder for MsgpackEncoder {
 }
 
 /// `[[EventTime, {}],` : array of 2, array of 2, fixext8 type 0, empty map.
+///
+/// An [`EventTime`] never holds Fluent Bit's group-marker seconds (0xFFFFFFFE, 0xFFFFFFFF):
+/// its constructors refuse them, so no record written here can open or close a group.
 pub fn write_header(time: EventTime, out: &mut Vec<u8>) {
+    debug_assert!(time.secs() <= EventTime::MAX_SECS);
     out.extend_from_slice(&[0x92, 0x92, 0xd7, 0x00]);
     out.extend_from_slice(&time.secs().to_be_bytes());
     out.extend_from_slice(&time.nanos().to_be_bytes());
@@ -293,6 +297,49 @@ mod tests {
         assert_eq!(out.len(), 3 + 5 + 70_000);
         let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
         assert_eq!(v["a"].as_array().unwrap().len(), 70_000);
+    }
+
+    #[test]
+    fn no_record_carries_a_group_marker_time() {
+        use crate::object::ObjectRef;
+        use crate::read::split::{SplitOptions, split};
+        let json = r#"{"Records":[{"eventTime":"2106-02-07T06:28:14Z"},{"eventTime":"2106-02-07T06:28:15Z"},{"eventTime":"2200-01-01T00:00:00Z"},{"eventTime":"1969-12-31T23:59:59Z"},{"eventTime":"2023-07-10T11:42:36Z"}]}"#;
+        let fallback = EventTime::from_parts(1_000, 5).unwrap();
+        let object = ObjectRef::file("x".into(), "x".into(), 0, fallback);
+        let encoder = MsgpackEncoder { metadata_key: None };
+        let mut out = Vec::new();
+        let options = SplitOptions {
+            skip: 0,
+            fallback,
+            max_event_bytes: 1 << 20,
+        };
+        let done = split(json.as_bytes(), options, |e| {
+            encoder.encode(&e, &object, &mut out).unwrap();
+            Ok(())
+        });
+        assert_eq!(done.error, None);
+        let mut rest = &out[..];
+        let mut times = Vec::new();
+        while !rest.is_empty() {
+            let record = rmpv::decode::read_value(&mut rest).unwrap();
+            let rmpv::Value::Ext(0, data) = &record[0][0] else {
+                panic!("no EventTime in {record}");
+            };
+            let secs = u32::from_be_bytes(data[..4].try_into().unwrap());
+            let nanos = u32::from_be_bytes(data[4..].try_into().unwrap());
+            assert!(secs < 0xFFFF_FFFE, "group marker {secs:#x} in {record}");
+            times.push((secs, nanos));
+        }
+        assert_eq!(
+            times,
+            [
+                (1_000, 5),
+                (1_000, 5),
+                (1_000, 5),
+                (1_000, 5),
+                (1_688_989_356, 0)
+            ]
+        );
     }
 
     #[test]

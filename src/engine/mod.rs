@@ -392,7 +392,7 @@ impl Core {
         self.wait_unpaused().await;
         let opened = match open(self.client.as_ref(), &object, self.config.max_object_bytes).await {
             Ok(opened) => opened,
-            Err(FetchError::Transient(reason)) => {
+            Err(FetchError::Transient(reason) | FetchError::Denied(reason)) => {
                 self.log.warn(format_args!("{object}: {reason}"));
                 self.store().release(&object.id);
                 let verdicts = self.tracker().abandoned(&object.id);
@@ -430,6 +430,7 @@ impl Core {
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
     fn split_object(&self, object: &ObjectRef, opened: Opened) {
         let skip = self.store().progress(&object.id);
+        let fallback = opened.last_modified.unwrap_or(object.last_modified);
         let reader = decode::open_stream(opened.into_reader(), self.config.max_object_bytes);
         // Chunk buffers start small and grow by doubling: the queue's byte budget counts
         // lengths, so capacity must stay within 2x of them (objects are mostly small).
@@ -437,7 +438,7 @@ impl Core {
         let mut events = 0u64;
         let options = SplitOptions {
             skip,
-            fallback: object.last_modified,
+            fallback,
             max_event_bytes: self.config.max_event_bytes,
         };
         let outcome = split(reader, options, |event| {
@@ -602,11 +603,14 @@ async fn receive_loop(
             r = queue.receive() => r,
             _ = stop.changed() => return,
         };
-        let Some(messages) = received else {
-            failures += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(crate::read::fetch::backoff(failures)) => continue,
-                _ = stop.changed() => return,
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(class) => {
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::discover::sqs::receive_backoff(class, failures)) => continue,
+                    _ = stop.changed() => return,
+                }
             }
         };
         failures = 0;

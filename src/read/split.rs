@@ -8,15 +8,17 @@
 //! structure, not every detail of JSON syntax: encoders parse the event fully and refuse an
 //! invalid one.
 //!
-//! The event's own `eventTime` becomes its time; when it is missing or unreadable the
-//! caller's fallback (the object's LastModified) is used and counted. Errors after some
-//! events were handed over still report how many were: the caller ships those and records
-//! why the rest could not be read.
+//! The event's own `eventTime` becomes its time; when it is missing, unreadable, or outside
+//! what Fluent Bit can carry (before 1970, or from 2106-02-07T06:28:14Z on, where its u32
+//! seconds end and its group markers live), the caller's fallback (the object's
+//! LastModified) is used and counted by reason. Errors after some events were handed over
+//! still report how many were: the caller ships those and records why the rest could not be
+//! read.
 
 use std::io::{self, Read};
 
 use crate::read::decode::LimitExceeded;
-use crate::timestamp::EventTime;
+use crate::timestamp::{EventTime, TimeError};
 
 /// One event of an object, borrowed for the duration of the callback.
 #[derive(Debug, Clone, Copy)]
@@ -37,10 +39,87 @@ pub struct SplitStats {
     pub position: u64,
     /// Events handed to the callback.
     pub events: u64,
-    /// Events stamped with the fallback time (no usable `eventTime`).
+    /// Events stamped with the fallback time (no usable `eventTime`): the sum of `fallback`.
     pub fallback_time: u64,
+    /// The same events, by why their `eventTime` was not used.
+    pub fallback: FallbackReasons,
     /// Elements of `Records` that were not JSON objects (or not UTF-8) and were left out.
     pub not_objects: u64,
+}
+
+/// Why an event's `eventTime` was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// No `eventTime` key at the event's top level.
+    Missing,
+    /// Not a string, or not an RFC 3339 time.
+    Unreadable,
+    /// Before 1970-01-01T00:00:00Z.
+    Before1970,
+    /// 2106-02-07T06:28:14Z or later: past Fluent Bit's u32 seconds, or one of its group
+    /// markers (seconds 0xFFFFFFFE and 0xFFFFFFFF).
+    BeyondHost,
+}
+
+impl From<TimeError> for FallbackReason {
+    fn from(e: TimeError) -> Self {
+        match e {
+            TimeError::Unreadable => FallbackReason::Unreadable,
+            TimeError::Before1970 => FallbackReason::Before1970,
+            TimeError::BeyondHost => FallbackReason::BeyondHost,
+        }
+    }
+}
+
+/// Events stamped with the fallback time, by reason. Its `Display` is one phrase for a log
+/// line: `2 without eventTime, 1 from 2106-02-07T06:28:14Z on (beyond Fluent Bit's range)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallbackReasons {
+    pub missing: u64,
+    pub unreadable: u64,
+    pub before_1970: u64,
+    pub beyond_host: u64,
+}
+
+impl FallbackReasons {
+    pub fn total(&self) -> u64 {
+        self.missing + self.unreadable + self.before_1970 + self.beyond_host
+    }
+
+    fn count(&mut self, reason: FallbackReason) {
+        match reason {
+            FallbackReason::Missing => self.missing += 1,
+            FallbackReason::Unreadable => self.unreadable += 1,
+            FallbackReason::Before1970 => self.before_1970 += 1,
+            FallbackReason::BeyondHost => self.beyond_host += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for FallbackReasons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts = [
+            (self.missing, "without eventTime"),
+            (self.unreadable, "with an unreadable eventTime"),
+            (self.before_1970, "with an eventTime before 1970"),
+            (
+                self.beyond_host,
+                "with an eventTime from 2106-02-07T06:28:14Z on (beyond Fluent Bit's range)",
+            ),
+        ];
+        let mut first = true;
+        for (n, what) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{n} {what}")?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why an object could not be read to its end.
@@ -383,7 +462,7 @@ fn ws_value(b: &[u8], eof: bool) -> Scan<(usize, usize)> {
 
 /// Finds `eventTime` among the top-level keys of an event object, walking its structure
 /// only as far as that key.
-fn find_event_time(event: &str) -> Option<&str> {
+fn find_event_time(event: &str) -> Result<&str, FallbackReason> {
     let b = event.as_bytes();
     let mut i = 1; // past '{'
     let mut depth = 1usize;
@@ -391,18 +470,23 @@ fn find_event_time(event: &str) -> Option<&str> {
     while i < b.len() {
         match b[i] {
             b'"' => {
-                let n = string_end(&b[i..])?;
+                let Some(n) = string_end(&b[i..]) else {
+                    return Err(FallbackReason::Missing);
+                };
                 if depth == 1 && expect_key {
                     let key = &b[i + 1..i + n - 1];
                     let after = i + n + skip_ws(&b[i + n..]);
                     if key == b"eventTime" && b.get(after) == Some(&b':') {
                         let v = after + 1 + skip_ws(&b[after + 1..]);
                         if b.get(v) != Some(&b'"') {
-                            return None;
+                            return Err(FallbackReason::Unreadable);
                         }
-                        let m = string_end(&b[v..])?;
+                        let m = string_end(&b[v..]).ok_or(FallbackReason::Unreadable)?;
                         let text = &event[v + 1..v + m - 1];
-                        return (!text.contains('\\')).then_some(text);
+                        if text.contains('\\') {
+                            return Err(FallbackReason::Unreadable);
+                        }
+                        return Ok(text);
                     }
                     expect_key = false;
                 }
@@ -416,7 +500,7 @@ fn find_event_time(event: &str) -> Option<&str> {
         }
         i += 1;
     }
-    None
+    Err(FallbackReason::Missing)
 }
 
 struct Splitter<R, F> {
@@ -530,10 +614,13 @@ impl<R: Read, F: FnMut(Event<'_>) -> Result<(), Stop>> Splitter<R, F> {
             if index >= self.options.skip {
                 match std::str::from_utf8(bytes) {
                     Ok(json) if json.starts_with('{') => {
-                        let time = match find_event_time(json).and_then(EventTime::parse_rfc3339) {
-                            Some(t) => t,
-                            None => {
+                        let parsed = find_event_time(json)
+                            .and_then(|text| EventTime::parse(text).map_err(Into::into));
+                        let time = match parsed {
+                            Ok(t) => t,
+                            Err(reason) => {
                                 self.stats.fallback_time += 1;
+                                self.stats.fallback.count(reason);
                                 self.options.fallback
                             }
                         };
@@ -668,11 +755,17 @@ mod tests {
     fn event_time_only_at_the_top_level() {
         assert_eq!(
             find_event_time(r#"{"a":{"eventTime":"x"},"eventTime":"y"}"#),
-            Some("y")
+            Ok("y")
         );
-        assert_eq!(find_event_time(r#"{"a":"eventTime","b":1}"#), None);
-        assert_eq!(find_event_time(r#"{"eventTime" : "z"}"#), Some("z"));
-        assert_eq!(find_event_time(r#"{"eventTime":12}"#), None);
+        assert_eq!(
+            find_event_time(r#"{"a":"eventTime","b":1}"#),
+            Err(FallbackReason::Missing)
+        );
+        assert_eq!(find_event_time(r#"{"eventTime" : "z"}"#), Ok("z"));
+        assert_eq!(
+            find_event_time(r#"{"eventTime":12}"#),
+            Err(FallbackReason::Unreadable)
+        );
     }
 
     #[test]
@@ -683,6 +776,35 @@ mod tests {
         );
         assert_eq!(out.stats.fallback_time, 2);
         assert_eq!(got[2].2, 1_688_989_356);
+    }
+
+    #[test]
+    fn times_the_host_cannot_carry_take_the_fallback_with_their_reason() {
+        let (got, out) = run(
+            r#"{"Records":[{"eventTime":"2106-02-07T06:28:14Z"},{"eventTime":"2106-02-07T06:28:15Z"},{"eventTime":"2200-01-01T00:00:00Z"},{"eventTime":"1969-12-31T23:59:59Z"},{"eventTime":"2023-07-10T11:42:36Z"},{"eventTime":"soon"},{"x":1}]}"#,
+            0,
+        );
+        assert_eq!(out.error, None);
+        let secs: Vec<u32> = got.iter().map(|g| g.2).collect();
+        assert_eq!(
+            secs,
+            [1_000, 1_000, 1_000, 1_000, 1_688_989_356, 1_000, 1_000]
+        );
+        assert_eq!(
+            out.stats.fallback,
+            FallbackReasons {
+                missing: 1,
+                unreadable: 1,
+                before_1970: 1,
+                beyond_host: 3,
+            }
+        );
+        assert_eq!(out.stats.fallback_time, out.stats.fallback.total());
+        assert_eq!(
+            out.stats.fallback.to_string(),
+            "1 without eventTime, 1 with an unreadable eventTime, 1 with an eventTime before \
+             1970, 3 with an eventTime from 2106-02-07T06:28:14Z on (beyond Fluent Bit's range)"
+        );
     }
 
     #[test]
