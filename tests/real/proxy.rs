@@ -1,0 +1,136 @@
+//! A counting HTTP proxy in front of the S3 test server: the host's S3 endpoint points here,
+//! and every request is recorded with the time it arrived, so a test can tell when each
+//! object download started (e.g. that none started while the host had the input paused).
+//! It can hold each object download back for a while, so downloading is slower than the
+//! host's intake and a download would fall inside a pause unless the pause stops it. One
+//! request per connection (the answer says `Connection: close`), which the AWS SDK handles
+//! like any server closing an idle connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::fluent_bit::now_ms;
+
+/// A request seen: method, path and query, arrival in Unix milliseconds.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub at_ms: i64,
+}
+
+impl Seen {
+    /// A GET of a CloudTrail object (not a listing).
+    pub fn is_object_get(&self) -> bool {
+        self.method == "GET" && self.path.contains(".json.gz") && !self.path.contains("list-type")
+    }
+}
+
+pub struct CountingProxy {
+    pub endpoint: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl CountingProxy {
+    /// Forwards to `upstream`, each object GET answered `object_delay` after it came.
+    pub fn start(upstream: &str, object_delay: Duration) -> CountingProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (s, up) = (s.clone(), upstream.clone());
+                std::thread::spawn(move || forward(conn, &up, &s, object_delay));
+            }
+        });
+        CountingProxy { endpoint, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn forward(client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, object_delay: Duration) {
+    let Ok(mut out) = client.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(client);
+    let Some(head) = read_head(&mut reader) else {
+        return;
+    };
+    let first = head.lines().next().unwrap_or("").to_string();
+    let mut parts = first.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let request = Seen {
+        method,
+        path,
+        at_ms: now_ms(),
+    };
+    let delay = request.is_object_get();
+    seen.lock().unwrap().push(request);
+    let length = header_value(&head, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    if delay {
+        std::thread::sleep(object_delay);
+    }
+    let Ok(mut up) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let request = with_connection_close(&head);
+    if up.write_all(request.as_bytes()).is_err() || up.write_all(&body).is_err() {
+        return;
+    }
+    let mut up_reader = BufReader::new(up);
+    let Some(answer_head) = read_head(&mut up_reader) else {
+        return;
+    };
+    let _ = out.write_all(with_connection_close(&answer_head).as_bytes());
+    let mut rest = Vec::new();
+    let _ = up_reader.read_to_end(&mut rest);
+    let _ = out.write_all(&rest);
+}
+
+/// The head up to and including the empty line.
+fn read_head(r: &mut impl BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head += &line;
+        if line == "\r\n" || line == "\n" {
+            return Some(head);
+        }
+    }
+}
+
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn with_connection_close(head: &str) -> String {
+    let mut out = String::new();
+    for l in head.trim_end().lines() {
+        if !l.to_ascii_lowercase().starts_with("connection:") {
+            out += l;
+            out += "\r\n";
+        }
+    }
+    out + "Connection: close\r\n\r\n"
+}

@@ -1,0 +1,209 @@
+//! `conf/vector.yaml`, unchanged, in the real Vector with the `cloudtrail-s3` command of
+//! this build on its PATH: the sample's `http` sink posts to the receiver, the command reads
+//! a folder copy of the bundled objects. Every event arrives once, the first timestamp of
+//! every line is the eventTime, and SIGTERM to Vector mid-run followed by a restart loses
+//! nothing.
+//!
+//! Vector writes an event's keys sorted. In the bundled events nothing that sorts before
+//! `eventTime` holds a timestamp, so the folder gets one more object whose event has an
+//! earlier timestamp in `additionalEventData` (which sorts first): without the sample's
+//! `@timestamp` that line would start with the wrong time.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libtest_mimic::Failed;
+
+use crate::check::{Expected, Tally, Time};
+use crate::child::Child;
+use crate::fluent_bit::RUN_LIMIT;
+use crate::proxy::CountingProxy;
+use crate::receiver::Receiver;
+use crate::rng::Rng;
+use crate::vector::{STOP_LIMIT, Vector, errors};
+use crate::wait::wait_until;
+use crate::work::Work;
+use crate::{Body, data, server};
+
+pub fn trials() -> Vec<(&'static str, Body<Vector>)> {
+    vec![
+        ("sample", sample),
+        ("sigterm_and_restart_lose_nothing", sigterm_restart),
+    ]
+}
+
+const URI: &str = "/receiver/v1/http/vector-token";
+/// Each object download in the restart test waits this long at the proxy: the 56 objects
+/// take over ten seconds.
+const DOWNLOAD_DELAY: Duration = Duration::from_millis(200);
+/// The command's batch: at most this much is written between two commits.
+const BATCH: usize = 64 << 10;
+
+fn sample_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/vector.yaml")
+}
+
+/// An event whose key that sorts first holds a timestamp earlier than its eventTime.
+const EARLY_KEY_EVENT: &str = r#"{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","accountId":"123456789012"},"eventTime":"2023-07-10T12:00:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","sourceIPAddress":"10.0.0.1","userAgent":"test","requestParameters":null,"responseElements":null,"additionalEventData":{"sessionStartedAt":"2023-07-10T09:00:00Z"},"requestID":"req-early-key","eventID":"early-key-0000-0000-0000-000000000001","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}"#;
+
+/// The bundled objects plus one with [`EARLY_KEY_EVENT`].
+fn objects() -> Vec<data::Object> {
+    let mut objects = data::objects();
+    objects.push(data::Object {
+        key: "AWSLogs/123456789012/CloudTrail/us-east-1/2023/07/10/early-key.json.gz".into(),
+        gz: data::gzip(format!("{{\"Records\":[{EARLY_KEY_EVENT}]}}").as_bytes()),
+    });
+    objects
+}
+
+/// The objects copied into `work/bucket`: the command's source settings.
+fn folder(work: &Work, objects: &[data::Object]) -> String {
+    let root = work.path().join("bucket");
+    for o in objects {
+        let p = root.join(&o.key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &o.gz).unwrap();
+    }
+    format!("dir = {:?}\n", root.to_str().unwrap())
+}
+
+/// The objects in a new bucket read through `endpoint`, one at a time: the command's
+/// source settings (credentials come from the environment).
+fn bucket(objects: &[data::Object], endpoint: &str) -> String {
+    let bucket = server::bucket("real-vector");
+    for o in objects {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    format!(
+        "bucket = {bucket:?}\nendpoint = {endpoint:?}\nregion = \"us-east-1\"\nforce_path_style = true\nworkers = 1\n"
+    )
+}
+
+/// The command's settings: `source`, state in `work`.
+fn settings(work: &Work, source: &str) -> PathBuf {
+    let path = work.path().join("cloudtrail-s3.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{source}start_time = \"2023-07-01T00:00:00Z\"\ndb = {:?}\nbatch_bytes = \"{}K\"\n",
+            work.path().join("state.json").to_str().unwrap(),
+            BATCH >> 10
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(vector: &Vector, work: &Work, source: &str, name: &str, rx: &Receiver) -> Child {
+    let env = [
+        ("SUMO_HTTP_URL", rx.url(URI)),
+        (
+            "CLOUDTRAIL_S3_CONFIG",
+            settings(work, source).to_str().unwrap().to_string(),
+        ),
+    ];
+    vector.start(work.path(), name, &sample_path(), &env)
+}
+
+fn stop(vector: &mut Child) {
+    // Before its signal handlers are in place, SIGTERM would just kill it.
+    wait_until("Vector to start", RUN_LIMIT, || {
+        assert!(vector.try_status().is_none(), "{}", vector.stderr_tail(40));
+        vector.stderr.any("Vector has started")
+    });
+    vector.signal(libc::SIGTERM);
+    let status = vector.wait_exit(STOP_LIMIT);
+    assert!(status.success(), "{status}\n{}", vector.stderr_tail(30));
+    let errors = errors(vector);
+    assert!(
+        errors.is_empty(),
+        "Vector logged errors:\n{}",
+        errors.join("\n")
+    );
+    let leaks = vector.stderr.count(server::SECRET_KEY);
+    assert_eq!(leaks, 0, "{leaks} log lines hold the AWS secret key");
+}
+
+fn check_requests(rx: &Receiver) {
+    for r in rx.requests() {
+        assert_eq!(r.path, URI);
+        assert_eq!(r.header("X-Sumo-Category"), Some("aws/cloudtrail"));
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    }
+}
+
+fn sample(vector: &Vector) -> Result<(), Failed> {
+    let work = Work::new("vector-sample");
+    let objects = objects();
+    let source = folder(&work, &objects);
+    let expected = Expected::of(&objects);
+    let rx = Receiver::start();
+    let mut v = start(vector, &work, &source, "vector", &rx);
+    let mut tally = Tally::new(&expected, Time::NotInLine, true);
+    wait_until("every event at the receiver", RUN_LIMIT, || {
+        assert!(v.try_status().is_none(), "{}", v.stderr_tail(40));
+        tally.follow(&rx).all_arrived()
+    });
+    stop(&mut v);
+    tally.follow(&rx);
+    eprintln!("{} sample: {}", vector.label(), tally.summary());
+    tally.assert_exactly_once("Vector sample");
+    check_requests(&rx);
+    Ok(())
+}
+
+fn sigterm_restart(vector: &Vector) -> Result<(), Failed> {
+    const STOPS: usize = 3;
+    let work = Work::new("vector-sigterm");
+    let objects = objects();
+    // Downloads held back by the proxy spread the run over seconds (Vector itself would
+    // take everything the command writes into one request), so a stop lands mid-run.
+    let proxy = CountingProxy::start(server::endpoint(), DOWNLOAD_DELAY);
+    let source = bucket(&objects, &proxy.endpoint);
+    let expected = Expected::of(&objects);
+    let rx = Receiver::start();
+    let mut tally = Tally::new(&expected, Time::NotInLine, true);
+    let mut rng = Rng::new(&format!("SIGTERM test on {}", vector.label()));
+    let mut mid_run = 0;
+    let mut stops = 0;
+    while stops < STOPS && !tally.follow(&rx).all_arrived() {
+        let mut v = start(vector, &work, &source, &format!("life{stops}"), &rx);
+        let before = rx.line_count();
+        wait_until("events from this run", RUN_LIMIT, || {
+            assert!(v.try_status().is_none(), "{}", v.stderr_tail(40));
+            rx.line_count() > before
+        });
+        // The stop point: a random moment once this run delivers.
+        std::thread::sleep(rng.between(Duration::ZERO, Duration::from_millis(3000)));
+        stop(&mut v);
+        stops += 1;
+        if !tally.follow(&rx).all_arrived() {
+            mid_run += 1;
+        }
+    }
+    let mut v = start(vector, &work, &source, "final", &rx);
+    wait_until("every event at the receiver", RUN_LIMIT, || {
+        assert!(v.try_status().is_none(), "{}", v.stderr_tail(40));
+        tally.follow(&rx).all_arrived()
+    });
+    stop(&mut v);
+    tally.follow(&rx);
+    // Lines are about 1.3 KB as JSON; a batch is what the command may repeat per stop.
+    let per_batch = BATCH / 1000;
+    eprintln!(
+        "SIGTERM x{stops} on {}: {} lost, {} repeated ({mid_run} stops mid-run)",
+        vector.label(),
+        tally.lost(),
+        tally.repeated()
+    );
+    tally.assert_well_formed("Vector restarts");
+    assert_eq!(tally.lost(), 0, "{}", tally.summary());
+    assert!(mid_run >= 1, "no stop landed while events remained");
+    assert!(
+        tally.repeated() <= stops * per_batch,
+        "more repeated than a batch per stop: {}",
+        tally.summary()
+    );
+    check_requests(&rx);
+    Ok(())
+}
