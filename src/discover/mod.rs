@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::Client;
 
-use crate::aws::error::{classify_sdk_error, err_chain};
+use crate::aws::error::{Operation, describe, err_chain};
 use crate::ledger::Store;
 use crate::log::Logger;
 use crate::object::{ObjectRef, s3_id};
@@ -161,6 +161,23 @@ impl Lister<'_> {
         }
     }
 
+    /// What a failed listing says, with the permission or setting to fix when it is one.
+    fn describe<E>(
+        &self,
+        e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> String
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        describe(
+            Operation::ListObjects {
+                bucket: self.bucket,
+            },
+            e,
+        )
+        .1
+    }
+
     /// Sub-"directories" of `prefix`.
     async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, DiscoverError> {
         let mut out = Vec::new();
@@ -175,7 +192,7 @@ impl Lister<'_> {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| self.error(prefix, classify_sdk_error(e).to_string()))?;
+                .map_err(|e| self.error(prefix, self.describe(&e)))?;
             out.extend(
                 resp.common_prefixes()
                     .iter()
@@ -206,7 +223,7 @@ impl Lister<'_> {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| self.error(prefix, classify_sdk_error(e).to_string()))?;
+                .map_err(|e| self.error(prefix, self.describe(&e)))?;
             self.keys_listed
                 .fetch_add(resp.contents().len() as u64, Ordering::Relaxed);
             for o in resp.contents() {
