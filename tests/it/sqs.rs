@@ -3,8 +3,6 @@
 //! and three host processes sharing one queue.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +10,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::data;
 use crate::engine::{drain_until, start};
-use crate::host::{self, Plugin};
+use crate::host::Plugin;
 use crate::json::J;
 use crate::server::{self, block_on};
 
@@ -418,100 +416,4 @@ fn hybrid_listing_catches_a_notification_that_never_came() {
     wait_for("both messages deleted", Duration::from_secs(30), || {
         messages_in(&q) == 0
     });
-}
-
-/// A host process consuming the queue (run by the three-process test only).
-#[test]
-#[ignore = "runs as a child of the three-process test"]
-fn sqs_child_host_process() {
-    let (Some(q), Some(out)) = (std::env::var("SQS_QUEUE").ok(), std::env::var_os("SQS_OUT"))
-    else {
-        return;
-    };
-    let props = sqs_props(&q, &[("metadata_key", "src"), ("batch_bytes", "64K")]);
-    let inst = Plugin::load().start(&as_list(&props)).expect("init");
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_secs(4) {
-        let out = PathBuf::from(&out);
-        let (_, data) = inst.collect_stored(move |bytes| host::store_event_lines(bytes, &out));
-        if data.is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-        } else {
-            idle_since = Instant::now();
-        }
-    }
-}
-
-#[test]
-fn three_host_processes_share_one_queue_exactly_once() {
-    let bucket = server::bucket("sqs-three");
-    let q = queue("three");
-    notify_bucket(&bucket, &q);
-    let mut expected = HashMap::new();
-    for copy in 0..4 {
-        for o in data::objects() {
-            let key = o.key.replace(".json.gz", &format!("-{copy}.json.gz"));
-            for id in ids_of(&o) {
-                expected.insert(format!("{key} {id}"), 0usize);
-            }
-            server::put(&bucket, &key, o.gz.clone());
-        }
-    }
-    let work = tempfile::tempdir().unwrap();
-    let outs: Vec<PathBuf> = (0..3)
-        .map(|i| work.path().join(format!("host{i}")))
-        .collect();
-    let mut children: Vec<_> = outs
-        .iter()
-        .map(|out| {
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "sqs::sqs_child_host_process",
-                    "--nocapture",
-                ])
-                .env("SQS_QUEUE", &q)
-                .env("MOTO_ENDPOINT", server::endpoint())
-                .env("SQS_OUT", out)
-                .env("HOST_LOG_LEVEL", "2")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let end = Instant::now() + Duration::from_secs(240);
-    for c in &mut children {
-        loop {
-            if c.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(Instant::now() < end, "host processes did not finish");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let mut per_host = Vec::new();
-    for out in &outs {
-        let lines = host::stored_lines(out);
-        per_host.push(lines.len());
-        for line in &lines {
-            *expected
-                .get_mut(line.as_str())
-                .unwrap_or_else(|| panic!("unknown line {line}")) += 1;
-        }
-    }
-    let lost = expected.values().filter(|n| **n == 0).count();
-    let dups: usize = expected.values().map(|n| n.saturating_sub(1)).sum();
-    eprintln!(
-        "three hosts: {} objects, {} events, per host {per_host:?}, lost {lost}, duplicates {dups}",
-        4 * data::OBJECTS,
-        expected.len()
-    );
-    assert_eq!((lost, dups), (0, 0));
-    assert!(
-        per_host.iter().filter(|n| **n > 0).count() >= 2,
-        "the work was shared: {per_host:?}"
-    );
-    assert_eq!(messages_in(&q), 0);
 }
