@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::ledger::Backoff;
 use crate::pathexpr::PathExpression;
 use crate::timestamp::EventTime;
 
@@ -138,6 +139,24 @@ pub const KEYS: &[Key] = &[
         "seconds between listings (s, m, h, d)",
     ),
     key(
+        "lookback",
+        Time,
+        Some("172800"),
+        "seconds (or m, h, d) behind its position each listing looks for late objects",
+    ),
+    key(
+        "retry_backoff",
+        Time,
+        Some("5"),
+        "first wait before an object that failed transiently is tried again (doubles, to 15 min)",
+    ),
+    key(
+        "denied_backoff",
+        Time,
+        Some("300"),
+        "first wait before a denied object is tried again (doubles, to 1 h)",
+    ),
+    key(
         "request_timeout",
         Time,
         Some("60"),
@@ -232,7 +251,13 @@ pub const KEYS: &[Key] = &[
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
 /// and region, but not `CloudTrail-Digest/` or `CloudTrail-Insight/`.
-pub const DEFAULT_PATH_EXPRESSION: &str = "AWSLogs/*/CloudTrail/*";
+/// The leading `*` lets trails written under an S3 key prefix (`myorg/AWSLogs/…`) work
+/// unconfigured.
+pub const DEFAULT_PATH_EXPRESSION: &str = "*AWSLogs/*/CloudTrail/*";
+/// Two days: CloudTrail delivers most files within 15 minutes but guarantees no bound, and
+/// a replicated bucket can lag by hours; a late file lands in its own day's folder, up to a
+/// day behind the newest (`docs/delivery.md`).
+const DEFAULT_LOOKBACK_SECS: u64 = 48 * 3600;
 const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 const DEFAULT_WORKERS: usize = 4;
@@ -333,6 +358,16 @@ pub struct Settings {
     /// Seconds a request may wait on the server before it is abandoned and retried.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub request_timeout: Option<u64>,
+    /// How far behind the listing position late objects are still found, and how long
+    /// finished objects are remembered.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub lookback: Option<u64>,
+    /// First wait before an object that failed transiently is tried again.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub retry_backoff: Option<u64>,
+    /// First wait before an object whose read was denied is tried again.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub denied_backoff: Option<u64>,
     /// Skip objects delivered before this time: RFC 3339 or relative (`-24h`, `-7d`).
     pub start_time: Option<String>,
     /// State file (which objects are shipped); in memory only when unset.
@@ -452,6 +487,13 @@ pub struct Config {
     pub source: Source,
     pub path_expression: PathExpression,
     pub scan_interval: Duration,
+    /// Late objects are found this far behind each listing's position (see
+    /// `docs/delivery.md`); finished objects are remembered as long.
+    pub lookback: Duration,
+    /// How objects that failed transiently are retried.
+    pub retry_backoff: Backoff,
+    /// How objects whose read was denied are retried.
+    pub denied_backoff: Backoff,
     /// Objects last modified before this are skipped, unless the state says otherwise.
     pub start_time: StartTime,
     pub db: Option<PathBuf>,
@@ -675,6 +717,25 @@ impl Settings {
             ));
         }
 
+        let lookback = self.lookback.unwrap_or(DEFAULT_LOOKBACK_SECS);
+        if !(3600..=30 * 86_400).contains(&lookback) {
+            return Err(bad("lookback", "must be between 1 hour and 30 days"));
+        }
+
+        let backoff = |key: &'static str, value: Option<u64>, default: Backoff| {
+            let first = value.unwrap_or(u64::from(default.first));
+            if !(1..=3600).contains(&first) {
+                return Err(bad(key, "must be between 1 second and 1 hour"));
+            }
+            let first = first as u32;
+            Ok(Backoff {
+                first,
+                cap: default.cap.max(first),
+            })
+        };
+        let retry_backoff = backoff("retry_backoff", self.retry_backoff, Backoff::TRANSIENT)?;
+        let denied_backoff = backoff("denied_backoff", self.denied_backoff, Backoff::DENIED)?;
+
         let start_time = match self.start_time.as_deref() {
             None => StartTime::Before(Duration::from_secs(DEFAULT_START_LOOKBACK_SECS)),
             Some(text) => parse_start_time(text).ok_or_else(|| {
@@ -723,6 +784,9 @@ impl Settings {
             source,
             path_expression,
             scan_interval: Duration::from_secs(scan_interval),
+            lookback: Duration::from_secs(lookback),
+            retry_backoff,
+            denied_backoff,
             start_time,
             db: self.db,
             batch_bytes: batch_bytes as usize,

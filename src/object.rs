@@ -77,3 +77,21 @@ pub struct ObjectMeta<'a> {
     pub bucket: Option<&'a str>,
     pub key: &'a str,
 }
+
+impl ObjectRef {
+    /// The object a ledger id names: `s3://bucket/key`, or `dir:relative/path` below `root`
+    /// (`None` for a folder id without a folder, or an id of neither form).
+    pub fn from_id(
+        id: &str,
+        size: u64,
+        last_modified: EventTime,
+        root: Option<&std::path::Path>,
+    ) -> Option<Self> {
+        if let Some(rest) = id.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/')?;
+            return Some(Self::s3(&bucket.into(), key.into(), size, last_modified));
+        }
+        let rel = id.strip_prefix("dir:")?;
+        Some(Self::file(root?.join(rel), rel.into(), size, last_modified))
+    }
+}

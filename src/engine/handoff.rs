@@ -27,8 +27,9 @@ pub struct Mark {
 pub enum End {
     Done,
     Failed(String),
-    /// Stopped by a transient failure: progress kept, the object tried again later.
-    Abandoned,
+    /// Stopped by a transient failure (the reason): progress kept, the object tried again
+    /// after a backoff.
+    Abandoned(String),
 }
 
 /// Encoded records of one object, in order.

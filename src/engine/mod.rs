@@ -4,7 +4,7 @@
 //! ```text
 //!  scan (discover) ──► workers: fetch ─► decode ─► split ─► encode ─► Handoff queue
 //!        ▲                                                              │ take()
-//!        └──────────── Store (state file) ◄── commit(marks) ◄── front end hands bytes to host
+//!        └──────────── Ledger (db) ◄── commit(marks) ◄── front end hands bytes to host
 //! ```
 //!
 //! The front end owns the only two calls on the hot path: `take` (non-blocking, or with a
@@ -20,11 +20,14 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Source, StartTime};
+use crate::discover::Discovery;
+use crate::discover::bucket::BucketScan;
+use crate::discover::folder::{self, FolderScan};
+use crate::discover::listing::{S3Lister, SystemClock};
 use crate::discover::sqs::{Queue, Received, Tracker, Verdict};
-use crate::discover::{Discovery, Origin};
 use crate::encode::Encoder;
 use crate::engine::handoff::{Batch, Chunk, End, Handoff, Mark};
-use crate::ledger::{CheckpointError, Store};
+use crate::ledger::{Claimable, Honour, Ledger, LedgerError, Status};
 use crate::log::Logger;
 use crate::object::ObjectRef;
 use crate::read::decode;
@@ -38,7 +41,7 @@ pub mod handoff;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    State(#[from] CheckpointError),
+    State(#[from] LedgerError),
     #[error("could not start the background runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -55,6 +58,14 @@ pub struct Stats {
     pub events_unencodable: u64,
     /// Keys returned by S3 listings: shows how much each scan re-lists.
     pub keys_listed: u64,
+    /// LIST requests made.
+    pub list_calls: u64,
+    /// Keys listed and LIST requests made by the last complete scan: what an idle scan
+    /// costs once the listing has caught up.
+    pub last_scan_keys_listed: u64,
+    pub last_scan_list_calls: u64,
+    /// Keys in SQS notifications that `path_expression` does not match.
+    pub notices_unmatched: u64,
 }
 
 #[derive(Default)]
@@ -65,6 +76,10 @@ struct Counters {
     events: AtomicU64,
     events_fallback_time: AtomicU64,
     events_unencodable: AtomicU64,
+    notices_unmatched: AtomicU64,
+    notices_matched: AtomicU64,
+    last_scan_keys_listed: AtomicU64,
+    last_scan_list_calls: AtomicU64,
 }
 
 /// First allocation of a chunk buffer.
@@ -73,13 +88,16 @@ const CHUNK_START: usize = 16 << 10;
 struct Core {
     config: Config,
     queue: Handoff,
-    store: Mutex<Store>,
+    ledger: Ledger,
     log: Logger,
     encoder: Arc<dyn Encoder>,
     client: Option<Client>,
     paused: watch::Sender<bool>,
     counters: Counters,
     keys_listed: Arc<AtomicU64>,
+    list_calls: Arc<AtomicU64>,
+    /// When an unmatched notification key was last logged (rate limit), in Unix seconds.
+    unmatched_logged_at: AtomicU64,
     chunk_target: usize,
     /// SQS discovery, when configured; `tracker` holds its messages.
     sqs: Option<Arc<Queue>>,
@@ -108,13 +126,18 @@ impl Engine {
         encoder: Arc<dyn Encoder>,
         log: Logger,
     ) -> Result<Self, StartError> {
-        let mut store = Store::open(config.db.as_deref())?;
+        let now = EventTime::now().secs();
+        let bucket = match &config.source {
+            Source::S3(s3) => s3.bucket.clone(),
+            Source::Dir(_) => None,
+        };
+        let ledger = Ledger::open(config.db.as_deref(), bucket.as_deref(), now)?;
         if config.db.is_none() {
             log.warn(format_args!(
                 "no 'db' set: what was shipped is remembered in memory only, so a restart ships the start_time window again"
             ));
         }
-        let first_start = store.first_start_or(EventTime::now().secs());
+        let first_start = ledger.first_start_or(now)?;
         let start = match config.start_time {
             StartTime::At(t) => t,
             StartTime::Before(d) => {
@@ -122,7 +145,7 @@ impl Engine {
                 EventTime::new(secs.max(0), 0).unwrap_or(EventTime::now())
             }
         };
-        store.save()?;
+        let lookback = u32::try_from(config.lookback.as_secs()).unwrap_or(u32::MAX);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -133,7 +156,9 @@ impl Engine {
             .map_err(StartError::Runtime)?;
 
         let mut endpoints = String::new();
-        let (client, origin, sqs) = match &config.source {
+        let keys_listed = Arc::new(AtomicU64::new(0));
+        let list_calls = Arc::new(AtomicU64::new(0));
+        let (client, discovery, sqs) = match &config.source {
             Source::S3(s3) => {
                 let (client, sdk) = runtime.block_on(crate::aws::client::clients(s3));
                 let aws = || {
@@ -151,28 +176,42 @@ impl Engine {
                         q.endpoint.clone().unwrap_or_else(aws)
                     ))
                 );
-                let origin = s3.bucket.as_ref().map(|bucket| Origin::S3 {
-                    client: client.clone(),
-                    bucket: bucket.as_str().into(),
+                let discovery = s3.bucket.as_ref().map(|bucket| {
+                    Discovery::Bucket(BucketScan::new(
+                        S3Lister {
+                            client: client.clone(),
+                            bucket: bucket.as_str().into(),
+                            list_calls: list_calls.clone(),
+                            keys_listed: keys_listed.clone(),
+                        },
+                        SystemClock,
+                        config.path_expression.clone(),
+                        start,
+                        lookback,
+                        log.clone(),
+                    ))
                 });
                 let sqs = s3
                     .sqs
                     .clone()
                     .map(|q| Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone()))));
-                (Some(client), origin, sqs)
+                (Some(client), discovery, sqs)
             }
-            Source::Dir(root) => (None, Some(Origin::Dir { root: root.clone() }), None),
+            Source::Dir(root) => (
+                None,
+                Some(Discovery::Folder(FolderScan {
+                    root: root.clone(),
+                    clock: SystemClock,
+                    expr: config.path_expression.clone(),
+                    start,
+                    lookback,
+                    log: log.clone(),
+                })),
+                None,
+            ),
         };
-        let keys_listed = Arc::new(AtomicU64::new(0));
-        let discovery = origin.map(|origin| Discovery {
-            origin,
-            expr: config.path_expression.clone(),
-            start,
-            log: log.clone(),
-            keys_listed: keys_listed.clone(),
-        });
         log.info(format_args!(
-            "started: {}{endpoints} path_expression={} start_time={} scan_interval={}s workers={} batch_bytes={}",
+            "started: {}{endpoints} path_expression={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={}",
             match &config.source {
                 Source::S3(s) => format!(
                     "bucket={} sqs.queue_url={}",
@@ -183,6 +222,7 @@ impl Engine {
             },
             config.path_expression,
             start.secs(),
+            lookback,
             config.scan_interval.as_secs(),
             config.workers,
             config.batch_bytes,
@@ -191,13 +231,15 @@ impl Engine {
         let chunk_target = (config.batch_bytes / 4).clamp(16 << 10, 1 << 20);
         let core = Arc::new(Core {
             queue: Handoff::new(config.buffer_bytes),
-            store: Mutex::new(store),
+            ledger,
             log,
             encoder,
             client,
             paused: watch::Sender::new(false),
             counters: Counters::default(),
             keys_listed,
+            list_calls,
+            unmatched_logged_at: AtomicU64::new(0),
             chunk_target,
             tracker: Mutex::new(Tracker::new(
                 sqs.as_ref().map_or(1, |q| q.config.max_receive_count),
@@ -245,7 +287,7 @@ impl Engine {
         (!core.listing || core.counters.scans.load(Ordering::Acquire) > 0)
             && (core.sqs.is_none()
                 || (core.sqs_idle.load(Ordering::Acquire) && core.tracker().is_empty()))
-            && core.store().inflight() == 0
+            && core.ledger.inflight_count() == 0
             && core.queue.is_empty()
     }
 
@@ -259,6 +301,10 @@ impl Engine {
             events_fallback_time: c.events_fallback_time.load(Ordering::Relaxed),
             events_unencodable: c.events_unencodable.load(Ordering::Relaxed),
             keys_listed: self.core.keys_listed.load(Ordering::Relaxed),
+            list_calls: self.core.list_calls.load(Ordering::Relaxed),
+            notices_unmatched: c.notices_unmatched.load(Ordering::Relaxed),
+            last_scan_keys_listed: c.last_scan_keys_listed.load(Ordering::Relaxed),
+            last_scan_list_calls: c.last_scan_list_calls.load(Ordering::Relaxed),
         }
     }
 
@@ -299,11 +345,6 @@ impl Engine {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
-        if let Err(e) = self.core.store().save() {
-            self.core
-                .log
-                .error(format_args!("saving state at shutdown: {e}"));
-        }
     }
 }
 
@@ -314,10 +355,6 @@ impl Drop for Engine {
 }
 
 impl Core {
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn tracker(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -339,41 +376,47 @@ impl Core {
         }
     }
 
-    /// Counts happen here, at delivery, so the totals say what the host has.
+    /// Counts happen here, at delivery, so the totals say what the host has. SQS messages
+    /// are settled only after the ledger has the commit: a message deleted before would be
+    /// lost with its objects if the process died in between.
     fn commit(&self, marks: &[Mark]) {
+        if marks.is_empty() {
+            return;
+        }
         let c = &self.counters;
-        let mut s = self.store();
-        for m in marks {
-            c.events.fetch_add(m.events, Ordering::Relaxed);
-            match &m.end {
-                None => s.record_progress(&m.id, m.position),
-                Some(End::Done) => {
-                    c.objects_done.fetch_add(1, Ordering::Relaxed);
-                    s.record_done(&m.id)
-                }
-                Some(End::Failed(reason)) => {
-                    c.objects_failed.fetch_add(1, Ordering::Relaxed);
-                    s.record_failed(&m.id, reason)
-                }
-                Some(End::Abandoned) => {
-                    s.record_progress(&m.id, m.position);
-                    s.release(&m.id);
-                }
+        let committed =
+            self.ledger
+                .commit(marks, EventTime::now().secs(), self.config.retry_backoff);
+        let ok = match committed {
+            Ok(done) => {
+                c.events.fetch_add(done.events, Ordering::Relaxed);
+                c.objects_done.fetch_add(done.done, Ordering::Relaxed);
+                c.objects_failed.fetch_add(done.failed, Ordering::Relaxed);
+                true
             }
-        }
-        if let Err(e) = s.save() {
-            self.log
-                .error(format_args!("{e} (will retry on the next batch)"));
-        }
-        drop(s);
+            Err(e) => {
+                // The host has the events, the ledger does not know: the objects are let
+                // go, to be found again and shipped again (repeated, never lost).
+                self.log.error(format_args!(
+                    "{e}; the {} objects of this batch will be shipped again",
+                    marks.len()
+                ));
+                for m in marks {
+                    self.ledger.let_go(&m.id);
+                }
+                false
+            }
+        };
         if self.sqs.is_some() {
             let mut verdicts = Vec::new();
             let mut t = self.tracker();
             for m in marks {
                 match &m.end {
-                    Some(End::Done) => verdicts.extend(t.finished(&m.id, None)),
-                    Some(End::Failed(reason)) => verdicts.extend(t.finished(&m.id, Some(reason))),
-                    Some(End::Abandoned) => verdicts.extend(t.abandoned(&m.id)),
+                    Some(End::Done) if ok => verdicts.extend(t.finished(&m.id, None)),
+                    Some(End::Failed(reason)) if ok => {
+                        verdicts.extend(t.finished(&m.id, Some(reason)))
+                    }
+                    Some(_) => verdicts.extend(t.abandoned(&m.id)),
                     None => {}
                 }
             }
@@ -392,9 +435,22 @@ impl Core {
         self.wait_unpaused().await;
         let opened = match open(self.client.as_ref(), &object, self.config.max_object_bytes).await {
             Ok(opened) => opened,
-            Err(FetchError::Transient(reason) | FetchError::Denied(reason)) => {
-                self.log.warn(format_args!("{object}: {reason}"));
-                self.store().release(&object.id);
+            Err(e @ (FetchError::Transient(_) | FetchError::Denied(_))) => {
+                let (backoff, reason) = match e {
+                    FetchError::Denied(r) => (self.config.denied_backoff, r),
+                    FetchError::Transient(r) | FetchError::Permanent(r) => {
+                        (self.config.retry_backoff, r)
+                    }
+                };
+                match self
+                    .ledger
+                    .release(&object.id, &reason, backoff, EventTime::now().secs())
+                {
+                    Ok(wait) => self
+                        .log
+                        .warn(format_args!("{object}: {reason}; tried again in {wait} s")),
+                    Err(e) => self.log.error(format_args!("{object}: {reason}; {e}")),
+                }
                 let verdicts = self.tracker().abandoned(&object.id);
                 self.settle(verdicts);
                 return;
@@ -402,7 +458,7 @@ impl Core {
             Err(FetchError::Permanent(reason)) => {
                 self.log
                     .error(format_args!("{object}: {reason}; object skipped"));
-                let position = self.store().progress(&object.id);
+                let position = self.ledger.progress(&object.id);
                 let _ = self.queue.push(Chunk {
                     bytes: Vec::new(),
                     events: 0,
@@ -423,13 +479,13 @@ impl Core {
         {
             self.log
                 .error(format_args!("s3 object {id}: split task failed: {e}"));
-            self.store().release(&id);
+            self.ledger.let_go(&id);
         }
     }
 
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
     fn split_object(&self, object: &ObjectRef, opened: Opened) {
-        let skip = self.store().progress(&object.id);
+        let skip = self.ledger.progress(&object.id);
         let fallback = opened.last_modified.unwrap_or(object.last_modified);
         let reader = decode::open_stream(opened.into_reader(), self.config.max_object_bytes);
         // Chunk buffers start small and grow by doubling: the queue's byte budget counts
@@ -499,7 +555,13 @@ impl Core {
                     "{object}: {reason}; {} events so far are shipped, the rest follows on a later try",
                     skip + stats.events
                 ));
-                End::Abandoned
+                End::Abandoned(reason)
+            }
+            Some(e) if !folder::unchanged(object) => {
+                self.log.warn(format_args!(
+                    "{object}: {e}, and the file changed while it was read; tried again later"
+                ));
+                End::Abandoned(format!("changed while read: {e}"))
             }
             Some(e) => {
                 if e.is_not_cloudtrail() {
@@ -553,16 +615,30 @@ async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Rec
         ));
         tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
     }
-    let Some(discovery) = discovery else { return };
+    let Some(mut discovery) = discovery else {
+        return;
+    };
     loop {
         tokio::select! {
             _ = core.wait_unpaused() => {}
             _ = stop.changed() => return,
         }
-        let found = discovery.scan(&core.store).await;
+        let (keys, calls) = (
+            core.keys_listed.load(Ordering::Relaxed),
+            core.list_calls.load(Ordering::Relaxed),
+        );
+        let found = discovery.scan(&core.ledger, &core.log).await;
+        let c = &core.counters;
+        c.last_scan_keys_listed.store(
+            core.keys_listed.load(Ordering::Relaxed) - keys,
+            Ordering::Relaxed,
+        );
+        c.last_scan_list_calls.store(
+            core.list_calls.load(Ordering::Relaxed) - calls,
+            Ordering::Relaxed,
+        );
         core.log.debug(format_args!(
-            "{}: scan found {} new objects",
-            discovery.origin,
+            "{discovery}: scan found {} new objects",
             found.len()
         ));
         for object in found {
@@ -631,10 +707,15 @@ async fn receive_loop(
 async fn heartbeat_loop(core: Arc<Core>, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     let visibility = queue.config.visibility_timeout;
     let tick = (visibility / 4).max(Duration::from_millis(500));
+    let mut last_forget = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => return,
+        }
+        if last_forget.elapsed() >= Duration::from_secs(300) {
+            core.forget_notified();
+            last_forget = std::time::Instant::now();
         }
         let due = core.tracker().due(visibility / 2);
         for receipt in due {
@@ -666,46 +747,152 @@ impl Core {
             }
             Notice::Objects(list) => list,
         };
-        let mut send = Vec::new();
-        let mut pending = std::collections::HashSet::new();
-        let mut failed = Vec::new();
-        let verdict = {
-            let mut s = self.store();
-            for a in announced {
-                if !self.config.path_expression.matches(&a.key)
-                    || a.key.contains(crate::discover::DIGEST_DIR)
-                {
-                    self.log.debug(format_args!(
-                        "sqs message {}: s3://{}/{} does not match path_expression",
-                        m.message_id, a.bucket, a.key
-                    ));
-                    continue;
-                }
-                let bucket: Arc<str> = a.bucket.as_str().into();
-                let time = a.time.unwrap_or_else(EventTime::now);
-                let object = ObjectRef::s3(&bucket, a.key, a.size.unwrap_or(0), time);
-                if s.is_done(&object.id) {
-                    continue;
-                }
-                if let Some(reason) = s.failed_reason(&object.id).map(String::from) {
-                    if m.receive_count >= queue.config.max_receive_count {
-                        failed.push((object.id.clone(), reason));
-                        continue;
-                    }
-                    s.unfail(&object.id);
-                }
-                pending.insert(object.id.clone());
-                if s.claim(&object.id) {
-                    send.push(object);
-                }
-            }
-            // Held under the store's lock, so no object can finish unseen in between.
-            self.tracker()
-                .hold(m.message_id, m.receipt, m.receive_count, pending, failed)
+        let now = EventTime::now().secs();
+        let lookback = u32::try_from(self.config.lookback.as_secs()).unwrap_or(u32::MAX);
+        let listed_bucket = match &self.config.source {
+            Source::S3(s3) if self.listing => s3.bucket.as_deref(),
+            _ => None,
         };
+        let mut candidates = Vec::new();
+        for a in announced {
+            if !self.config.path_expression.matches(&a.key)
+                || a.key.contains(crate::discover::DIGEST_DIR)
+            {
+                self.unmatched(&m.message_id, &a.bucket, &a.key, now);
+                continue;
+            }
+            self.counters
+                .notices_matched
+                .fetch_add(1, Ordering::Relaxed);
+            // Hybrid: a key behind its prefix's listing horizon was covered by the listing
+            // (shipped and since forgotten, or older than the lookback); shipping it again
+            // would repeat it.
+            if listed_bucket == Some(a.bucket.as_str())
+                && crate::discover::bucket::below_horizon(&self.ledger, &a.bucket, &a.key, lookback)
+                    .unwrap_or(false)
+                && matches!(
+                    self.ledger.entry(&crate::object::s3_id(&a.bucket, &a.key)),
+                    Ok(None)
+                )
+            {
+                self.log.debug(format_args!(
+                    "sqs message {}: s3://{}/{} is behind the listing's horizon, left to the listing",
+                    m.message_id, a.bucket, a.key
+                ));
+                continue;
+            }
+            let bucket: Arc<str> = a.bucket.as_str().into();
+            let time = a.time.unwrap_or_else(EventTime::now);
+            candidates.push(ObjectRef::s3(&bucket, a.key, a.size.unwrap_or(0), time));
+        }
+        let (send, verdict) = self.hold_message(m, candidates, queue.config.max_receive_count, now);
         if let Some(v) = verdict {
             queue.settle(v).await;
         }
         send
+    }
+
+    /// Claims a message's objects that are not finished and holds the message until they
+    /// are; returns the objects claimed, and the verdict when nothing is left pending.
+    fn hold_message(
+        &self,
+        m: Received,
+        candidates: Vec<ObjectRef>,
+        max_receive_count: u32,
+        now: u32,
+    ) -> (Vec<ObjectRef>, Option<Verdict>) {
+        let mut send = Vec::new();
+        let mut pending = std::collections::HashSet::new();
+        let mut failed = Vec::new();
+        // The tracker is locked from the first look at the ledger until the message is
+        // held: a commit updates the ledger before it tells the tracker, so no object can
+        // finish unseen in between.
+        let mut tracker = self.tracker();
+        let mut claimable = Vec::new();
+        for object in &candidates {
+            let entry = match self.ledger.entry(&object.id) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.log.error(format_args!("{e}"));
+                    // Not known to be shipped: treated as new (a repeat at worst).
+                    None
+                }
+            };
+            match entry.map(|e| (e.status, e.reason)) {
+                Some((Status::Done, _)) => continue,
+                Some((Status::Failed, reason)) => {
+                    if m.receive_count >= max_receive_count {
+                        failed.push((object.id.clone(), reason));
+                        continue;
+                    }
+                    // Tried again from where it stopped: its good prefix is not repeated.
+                    if let Err(e) = self.ledger.unfail(&object.id, now) {
+                        self.log.error(format_args!("{e}"));
+                    }
+                }
+                Some((Status::Open, _)) | None => {}
+            }
+            pending.insert(object.id.clone());
+            claimable.push(Claimable {
+                id: &object.id,
+                size: object.size,
+                modified: (object.last_modified.secs(), object.last_modified.nanos()),
+                forget_by: Some(("sqs", now)),
+            });
+        }
+        match self.ledger.claim(&claimable, now, Honour::Redelivery) {
+            Ok(claimed) => {
+                let claimed: std::collections::HashSet<&str> =
+                    claimed.iter().map(|s| &**s).collect();
+                send.extend(
+                    candidates
+                        .iter()
+                        .filter(|o| claimed.contains(&*o.id))
+                        .cloned(),
+                );
+            }
+            Err(e) => self.log.error(format_args!("{e}")),
+        }
+        let verdict = tracker.hold(m.message_id, m.receipt, m.receive_count, pending, failed);
+        (send, verdict)
+    }
+
+    /// A notification key that `path_expression` does not match: deleted with its message
+    /// (the queue is this trail's; leaving them would only bring them back), counted, and
+    /// logged at warn at most once a minute, saying plainly when nothing has matched yet.
+    fn unmatched(&self, message_id: &str, bucket: &str, key: &str, now: u32) {
+        let c = &self.counters;
+        let n = c.notices_unmatched.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.unmatched_logged_at.load(Ordering::Relaxed);
+        if last != 0 && u64::from(now) < last + 60 {
+            self.log.debug(format_args!(
+                "sqs message {message_id}: s3://{bucket}/{key} does not match path_expression"
+            ));
+            return;
+        }
+        self.unmatched_logged_at
+            .store(u64::from(now).max(1), Ordering::Relaxed);
+        let matched = c.notices_matched.load(Ordering::Relaxed);
+        let hint = if matched == 0 {
+            format!(
+                "; none of the {n} keys received so far matches: 'path_expression' ({}) probably misses the trail's S3 key prefix (the default '{}' finds any prefix)",
+                self.config.path_expression,
+                crate::config::DEFAULT_PATH_EXPRESSION
+            )
+        } else {
+            format!(" ({n} such keys so far, {matched} matched)")
+        };
+        self.log.warn(format_args!(
+            "sqs message {message_id}: s3://{bucket}/{key} does not match path_expression, not shipped{hint}"
+        ));
+    }
+
+    /// Forgets SQS-found objects finished more than `lookback` ago.
+    fn forget_notified(&self) {
+        let lookback = u32::try_from(self.config.lookback.as_secs()).unwrap_or(u32::MAX);
+        let before = EventTime::now().secs().saturating_sub(lookback);
+        if let Err(e) = self.ledger.forget_older("sqs", before) {
+            self.log.error(format_args!("{e}"));
+        }
     }
 }

@@ -1,0 +1,383 @@
+//! Scanning a bucket: the CloudTrail layout by region and day with a low watermark per
+//! region prefix, or any other expression as one flat listing with a time watermark.
+//!
+//! The promises this keeps are in `docs/delivery.md`. In short: a region's watermark is a
+//! key such that every wanted key up to it is finished; it moves forward only over finished
+//! keys, never past the day after today, and each scan lists from `lookback` before its day.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::discover::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
+use crate::discover::listing::{Clock, Listed, Lister};
+use crate::discover::{DIGEST_DIR, DiscoverError, window};
+use crate::ledger::{Claimable, Honour, Ledger, Status};
+use crate::log::Logger;
+use crate::object::{ObjectRef, s3_id};
+use crate::pathexpr::PathExpression;
+use crate::timestamp::EventTime;
+
+/// Accounts and regions are enumerated again at the first scan this many seconds after the
+/// last enumeration (and at start): an idle scan then costs one LIST per region prefix, not
+/// one per account and prefix as well. A new account or region is found within this time
+/// (at once through SQS, in hybrid mode).
+pub const ENUMERATE_EVERY_SECS: u32 = 600;
+
+/// Scans one bucket.
+pub struct BucketScan<L, C> {
+    pub lister: L,
+    pub clock: C,
+    pub expr: PathExpression,
+    /// Objects that landed before this are not shipped (`start_time`).
+    pub start: EventTime,
+    /// Seconds behind the watermark that late objects are still found.
+    pub lookback: u32,
+    pub log: Logger,
+    /// Region prefixes from the last enumeration (and from the ledger's watermarks).
+    regions: BTreeSet<String>,
+    /// When accounts and regions were last enumerated (Unix seconds); `None` before the
+    /// first time.
+    enumerated_at: Option<u32>,
+}
+
+impl<L: Lister, C: Clock> BucketScan<L, C> {
+    pub fn new(
+        lister: L,
+        clock: C,
+        expr: PathExpression,
+        start: EventTime,
+        lookback: u32,
+        log: Logger,
+    ) -> Self {
+        Self {
+            lister,
+            clock,
+            expr,
+            start,
+            lookback,
+            log,
+            regions: BTreeSet::new(),
+            enumerated_at: None,
+        }
+    }
+
+    fn bucket(&self) -> &Arc<str> {
+        self.lister.bucket()
+    }
+
+    /// One scan: claims in `ledger` and returns what is to be shipped. Listing errors are
+    /// logged with their prefix and do not end the scan; the watermark of a prefix whose
+    /// listing failed stays where it was.
+    pub async fn scan(&mut self, ledger: &Ledger) -> Vec<ObjectRef> {
+        let mut found = Vec::new();
+        let base = layout::base(&self.expr).map(|b| match b {
+            Base::Literal(s) => Some(s.to_string()),
+            Base::Search => None,
+        });
+        let result = match base {
+            Some(base) => self.scan_layout(base.as_deref(), ledger, &mut found).await,
+            None => self.scan_flat(ledger, &mut found).await,
+        };
+        if let Err(e) = result {
+            self.log.error(format_args!("{e}"));
+        }
+        found
+    }
+
+    fn ledger_error(&self, e: crate::ledger::LedgerError) -> DiscoverError {
+        DiscoverError {
+            location: format!("s3://{}", self.bucket()),
+            reason: e.to_string(),
+        }
+    }
+
+    fn wanted(&self, o: &Listed) -> bool {
+        self.expr.matches(&o.key) && !o.key.contains(DIGEST_DIR) && o.last_modified >= self.start
+    }
+
+    /// Claims the wanted objects of a listing; `forget_by` names their time group, if any.
+    fn claim(
+        &self,
+        ledger: &Ledger,
+        listed: &[&Listed],
+        forget_by: Option<&str>,
+        found: &mut Vec<ObjectRef>,
+    ) -> Result<(), DiscoverError> {
+        let bucket = self.bucket().clone();
+        let ids: Vec<String> = listed.iter().map(|o| s3_id(&bucket, &o.key)).collect();
+        let claimable: Vec<Claimable<'_>> = listed
+            .iter()
+            .zip(&ids)
+            .map(|(o, id)| Claimable {
+                id,
+                size: o.size,
+                modified: (o.last_modified.secs(), o.last_modified.nanos()),
+                forget_by: forget_by.map(|g| (g, o.last_modified.secs())),
+            })
+            .collect();
+        let now = self.clock.now().secs();
+        let claimed = ledger
+            .claim(&claimable, now, Honour::Backoff)
+            .map_err(|e| self.ledger_error(e))?;
+        let claimed: std::collections::HashSet<&str> = claimed.iter().map(|s| &**s).collect();
+        for (o, id) in listed.iter().zip(&ids) {
+            if claimed.contains(id.as_str()) {
+                found.push(ObjectRef::s3(
+                    &bucket,
+                    o.key.clone(),
+                    o.size,
+                    o.last_modified,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn scan_flat(
+        &mut self,
+        ledger: &Ledger,
+        found: &mut Vec<ObjectRef>,
+    ) -> Result<(), DiscoverError> {
+        let prefix = self.expr.literal_prefix().to_string();
+        let group = format!("flat:{}", s3_id(self.bucket(), &prefix));
+        let floor =
+            window::floor(ledger, &group, self.lookback).map_err(|e| self.ledger_error(e))?;
+        let listed = self.lister.list_objects(&prefix, None).await?;
+        let wanted: Vec<&Listed> = listed
+            .iter()
+            .filter(|o| self.wanted(o) && floor.is_none_or(|f| o.last_modified.secs() >= f))
+            .collect();
+        self.claim(ledger, &wanted, Some(&group), found)?;
+        let ids: Vec<String> = wanted
+            .iter()
+            .map(|o| s3_id(self.bucket(), &o.key))
+            .collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let statuses = ledger
+            .statuses(&id_refs)
+            .map_err(|e| self.ledger_error(e))?;
+        let items: Vec<(u32, bool)> = wanted
+            .iter()
+            .zip(statuses)
+            .map(|(o, s)| (o.last_modified.secs(), finished(s)))
+            .collect();
+        window::advance(
+            ledger,
+            &group,
+            self.lookback,
+            &items,
+            self.clock.now().secs(),
+        )
+        .map_err(|e| self.ledger_error(e))
+    }
+
+    async fn scan_layout(
+        &mut self,
+        base: Option<&str>,
+        ledger: &Ledger,
+        found: &mut Vec<ObjectRef>,
+    ) -> Result<(), DiscoverError> {
+        let now = self.clock.now().secs();
+        let due = self
+            .enumerated_at
+            .is_none_or(|t| now.saturating_sub(t) >= ENUMERATE_EVERY_SECS);
+        if due {
+            if self.enumerated_at.is_none() {
+                // After a restart, the prefixes listed before are listed again even when
+                // the enumeration fails: their watermarks say where.
+                let own = s3_id(self.bucket(), "");
+                let known = ledger.watermarks().map_err(|e| self.ledger_error(e))?;
+                self.regions.extend(
+                    known
+                        .into_iter()
+                        .filter_map(|(p, _)| p.strip_prefix(&own).map(String::from)),
+                );
+            }
+            self.enumerate(base).await;
+            self.enumerated_at = Some(now);
+        }
+        let regions: Vec<String> = self
+            .regions
+            .iter()
+            .filter(|r| self.expr.may_match_below(r))
+            .cloned()
+            .collect();
+        for region in regions {
+            if let Err(e) = self.scan_region(&region, ledger, found).await {
+                self.log.error(format_args!("{e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the region prefixes below the layout's base(s). A failed listing is logged and
+    /// the prefixes known before are kept.
+    async fn enumerate(&mut self, base: Option<&str>) {
+        let bases = match base {
+            Some(b) => vec![b.to_string()],
+            None => self.find_bases().await,
+        };
+        let mut accounts = Vec::new();
+        for base in bases {
+            let dirs = match self.lister.list_dirs(&base).await {
+                Ok(d) => d,
+                Err(e) => {
+                    self.log.error(format_args!("{e}"));
+                    continue;
+                }
+            };
+            for dir in dirs {
+                if !self.expr.may_match_below(&dir) {
+                    continue;
+                }
+                if is_account(dir[base.len()..].trim_end_matches('/')) {
+                    accounts.push(dir);
+                    continue;
+                }
+                // An organization trail's level (`o-…`): its children are the accounts.
+                match self.lister.list_dirs(&dir).await {
+                    Ok(children) => accounts.extend(children.into_iter().filter(|c| {
+                        is_account(c[dir.len()..].trim_end_matches('/'))
+                            && self.expr.may_match_below(c)
+                    })),
+                    Err(e) => self.log.error(format_args!("{e}")),
+                }
+            }
+        }
+        for account in accounts {
+            let trail = format!("{account}CloudTrail/");
+            if !self.expr.may_match_below(&trail) {
+                continue;
+            }
+            match self.lister.list_dirs(&trail).await {
+                Ok(regions) => self
+                    .regions
+                    .extend(regions.into_iter().filter(|r| self.expr.may_match_below(r))),
+                Err(e) => self.log.error(format_args!("{e}")),
+            }
+        }
+    }
+
+    /// The `…AWSLogs/` folders at the top of the bucket and up to [`SEARCH_DEPTH`] folders
+    /// below it (trails written under an S3 key prefix).
+    async fn find_bases(&self) -> Vec<String> {
+        let mut bases = Vec::new();
+        let mut level = vec![String::new()];
+        for depth in 0..=SEARCH_DEPTH {
+            let mut next = Vec::new();
+            for prefix in &level {
+                let dirs = match self.lister.list_dirs(prefix).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.log.error(format_args!("{e}"));
+                        continue;
+                    }
+                };
+                for dir in dirs {
+                    if dir[prefix.len()..] == *"AWSLogs/" {
+                        bases.push(dir);
+                    } else if depth < SEARCH_DEPTH && self.expr.may_match_below(&dir) {
+                        next.push(dir);
+                    }
+                }
+            }
+            level = next;
+        }
+        bases
+    }
+
+    /// Lists one `…/CloudTrail/REGION/` prefix from `lookback` before its watermark's day
+    /// (or from `start_time`'s day), claims what is wanted and unfinished, and moves the
+    /// watermark over the finished keys at the front.
+    async fn scan_region(
+        &self,
+        region: &str,
+        ledger: &Ledger,
+        found: &mut Vec<ObjectRef>,
+    ) -> Result<(), DiscoverError> {
+        let bucket = self.bucket().clone();
+        let now = self.clock.now().secs();
+        let start_day = i64::from(self.start.secs()) / 86_400;
+        let lookback_days = i64::from(self.lookback.div_ceil(86_400));
+        let prefix_id = s3_id(&bucket, region);
+        let from_day = |w: Option<&str>| {
+            w.and_then(|w| w.strip_prefix(prefix_id.as_str()))
+                .and_then(key_day)
+                .map_or(start_day, |d| (d - lookback_days).max(start_day))
+        };
+        let mark = ledger
+            .watermark(&prefix_id)
+            .map_err(|e| self.ledger_error(e))?;
+        let start_after = format!("{region}{}", day_path(from_day(mark.as_deref())));
+        let mut listed = self.lister.list_objects(region, Some(&start_after)).await?;
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+
+        // The key's date is CloudTrail's delivery date: one before start_time's day is older
+        // than start_time, whatever its LastModified says (copied objects).
+        let wanted_at = |o: &Listed| {
+            self.wanted(o) && key_day(&o.key[region.len()..]).is_none_or(|d| d >= start_day)
+        };
+        let wanted: Vec<&Listed> = listed.iter().filter(|o| wanted_at(o)).collect();
+        self.claim(ledger, &wanted, None, found)?;
+
+        // The watermark moves over finished keys only, and never into the future: a key
+        // dated after tomorrow (a clock gone wrong, a hand-written key) is shipped but does
+        // not pull the listing position after it.
+        let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let statuses = ledger
+            .statuses(&id_refs)
+            .map_err(|e| self.ledger_error(e))?;
+        let open: std::collections::HashSet<&str> = wanted
+            .iter()
+            .zip(statuses)
+            .filter(|(_, s)| !finished(*s))
+            .map(|(o, _)| o.key.as_str())
+            .collect();
+        let cap = i64::from(now) / 86_400 + 1;
+        let mut to = None;
+        for o in &listed {
+            if open.contains(o.key.as_str())
+                || key_day(&o.key[region.len()..]).is_none_or(|d| d > cap)
+            {
+                break;
+            }
+            to = Some(o.key.as_str());
+        }
+        let Some(to) = to else { return Ok(()) };
+        let to = s3_id(&bucket, to);
+        if mark.as_deref().is_some_and(|m| m >= to.as_str()) {
+            return Ok(());
+        }
+        let forget_below = format!("{prefix_id}{}", day_path(from_day(Some(&to))));
+        ledger
+            .advance(&prefix_id, &to, &forget_below)
+            .map_err(|e| self.ledger_error(e))
+    }
+}
+
+fn finished(s: Option<Status>) -> bool {
+    matches!(s, Some(Status::Done | Status::Failed))
+}
+
+/// The listing horizon of a key's region prefix: keys below it were covered by listings
+/// (finished, or older than the lookback), so a notification for one is left to them.
+pub fn below_horizon(
+    ledger: &Ledger,
+    bucket: &str,
+    key: &str,
+    lookback: u32,
+) -> Result<bool, crate::ledger::LedgerError> {
+    let Some(region) = layout::region_prefix(key) else {
+        return Ok(false);
+    };
+    let prefix_id = s3_id(bucket, region);
+    let Some(mark) = ledger.watermark(&prefix_id)? else {
+        return Ok(false);
+    };
+    let Some(day) = mark.strip_prefix(prefix_id.as_str()).and_then(key_day) else {
+        return Ok(false);
+    };
+    let lookback_days = i64::from(lookback.div_ceil(86_400));
+    Ok(*key < *format!("{region}{}", day_path(day - lookback_days)))
+}

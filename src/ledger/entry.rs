@@ -1,0 +1,129 @@
+//! One object's line in the ledger, and its compact byte form.
+//!
+//! Entries are written one at a time by incremental transactions, so the form is small and
+//! fixed: a version byte, the numbers little-endian, then the reason text.
+
+/// Where an object stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Claimed, partly shipped, or waiting to be tried again.
+    Open,
+    /// Every event committed.
+    Done,
+    /// Given up on, with a reason; stays until put back in line.
+    Failed,
+}
+
+/// What the ledger knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub status: Status,
+    /// Elements of `Records` whose events are committed: a retry resumes after them.
+    pub position: u64,
+    /// Failed tries in a row (transient errors), for the backoff.
+    pub attempts: u32,
+    /// Unix seconds before which the object is not tried again.
+    pub not_before: u32,
+    pub size: u64,
+    /// The object's LastModified (seconds, nanoseconds): the fallback time of its events.
+    pub modified: (u32, u32),
+    /// Unix seconds when the entry last changed status.
+    pub changed_at: u32,
+    /// Why it failed (failed), or the last transient error (open).
+    pub reason: String,
+}
+
+const FORM: u8 = 1;
+const FIXED: usize = 1 + 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4;
+
+impl Entry {
+    /// A new open entry for an object just claimed.
+    pub fn open(size: u64, modified: (u32, u32), now: u32) -> Self {
+        Self {
+            status: Status::Open,
+            position: 0,
+            attempts: 0,
+            not_before: 0,
+            size,
+            modified,
+            changed_at: now,
+            reason: String::new(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.status != Status::Open
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED + self.reason.len());
+        out.push(FORM);
+        out.push(match self.status {
+            Status::Open => 0,
+            Status::Done => 1,
+            Status::Failed => 2,
+        });
+        out.extend_from_slice(&self.position.to_le_bytes());
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        out.extend_from_slice(&self.not_before.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.modified.0.to_le_bytes());
+        out.extend_from_slice(&self.modified.1.to_le_bytes());
+        out.extend_from_slice(&self.changed_at.to_le_bytes());
+        out.extend_from_slice(self.reason.as_bytes());
+        out
+    }
+
+    /// `None` for bytes that are not an entry of this form.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() < FIXED || b[0] != FORM {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Some(Self {
+            status: match b[1] {
+                0 => Status::Open,
+                1 => Status::Done,
+                2 => Status::Failed,
+                _ => return None,
+            },
+            position: u64_at(2),
+            attempts: u32_at(10),
+            not_before: u32_at(14),
+            size: u64_at(18),
+            modified: (u32_at(26), u32_at(30)),
+            changed_at: u32_at(34),
+            reason: String::from_utf8(b[FIXED..].to_vec()).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_other_bytes() {
+        let e = Entry {
+            status: Status::Failed,
+            position: 7,
+            attempts: 3,
+            not_before: 1_700_000_000,
+            size: 1 << 40,
+            modified: (1_690_000_000, 123),
+            changed_at: 1_700_000_001,
+            reason: "gzip: invalid header ü".into(),
+        };
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        let open = Entry::open(5, (1, 2), 3);
+        assert_eq!(Entry::decode(&open.encode()), Some(open));
+        assert_eq!(Entry::decode(b""), None);
+        let mut bad = e.encode();
+        bad[0] = 9;
+        assert_eq!(Entry::decode(&bad), None);
+        let mut bad = e.encode();
+        bad[1] = 7;
+        assert_eq!(Entry::decode(&bad), None);
+    }
+}
