@@ -337,12 +337,16 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         let cap = i64::from(now) / 86_400 + 1;
         let mut to = None;
         for o in &listed {
-            if open.contains(o.key.as_str())
-                || key_day(&o.key[region.len()..]).is_none_or(|d| d > cap)
-            {
+            if open.contains(o.key.as_str()) {
                 break;
             }
-            to = Some(o.key.as_str());
+            match key_day(&o.key[region.len()..]) {
+                Some(day) if day > cap => break,
+                Some(_) => to = Some(o.key.as_str()),
+                // A finished or unwanted key without a day is passed over, but never
+                // becomes the watermark: the listing start is the watermark's day.
+                None => {}
+            }
         }
         let Some(to) = to else { return Ok(()) };
         let to = s3_id(&bucket, to);

@@ -144,7 +144,7 @@ fn yaml_sample_settings_start_the_plugin() {
     assert!(records.is_empty());
     drop(inst);
     assert!(
-        state.path().join("cloudtrail-s3.state.json").exists(),
+        state.path().join("cloudtrail-s3.db").exists(),
         "the state file is where `db` says"
     );
 }
@@ -152,7 +152,6 @@ fn yaml_sample_settings_start_the_plugin() {
 #[test]
 fn sqs_sample_settings_are_valid() {
     let vars = BTreeMap::from([
-        ("CLOUDTRAIL_BUCKET", "my-trail".to_string()),
         (
             "CLOUDTRAIL_QUEUE",
             "https://sqs.us-east-1.amazonaws.com/123456789012/trail".to_string(),
@@ -176,8 +175,8 @@ fn sqs_sample_settings_are_valid() {
         panic!("an S3 source")
     };
     assert!(
-        s3.sqs.is_some() && s3.bucket.is_some(),
-        "hybrid: queue and bucket"
+        s3.sqs.is_some() && s3.bucket.is_none(),
+        "SQS alone: hybrid is for one shipper, the sample is for many"
     );
     for key in input
         .keys()

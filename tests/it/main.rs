@@ -12,4 +12,5 @@ mod kill;
 mod plugin;
 mod regressions;
 mod server;
+mod simulation;
 mod sqs;

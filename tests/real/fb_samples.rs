@@ -173,7 +173,7 @@ fn classic(fb: &FluentBit) -> Result<(), Failed> {
     Ok(())
 }
 
-/// The SQS sample (hybrid: notifications and a slow listing) on a queue that gets the
+/// The SQS sample (SQS alone: hosts may share the queue) on a queue that gets the
 /// bucket's real S3 notifications. Only `sqs.queue_url` names the queue: the plugin takes
 /// the endpoint from a non-AWS queue URL.
 fn sqs_yaml(fb: &FluentBit) -> Result<(), Failed> {
@@ -188,7 +188,7 @@ fn sqs_yaml(fb: &FluentBit) -> Result<(), Failed> {
     let mut env = env(&work, &bucket);
     env.push(("CLOUDTRAIL_QUEUE", q.clone()));
     run(fb, &work, &conf, &env, &rx, || {
-        // Every notification is deleted once its object is shipped, by either path.
+        // Every notification is deleted once its object is shipped.
         wait_until("the queue to empty", RUN_LIMIT, || {
             queue::messages_in(&q) == 0
         });

@@ -40,6 +40,7 @@ mod work;
 
 mod fb_backpressure;
 mod fb_copies;
+mod fb_ledger;
 mod fb_restarts;
 mod fb_samples;
 mod fb_settings;
@@ -93,6 +94,7 @@ fn fluent_bit_trials() -> Vec<(&'static str, Body<fluent_bit::FluentBit>)> {
     all.extend(fb_backpressure::trials());
     all.extend(fb_settings::trials());
     all.extend(fb_copies::trials());
+    all.extend(fb_ledger::trials());
     all
 }
 

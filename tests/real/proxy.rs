@@ -5,7 +5,11 @@
 //! host's intake and a download would fall inside a pause unless the pause stops it. One
 //! request per connection (the answer says `Connection: close`), which the AWS SDK handles
 //! like any server closing an idle connection.
+//!
+//! It can also stand for an S3 that is briefly overloaded: [`SlowDown`] answers the first
+//! GETs of each chosen object `503 SlowDown` (S3's XML error body) and forwards the rest.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub at_ms: i64,
+    /// Answered `503 SlowDown` by the proxy (not forwarded).
+    pub slowed_down: bool,
 }
 
 impl Seen {
@@ -26,21 +32,54 @@ impl Seen {
     pub fn is_object_get(&self) -> bool {
         self.method == "GET" && self.path.contains(".json.gz") && !self.path.contains("list-type")
     }
+
+    /// The path without its query (`/bucket/key` in path style).
+    pub fn object_path(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+}
+
+/// `503 SlowDown` for the first `times` GETs of each object whose path (`/bucket/key`)
+/// contains `path_contains`; later GETs of it are forwarded.
+#[derive(Clone, Debug)]
+pub struct SlowDown {
+    pub path_contains: String,
+    pub times: usize,
+}
+
+#[derive(Default)]
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    slow_down: Option<SlowDown>,
+    /// Object GETs so far, by object path (for `slow_down`).
+    gets: Mutex<HashMap<String, usize>>,
 }
 
 pub struct CountingProxy {
     pub endpoint: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    state: Arc<State>,
 }
 
 impl CountingProxy {
     /// Forwards to `upstream`, each object GET answered `object_delay` after it came.
     pub fn start(upstream: &str, object_delay: Duration) -> CountingProxy {
+        Self::serve(upstream, object_delay, None)
+    }
+
+    /// Forwards to `upstream` at once, but answers `503 SlowDown` as `slow_down` says.
+    pub fn with_slow_down(upstream: &str, slow_down: SlowDown) -> CountingProxy {
+        Self::serve(upstream, Duration::ZERO, Some(slow_down))
+    }
+
+    fn serve(upstream: &str, object_delay: Duration, slow_down: Option<SlowDown>) -> CountingProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let s = seen.clone();
+        let state = Arc::new(State {
+            slow_down,
+            ..State::default()
+        });
+        let s = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
@@ -48,15 +87,44 @@ impl CountingProxy {
                 std::thread::spawn(move || forward(conn, &up, &s, object_delay));
             }
         });
-        CountingProxy { endpoint, seen }
+        CountingProxy { endpoint, state }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.state.seen.lock().unwrap().clone()
     }
 }
 
-fn forward(client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, object_delay: Duration) {
+/// Whether this object GET is one `slow_down` refuses (counting it).
+fn refuse(state: &State, request: &Seen) -> bool {
+    let Some(slow) = &state.slow_down else {
+        return false;
+    };
+    if !request.is_object_get() || !request.object_path().contains(&slow.path_contains) {
+        return false;
+    }
+    let mut gets = state.gets.lock().unwrap();
+    let n = gets.entry(request.object_path().to_string()).or_insert(0);
+    *n += 1;
+    *n <= slow.times
+}
+
+/// S3's answer when it asks a client to slow down (HTTP 503, error code `SlowDown`).
+fn slow_down_answer(resource: &str) -> String {
+    let id = format!("{:016X}", crate::fluent_bit::now_ms());
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+         <Message>Please reduce your request rate.</Message><Resource>{resource}</Resource>\
+         <RequestId>{id}</RequestId></Error>"
+    );
+    format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+         x-amz-request-id: {id}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn forward(client: TcpStream, upstream: &str, state: &State, object_delay: Duration) {
     let Ok(mut out) = client.try_clone() else {
         return;
     };
@@ -68,16 +136,25 @@ fn forward(client: TcpStream, upstream: &str, seen: &Mutex<Vec<Seen>>, object_de
     let mut parts = first.split(' ');
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let request = Seen {
+    let mut request = Seen {
         method,
         path,
         at_ms: now_ms(),
+        slowed_down: false,
     };
+    request.slowed_down = refuse(state, &request);
     let delay = request.is_object_get();
-    seen.lock().unwrap().push(request);
+    let slowed_down = request
+        .slowed_down
+        .then(|| request.object_path().to_string());
+    state.seen.lock().unwrap().push(request);
     let length = header_value(&head, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
     let mut body = vec![0; length];
     if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    if let Some(resource) = slowed_down {
+        let _ = out.write_all(slow_down_answer(&resource).as_bytes());
         return;
     }
     if delay {

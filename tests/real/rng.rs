@@ -21,6 +21,12 @@ impl Rng {
         Rng(seed)
     }
 
+    /// A generator with a given seed (the simulation's schedules, in `tests/it`).
+    #[allow(dead_code)]
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
     /// splitmix64.
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
