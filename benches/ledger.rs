@@ -67,15 +67,15 @@ fn main() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("bench.db");
     let now = 1_790_000_000;
-    let ledger = Ledger::open(Some(&path), None, now).unwrap();
+    let mut ledger = Ledger::open(Some(&path), None, now).unwrap();
     println!(
         "ledger benchmark: {} (durable commits: write + fsync)",
         path.display()
     );
     println!(
-        "| tracked objects | commit p50 ms | commit p99 ms | commit max ms | claim 100 p50 ms | claim 100 p99 ms | file MB |"
+        "| tracked objects | commit p50 ms | commit p99 ms | commit max ms | claim 100 p50 ms | claim 100 p99 ms | file MB | compacted MB | compaction s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut filled = 0;
     let mut next = 10_000_000u64;
     for size in sizes {
@@ -119,14 +119,20 @@ fn main() {
         claims.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let bytes = std::fs::metadata(&path).unwrap().len();
+        let t = Instant::now();
+        ledger.compact().unwrap();
+        let compaction = t.elapsed();
+        let compacted = std::fs::metadata(&path).unwrap().len();
         println!(
-            "| {size} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            "| {size} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
             ms(percentile(&commits, 0.5)),
             ms(percentile(&commits, 0.99)),
             ms(*commits.last().unwrap()),
             ms(percentile(&claims, 0.5)),
             ms(percentile(&claims, 0.99)),
-            bytes as f64 / 1e6
+            bytes as f64 / 1e6,
+            compacted as f64 / 1e6,
+            compaction.as_secs_f64()
         );
     }
 }

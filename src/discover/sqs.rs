@@ -243,19 +243,33 @@ impl Queue {
         }
     }
 
+    /// Deletes a message, trying a transient failure (throttling, a timeout on a loaded
+    /// host) again a few times: a delete that never happens brings the message back, to
+    /// this shipper (which skips its shipped objects) or to another on the queue (which
+    /// would ship them again).
     pub async fn delete(&self, message_id: &str, receipt: &str) {
-        if let Err(e) = self
-            .client
-            .delete_message()
-            .queue_url(&self.config.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-        {
+        const ATTEMPTS: u32 = 4;
+        for attempt in 1..=ATTEMPTS {
+            let result = self
+                .client
+                .delete_message()
+                .queue_url(&self.config.queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await;
+            let Err(e) = result else { return };
+            let (class, text) = describe(self.op(), &e);
+            if class == ErrorClass::Transient && attempt < ATTEMPTS {
+                self.log.debug(format_args!(
+                    "sqs message {message_id}: delete failed ({text}); trying again"
+                ));
+                tokio::time::sleep(crate::read::fetch::backoff(attempt)).await;
+                continue;
+            }
             self.log.warn(format_args!(
-                "sqs message {message_id}: delete failed ({}); it will come back and be skipped as shipped",
-                describe(self.op(), &e).1
+                "sqs message {message_id}: delete failed ({text}); it will come back and be skipped as shipped"
             ));
+            return;
         }
     }
 
