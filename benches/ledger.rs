@@ -48,6 +48,7 @@ fn fill(ledger: &Ledger, from: u64, to: u64, now: u32) {
                 events: 50,
                 position: 50,
                 end: Some(End::Done),
+                ..Mark::default()
             })
             .collect();
         ledger.commit(&marks, now, Backoff::TRANSIENT).unwrap();
@@ -106,6 +107,7 @@ fn main() {
                     events: 40,
                     position: 40 * (round as u64 + 1),
                     end: (k >= 6).then_some(End::Done),
+                    ..Mark::default()
                 })
                 .collect();
             let t = Instant::now();

@@ -145,6 +145,18 @@ pub const KEYS: &[Key] = &[
         "seconds (or m, h, d) behind its position each listing looks for late objects",
     ),
     key(
+        "metrics.listen",
+        Str,
+        None,
+        "address for /metrics (Prometheus) and /health, e.g. 127.0.0.1:2021",
+    ),
+    key(
+        "silence_alarm",
+        Time,
+        Some("3600"),
+        "seconds without a new object before an account/region counts as silent (0: never)",
+    ),
+    key(
         "retry_backoff",
         Time,
         Some("5"),
@@ -258,6 +270,10 @@ pub const DEFAULT_PATH_EXPRESSION: &str = "*AWSLogs/*/CloudTrail/*";
 /// a replicated bucket can lag by hours; a late file lands in its own day's folder, up to a
 /// day behind the newest (`docs/delivery.md`).
 const DEFAULT_LOOKBACK_SECS: u64 = 48 * 3600;
+/// An hour: CloudTrail writes a file per account and region about every 5 minutes while
+/// there is activity, so an hour is a dozen missed deliveries, while a region that is quiet
+/// for minutes at a time does not raise it.
+const DEFAULT_SILENCE_ALARM_SECS: u64 = 3600;
 const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 const DEFAULT_WORKERS: usize = 4;
@@ -365,6 +381,12 @@ pub struct Settings {
     /// First wait before an object that failed transiently is tried again.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub retry_backoff: Option<u64>,
+    /// Where to serve `/metrics` and `/health`.
+    #[serde(rename = "metrics.listen")]
+    pub metrics_listen: Option<String>,
+    /// Seconds without a new object before an account and region counts as silent.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub silence_alarm: Option<u64>,
     /// First wait before an object whose read was denied is tried again.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub denied_backoff: Option<u64>,
@@ -492,6 +514,10 @@ pub struct Config {
     pub lookback: Duration,
     /// How objects that failed transiently are retried.
     pub retry_backoff: Backoff,
+    /// Where `/metrics` and `/health` are served, if anywhere.
+    pub metrics_listen: Option<String>,
+    /// Quiet time after which an account and region counts as silent (zero: never).
+    pub silence_alarm: Duration,
     /// How objects whose read was denied are retried.
     pub denied_backoff: Backoff,
     /// Objects last modified before this are skipped, unless the state says otherwise.
@@ -734,6 +760,21 @@ impl Settings {
             })
         };
         let retry_backoff = backoff("retry_backoff", self.retry_backoff, Backoff::TRANSIENT)?;
+        let silence_alarm = self.silence_alarm.unwrap_or(DEFAULT_SILENCE_ALARM_SECS);
+        if silence_alarm > 30 * 86_400 {
+            return Err(bad(
+                "silence_alarm",
+                "must be at most 30 days (0 turns it off)",
+            ));
+        }
+        if let Some(addr) = &self.metrics_listen
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "metrics.listen",
+                format!("'{addr}' is not an address and port (e.g. 127.0.0.1:2021)"),
+            ));
+        }
         let denied_backoff = backoff("denied_backoff", self.denied_backoff, Backoff::DENIED)?;
 
         let start_time = match self.start_time.as_deref() {
@@ -787,6 +828,8 @@ impl Settings {
             lookback: Duration::from_secs(lookback),
             retry_backoff,
             denied_backoff,
+            metrics_listen: self.metrics_listen,
+            silence_alarm: Duration::from_secs(silence_alarm),
             start_time,
             db: self.db,
             batch_bytes: batch_bytes as usize,
@@ -888,6 +931,9 @@ pub fn load_file(path: &Path) -> Result<Settings, FileError> {
 
 type FileProblem = (Option<(usize, usize)>, String);
 
+/// Key groups a settings file may write as a table (`[sqs]` then `queue_url = …`).
+const TABLES: [&str; 2] = ["sqs", "metrics"];
+
 fn settings_from_toml(text: &str) -> Result<Settings, FileProblem> {
     let problem = |mut e: toml::de::Error| {
         let at = e.span().map(|span| line_column(text, span.start));
@@ -898,9 +944,11 @@ fn settings_from_toml(text: &str) -> Result<Settings, FileProblem> {
         (at, message)
     };
     let mut t: toml::Table = toml::from_str(text).map_err(problem)?;
-    if let Some(toml::Value::Table(sqs)) = t.remove("sqs") {
-        for (k, val) in sqs {
-            t.insert(format!("sqs.{k}"), val);
+    for table in TABLES {
+        if let Some(toml::Value::Table(inner)) = t.remove(table) {
+            for (k, val) in inner {
+                t.insert(format!("{table}.{k}"), val);
+            }
         }
     }
     Settings::deserialize(toml::Value::Table(t)).map_err(problem)
@@ -912,12 +960,14 @@ fn settings_from_yaml(text: &str) -> Result<Settings, FileProblem> {
         (at, without_positions(&e.to_string()))
     };
     let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(problem)?;
-    if let Some(map) = v.as_mapping_mut()
-        && let Some(serde_yaml_ng::Value::Mapping(sqs)) = map.remove("sqs")
-    {
-        for (k, val) in sqs {
-            let key = format!("sqs.{}", k.as_str().unwrap_or_default());
-            map.insert(serde_yaml_ng::Value::String(key), val);
+    for table in TABLES {
+        if let Some(map) = v.as_mapping_mut()
+            && let Some(serde_yaml_ng::Value::Mapping(inner)) = map.remove(table)
+        {
+            for (k, val) in inner {
+                let key = format!("{table}.{}", k.as_str().unwrap_or_default());
+                map.insert(serde_yaml_ng::Value::String(key), val);
+            }
         }
     }
     serde_yaml_ng::from_value(v).map_err(problem)

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod ledger;
 pub mod log;
 pub mod object;
+pub mod observe;
 pub mod pathexpr;
 pub mod read;
 pub mod timestamp;

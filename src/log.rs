@@ -92,3 +92,29 @@ impl LogSink for StderrSink {
         eprintln!("[{:>5}] {message}", level.as_str());
     }
 }
+
+/// A sink that keeps its lines, for unit tests.
+#[cfg(test)]
+pub mod tests_support {
+    use std::sync::Mutex;
+
+    use super::{Level, LogSink};
+
+    #[derive(Default)]
+    pub struct Lines(Mutex<Vec<String>>);
+
+    impl Lines {
+        pub fn text(&self) -> String {
+            self.0.lock().unwrap().join("\n")
+        }
+    }
+
+    impl LogSink for Lines {
+        fn max_level(&self) -> Level {
+            Level::Debug
+        }
+        fn write(&self, _: Level, message: &str) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+    }
+}

@@ -77,6 +77,39 @@ pub fn region_prefix(key: &str) -> Option<&str> {
     prefix.contains("AWSLogs/").then_some(prefix)
 }
 
+/// The account and region a key's layout names (`…/ACCOUNT/CloudTrail/REGION/…`).
+pub fn account_region(key: &str) -> Option<(&str, &str)> {
+    let prefix = region_prefix(key)?;
+    let mut levels = prefix.trim_end_matches('/').rsplit('/');
+    let region = levels.next()?;
+    let _cloudtrail = levels.next()?;
+    let account = levels.next()?;
+    Some((account, region))
+}
+
+/// The delivery time CloudTrail writes into a log file's name
+/// (`ACCOUNT_CloudTrail_REGION_20261124T1455Z_abc.json.gz`), in Unix seconds.
+pub fn file_time(key: &str) -> Option<u32> {
+    let name = key.rsplit('/').next()?;
+    let stamp = name.split('_').find(|p| {
+        p.len() == 14
+            && p.as_bytes()[8] == b'T'
+            && p.ends_with('Z')
+            && p[..8]
+                .bytes()
+                .chain(p[9..13].bytes())
+                .all(|c| c.is_ascii_digit())
+    })?;
+    let num = |r: std::ops::Range<usize>| stamp[r].parse::<u32>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm) = (num(9..11)?, num(11..13)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(y), m, d);
+    u32::try_from(days * 86_400 + i64::from(hh * 3600 + mm * 60)).ok()
+}
+
 /// Whether a folder name is an account (`123456789012`) rather than an organization level.
 pub fn is_account(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|c| c.is_ascii_digit())
@@ -123,5 +156,17 @@ mod tests {
         assert_eq!(region_prefix("AWSLogs/1/CloudTrail/us-east-1"), None);
         assert_eq!(region_prefix("x/CloudTrail/r/k"), None);
         assert!(is_account("123456789012") && !is_account("o-abc") && !is_account(""));
+        assert_eq!(
+            account_region("p/AWSLogs/o-x/123/CloudTrail/eu-west-1/2023/07/10/a.json.gz"),
+            Some(("123", "eu-west-1"))
+        );
+        assert_eq!(
+            file_time("AWSLogs/1/CloudTrail/r/2023/07/10/1_CloudTrail_r_20230710T1155Z_x.json.gz"),
+            Some(1_688_990_100)
+        );
+        assert_eq!(
+            file_time("AWSLogs/1/CloudTrail/r/2023/07/10/0001.json.gz"),
+            None
+        );
     }
 }

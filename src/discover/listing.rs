@@ -4,12 +4,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 
 use crate::aws::error::{Operation, describe};
 use crate::discover::DiscoverError;
+use crate::observe::Observe;
+use crate::observe::metrics::{Metrics, Op, Outcome};
 use crate::timestamp::EventTime;
 
 /// One listed object.
@@ -58,10 +59,8 @@ impl Clock for SystemClock {
 pub struct S3Lister {
     pub client: Client,
     pub bucket: Arc<str>,
-    /// Counts LIST calls made (shared with the engine's stats).
-    pub list_calls: Arc<AtomicU64>,
-    /// Counts keys returned by listings.
-    pub keys_listed: Arc<AtomicU64>,
+    /// Counts requests and keys, and notes failures for `/health`.
+    pub observe: Arc<Observe>,
 }
 
 impl S3Lister {
@@ -73,16 +72,21 @@ impl S3Lister {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        DiscoverError {
-            location: format!("s3://{}/{prefix}", self.bucket),
-            reason: describe(
-                Operation::ListObjects {
-                    bucket: &self.bucket,
-                },
-                e,
-            )
-            .1,
-        }
+        let (class, reason) = describe(
+            Operation::ListObjects {
+                bucket: &self.bucket,
+            },
+            e,
+        );
+        let location = format!("s3://{}/{prefix}", self.bucket);
+        self.observe
+            .metrics
+            .request(Op::ListObjects, Outcome::Failed(class));
+        self.observe.health.listing(
+            EventTime::now().secs(),
+            Err(&format!("{location}: {reason}")),
+        );
+        DiscoverError { location, reason }
     }
 
     /// Pages through one listing, handing each page to `take`.
@@ -95,7 +99,6 @@ impl S3Lister {
     ) -> Result<(), DiscoverError> {
         let mut token = None;
         loop {
-            self.list_calls.fetch_add(1, Ordering::Relaxed);
             let resp = self
                 .client
                 .list_objects_v2()
@@ -107,6 +110,8 @@ impl S3Lister {
                 .send()
                 .await
                 .map_err(|e| self.error(prefix, &e))?;
+            self.observe.metrics.request(Op::ListObjects, Outcome::Ok);
+            self.observe.health.listing(EventTime::now().secs(), Ok(()));
             take(&resp);
             token = resp.next_continuation_token().map(String::from);
             if token.is_none() {
@@ -141,8 +146,10 @@ impl Lister for S3Lister {
     ) -> Result<Vec<Listed>, DiscoverError> {
         let mut out = Vec::new();
         self.pages(prefix, None, start_after, |resp| {
-            self.keys_listed
-                .fetch_add(resp.contents().len() as u64, Ordering::Relaxed);
+            Metrics::add(
+                &self.observe.metrics.keys_listed,
+                resp.contents().len() as u64,
+            );
             for o in resp.contents() {
                 let Some(key) = o.key() else { continue };
                 let last_modified = o

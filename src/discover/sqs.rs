@@ -25,6 +25,8 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use crate::aws::error::{ErrorClass, Operation, describe};
 use crate::config::SqsConfig;
 use crate::log::Logger;
+use crate::observe::Observe;
+use crate::observe::metrics::{Metrics, Op, Outcome};
 
 /// A message being worked on.
 #[derive(Debug)]
@@ -165,6 +167,7 @@ pub struct Queue {
     pub client: Client,
     pub config: SqsConfig,
     pub log: Logger,
+    pub observe: Arc<Observe>,
 }
 
 /// One received message.
@@ -176,7 +179,12 @@ pub struct Received {
 }
 
 impl Queue {
-    pub async fn new(config: SqsConfig, sdk: &aws_config::SdkConfig, log: Logger) -> Self {
+    pub async fn new(
+        config: SqsConfig,
+        sdk: &aws_config::SdkConfig,
+        log: Logger,
+        observe: Arc<Observe>,
+    ) -> Self {
         let mut b = aws_sdk_sqs::config::Builder::from(sdk);
         if let Some(e) = &config.endpoint {
             b = b.endpoint_url(e);
@@ -185,6 +193,7 @@ impl Queue {
             client: Client::from_conf(b.build()),
             config,
             log,
+            observe,
         }
     }
 
@@ -202,28 +211,41 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await;
+        let now = crate::timestamp::EventTime::now().secs();
         match result {
-            Ok(out) => Ok(out
-                .messages()
-                .iter()
-                .filter_map(|m| {
-                    Some(Received {
-                        message_id: m.message_id()?.to_string(),
-                        receipt: m.receipt_handle()?.to_string(),
-                        body: m.body().unwrap_or("").to_string(),
-                        receive_count: m
-                            .attributes()
-                            .and_then(|a| {
-                                a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
-                            })
-                            .and_then(|c| c.parse().ok())
-                            .unwrap_or(1),
+            Ok(out) => {
+                let m = &self.observe.metrics;
+                m.request(Op::ReceiveMessage, Outcome::Ok);
+                Metrics::add(&m.sqs_received, out.messages().len() as u64);
+                self.observe.health.receive(now, Ok(()));
+                Ok(out
+                    .messages()
+                    .iter()
+                    .filter_map(|m| {
+                        Some(Received {
+                            message_id: m.message_id()?.to_string(),
+                            receipt: m.receipt_handle()?.to_string(),
+                            body: m.body().unwrap_or("").to_string(),
+                            receive_count: m
+                                .attributes()
+                                .and_then(|a| {
+                                    a.get(&MessageSystemAttributeName::ApproximateReceiveCount)
+                                })
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(1),
+                        })
                     })
-                })
-                .collect()),
+                    .collect())
+            }
             Err(e) => {
                 let (class, text) = describe(self.op(), &e);
                 let queue = &self.config.queue_url;
+                self.observe
+                    .metrics
+                    .request(Op::ReceiveMessage, Outcome::Failed(class));
+                self.observe
+                    .health
+                    .receive(now, Err(&format!("{queue}: {text}")));
                 match class {
                     ErrorClass::Denied | ErrorClass::Permanent => self
                         .log
@@ -257,8 +279,14 @@ impl Queue {
                 .receipt_handle(receipt)
                 .send()
                 .await;
-            let Err(e) = result else { return };
+            let m = &self.observe.metrics;
+            let Err(e) = result else {
+                m.request(Op::DeleteMessage, Outcome::Ok);
+                Metrics::add(&m.sqs_deleted, 1);
+                return;
+            };
             let (class, text) = describe(self.op(), &e);
+            m.request(Op::DeleteMessage, Outcome::Failed(class));
             if class == ErrorClass::Transient && attempt < ATTEMPTS {
                 self.log.debug(format_args!(
                     "sqs message {message_id}: delete failed ({text}); trying again"
@@ -275,19 +303,23 @@ impl Queue {
 
     pub async fn set_visibility(&self, receipt: &str, after: Duration) {
         let secs = after.as_secs().min(43_200) as i32;
-        if let Err(e) = self
+        let result = self
             .client
             .change_message_visibility()
             .queue_url(&self.config.queue_url)
             .receipt_handle(receipt)
             .visibility_timeout(secs)
             .send()
-            .await
-        {
-            self.log.debug(format_args!(
-                "sqs: visibility change failed: {}",
-                describe(self.op(), &e).1
-            ));
+            .await;
+        let m = &self.observe.metrics;
+        match result {
+            Ok(_) => m.request(Op::ChangeMessageVisibility, Outcome::Ok),
+            Err(e) => {
+                let (class, text) = describe(self.op(), &e);
+                m.request(Op::ChangeMessageVisibility, Outcome::Failed(class));
+                self.log
+                    .debug(format_args!("sqs: visibility change failed: {text}"));
+            }
         }
     }
 
@@ -295,8 +327,12 @@ impl Queue {
     pub async fn settle(&self, verdict: Verdict) {
         match verdict {
             Verdict::Delete(h) => self.delete(&h.message_id, &h.receipt).await,
-            Verdict::Retry(h, after) => self.set_visibility(&h.receipt, after).await,
+            Verdict::Retry(h, after) => {
+                Metrics::add(&self.observe.metrics.sqs_returned, 1);
+                self.set_visibility(&h.receipt, after).await
+            }
             Verdict::Quarantine(h) => {
+                Metrics::add(&self.observe.metrics.objects_quarantined, 1);
                 for (object, reason) in &h.failed {
                     self.log.error(format_args!(
                         "sqs message {} quarantined after {} receives: {object}: {reason}{}",

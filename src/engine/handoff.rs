@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// What handing a chunk over means for the state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mark {
     pub id: Arc<str>,
     /// Events in the chunk this mark closes.
@@ -20,6 +20,10 @@ pub struct Mark {
     pub position: u64,
     /// Set on an object's last chunk.
     pub end: Option<End>,
+    /// The newest `eventTime` in the chunk (Unix seconds; 0 without events): freshness.
+    pub newest_event: u32,
+    /// The object's LastModified (Unix seconds): freshness.
+    pub modified: u32,
 }
 
 /// How an object ended.
@@ -142,6 +146,11 @@ impl Handoff {
         self.lock().bytes
     }
 
+    /// Encoded bytes waiting for the host.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().chunks.is_empty()
     }
@@ -169,6 +178,7 @@ mod tests {
                 events: 1,
                 position: 1,
                 end: None,
+                ..Mark::default()
             },
         }
     }

@@ -30,6 +30,8 @@ use crate::engine::handoff::{Batch, Chunk, End, Handoff, Mark};
 use crate::ledger::{Claimable, Honour, Ledger, LedgerError, Status};
 use crate::log::Logger;
 use crate::object::ObjectRef;
+use crate::observe::Observe;
+use crate::observe::metrics::{Metrics, Op, Outcome};
 use crate::read::decode;
 use crate::read::fetch::{FetchError, Opened, open};
 use crate::read::split::{SplitError, SplitOptions, Stop, split};
@@ -44,6 +46,12 @@ pub enum StartError {
     State(#[from] LedgerError),
     #[error("could not start the background runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("'metrics.listen': cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Running totals, for logs, the CLI's progress line and tests. Objects and events count
@@ -68,18 +76,35 @@ pub struct Stats {
     pub notices_unmatched: u64,
 }
 
+/// What the last complete scan cost.
 #[derive(Default)]
-struct Counters {
-    scans: AtomicU64,
-    objects_done: AtomicU64,
-    objects_failed: AtomicU64,
-    events: AtomicU64,
-    events_fallback_time: AtomicU64,
-    events_unencodable: AtomicU64,
-    notices_unmatched: AtomicU64,
-    notices_matched: AtomicU64,
-    last_scan_keys_listed: AtomicU64,
-    last_scan_list_calls: AtomicU64,
+struct LastScan {
+    keys_listed: AtomicU64,
+    list_calls: AtomicU64,
+}
+
+/// A scan that finds more objects than this starts a backfill: progress is logged every
+/// [`PROGRESS_EVERY`] until they are shipped.
+const BACKFILL: usize = 300;
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A backfill in progress: what the scan found and where the counters stood.
+struct Backfill {
+    found: u64,
+    finished_before: u64,
+    events_before: u64,
+    started: std::time::Instant,
+}
+
+/// How far a backfill has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackfillProgress {
+    pub found: u64,
+    /// Objects shipped or failed for good since the scan.
+    pub finished: u64,
+    pub events_per_sec: f64,
+    /// Seconds left at the rate so far (`None` before the first object).
+    pub eta_secs: Option<u64>,
 }
 
 /// First allocation of a chunk buffer.
@@ -93,9 +118,10 @@ struct Core {
     encoder: Arc<dyn Encoder>,
     client: Option<Client>,
     paused: watch::Sender<bool>,
-    counters: Counters,
-    keys_listed: Arc<AtomicU64>,
-    list_calls: Arc<AtomicU64>,
+    observe: Arc<Observe>,
+    last_scan: LastScan,
+    /// The backfill in progress, if a scan found many objects.
+    backfill: Mutex<Option<Backfill>>,
     /// When an unmatched notification key was last logged (rate limit), in Unix seconds.
     unmatched_logged_at: AtomicU64,
     chunk_target: usize,
@@ -156,8 +182,27 @@ impl Engine {
             .map_err(StartError::Runtime)?;
 
         let mut endpoints = String::new();
-        let keys_listed = Arc::new(AtomicU64::new(0));
-        let list_calls = Arc::new(AtomicU64::new(0));
+        let observe = Arc::new(Observe::new(
+            u32::try_from(config.silence_alarm.as_secs()).unwrap_or(u32::MAX),
+        ));
+        // Freshness picks up where the last run left it: each prefix's watermark key names
+        // the newest object finished there.
+        for (_, mark) in ledger.watermarks()? {
+            observe.freshness.seed(&mark);
+        }
+        // Bound before anything starts: an address in use stops start-up with its key.
+        let metrics_listener = match &config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr.as_str())
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| StartError::Listen {
+                        addr: addr.clone(),
+                        source: e,
+                    })?;
+                Some(l)
+            }
+        };
         let (client, discovery, sqs) = match &config.source {
             Source::S3(s3) => {
                 let (client, sdk) = runtime.block_on(crate::aws::client::clients(s3));
@@ -181,8 +226,7 @@ impl Engine {
                         S3Lister {
                             client: client.clone(),
                             bucket: bucket.as_str().into(),
-                            list_calls: list_calls.clone(),
-                            keys_listed: keys_listed.clone(),
+                            observe: observe.clone(),
                         },
                         SystemClock,
                         config.path_expression.clone(),
@@ -191,10 +235,9 @@ impl Engine {
                         log.clone(),
                     ))
                 });
-                let sqs = s3
-                    .sqs
-                    .clone()
-                    .map(|q| Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone()))));
+                let sqs = s3.sqs.clone().map(|q| {
+                    Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone(), observe.clone())))
+                });
                 (Some(client), discovery, sqs)
             }
             Source::Dir(root) => (
@@ -236,9 +279,9 @@ impl Engine {
             encoder,
             client,
             paused: watch::Sender::new(false),
-            counters: Counters::default(),
-            keys_listed,
-            list_calls,
+            observe,
+            last_scan: LastScan::default(),
+            backfill: Mutex::new(None),
             unmatched_logged_at: AtomicU64::new(0),
             chunk_target,
             tracker: Mutex::new(Tracker::new(
@@ -252,6 +295,20 @@ impl Engine {
             config,
         });
         let (stop, stop_rx) = watch::channel(false);
+        if let Some(listener) = metrics_listener {
+            let _guard = runtime.enter();
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Listen {
+                    addr: core.config.metrics_listen.clone().unwrap_or_default(),
+                    source: e,
+                })?;
+            let route_core = core.clone();
+            runtime.spawn(crate::observe::serve::serve(
+                listener,
+                Arc::new(move |path: &str| route_core.answer(path)),
+            ));
+        }
+        runtime.spawn(watch_loop(core.clone(), stop_rx.clone()));
         runtime.spawn(run(core.clone(), discovery, stop_rx));
         Ok(Self {
             core,
@@ -284,7 +341,7 @@ impl Engine {
     /// True when a scan has finished and everything it found is delivered or given up on.
     pub fn is_idle(&self) -> bool {
         let core = &self.core;
-        (!core.listing || core.counters.scans.load(Ordering::Acquire) > 0)
+        (!core.listing || core.observe.metrics.scans.load(Ordering::Acquire) > 0)
             && (core.sqs.is_none()
                 || (core.sqs_idle.load(Ordering::Acquire) && core.tracker().is_empty()))
             && core.ledger.inflight_count() == 0
@@ -292,20 +349,26 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
-        let c = &self.core.counters;
+        let m = &self.core.observe.metrics;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
-            scans: c.scans.load(Ordering::Relaxed),
-            objects_done: c.objects_done.load(Ordering::Relaxed),
-            objects_failed: c.objects_failed.load(Ordering::Relaxed),
-            events: c.events.load(Ordering::Relaxed),
-            events_fallback_time: c.events_fallback_time.load(Ordering::Relaxed),
-            events_unencodable: c.events_unencodable.load(Ordering::Relaxed),
-            keys_listed: self.core.keys_listed.load(Ordering::Relaxed),
-            list_calls: self.core.list_calls.load(Ordering::Relaxed),
-            notices_unmatched: c.notices_unmatched.load(Ordering::Relaxed),
-            last_scan_keys_listed: c.last_scan_keys_listed.load(Ordering::Relaxed),
-            last_scan_list_calls: c.last_scan_list_calls.load(Ordering::Relaxed),
+            scans: get(&m.scans),
+            objects_done: get(&m.objects_shipped),
+            objects_failed: get(&m.objects_failed),
+            events: get(&m.events_shipped),
+            events_fallback_time: get(&m.events_fallback_time),
+            events_unencodable: get(&m.events_unencodable),
+            keys_listed: get(&m.keys_listed),
+            list_calls: m.requests_of(Op::ListObjects),
+            notices_unmatched: get(&m.notices_unmatched),
+            last_scan_keys_listed: get(&self.core.last_scan.keys_listed),
+            last_scan_list_calls: get(&self.core.last_scan.list_calls),
         }
+    }
+
+    /// The backfill in progress, when a scan found more than a few hundred objects.
+    pub fn backfill(&self) -> Option<BackfillProgress> {
+        self.core.backfill_progress()
     }
 
     pub fn logger(&self) -> &Logger {
@@ -383,18 +446,40 @@ impl Core {
         if marks.is_empty() {
             return;
         }
-        let c = &self.counters;
-        let committed =
-            self.ledger
-                .commit(marks, EventTime::now().secs(), self.config.retry_backoff);
+        let m = &self.observe.metrics;
+        let now = EventTime::now().secs();
+        let started = std::time::Instant::now();
+        let committed = self.ledger.commit(marks, now, self.config.retry_backoff);
+        m.commit_seconds.observe(started.elapsed());
         let ok = match committed {
             Ok(done) => {
-                c.events.fetch_add(done.events, Ordering::Relaxed);
-                c.objects_done.fetch_add(done.done, Ordering::Relaxed);
-                c.objects_failed.fetch_add(done.failed, Ordering::Relaxed);
+                Metrics::add(&m.events_shipped, done.events);
+                Metrics::add(&m.objects_shipped, done.done);
+                Metrics::add(&m.objects_failed, done.failed);
+                self.observe.health.commit(now, Ok(()));
+                for mark in marks {
+                    match &mark.end {
+                        Some(End::Done) => {
+                            self.observe.health.object(now, true, None);
+                            self.observe.freshness.record(
+                                &mark.id,
+                                mark.newest_event,
+                                mark.modified,
+                            );
+                        }
+                        Some(End::Failed(_)) => self.observe.health.object(now, false, None),
+                        _ if mark.events > 0 => self.observe.freshness.record(
+                            &mark.id,
+                            mark.newest_event,
+                            mark.modified,
+                        ),
+                        _ => {}
+                    }
+                }
                 true
             }
             Err(e) => {
+                self.observe.health.commit(now, Err(e.to_string()));
                 // The host has the events, the ledger does not know: the objects are let
                 // go, to be found again and shipped again (repeated, never lost).
                 self.log.error(format_args!(
@@ -433,7 +518,21 @@ impl Core {
     /// Fetches and splits one object; every outcome ends in the queue or in a release.
     async fn process(self: &Arc<Self>, object: ObjectRef) {
         self.wait_unpaused().await;
-        let opened = match open(self.client.as_ref(), &object, self.config.max_object_bytes).await {
+        let opened = open(self.client.as_ref(), &object, self.config.max_object_bytes).await;
+        if matches!(object.location, crate::object::Location::S3 { .. }) {
+            let outcome = match &opened {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::Failed(e.class()),
+            };
+            self.observe.metrics.request(Op::GetObject, outcome);
+        }
+        if let Err(e) = &opened {
+            let denied = matches!(e, FetchError::Denied(_)).then(|| e.to_string());
+            self.observe
+                .health
+                .object(EventTime::now().secs(), false, denied.as_deref());
+        }
+        let opened = match opened {
             Ok(opened) => opened,
             Err(e @ (FetchError::Transient(_) | FetchError::Denied(_))) => {
                 let (backoff, reason) = match e {
@@ -467,6 +566,8 @@ impl Core {
                         events: 0,
                         position,
                         end: Some(End::Failed(reason)),
+                        newest_event: 0,
+                        modified: object.last_modified.secs(),
                     },
                 });
                 return;
@@ -487,11 +588,22 @@ impl Core {
     fn split_object(&self, object: &ObjectRef, opened: Opened) {
         let skip = self.ledger.progress(&object.id);
         let fallback = opened.last_modified.unwrap_or(object.last_modified);
-        let reader = decode::open_stream(opened.into_reader(), self.config.max_object_bytes);
+        let m = self.observe.clone();
+        let downloaded = Counted {
+            inner: opened.into_reader(),
+            observe: m.clone(),
+            decompressed: false,
+        };
+        let reader = Counted {
+            inner: decode::open_stream(downloaded, self.config.max_object_bytes),
+            observe: m,
+            decompressed: true,
+        };
         // Chunk buffers start small and grow by doubling: the queue's byte budget counts
         // lengths, so capacity must stay within 2x of them (objects are mostly small).
         let mut buf = Vec::with_capacity(CHUNK_START);
         let mut events = 0u64;
+        let mut newest = 0u32;
         let options = SplitOptions {
             skip,
             fallback,
@@ -501,9 +613,7 @@ impl Core {
             let before = buf.len();
             if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
                 buf.truncate(before);
-                self.counters
-                    .events_unencodable
-                    .fetch_add(1, Ordering::Relaxed);
+                Metrics::add(&self.observe.metrics.events_unencodable, 1);
                 self.log.error(format_args!(
                     "{object}: event {} left out: {e}",
                     event.index
@@ -511,6 +621,7 @@ impl Core {
                 return Ok(());
             }
             events += 1;
+            newest = newest.max(event.time.secs());
             if buf.len() < self.chunk_target {
                 return Ok(());
             }
@@ -523,14 +634,17 @@ impl Core {
                     events: n,
                     position: event.index + 1,
                     end: None,
+                    newest_event: std::mem::take(&mut newest),
+                    modified: object.last_modified.secs(),
                 },
             };
             self.queue.push(chunk).map_err(|_| Stop)
         });
         let stats = outcome.stats;
-        let c = &self.counters;
-        c.events_fallback_time
-            .fetch_add(stats.fallback_time, Ordering::Relaxed);
+        Metrics::add(
+            &self.observe.metrics.events_fallback_time,
+            stats.fallback_time,
+        );
         if stats.fallback_time > 0 {
             self.log.debug(format_args!(
                 "{object}: {} events had no usable eventTime and carry the object's LastModified",
@@ -584,6 +698,8 @@ impl Core {
                 events,
                 position: stats.position,
                 end: Some(end),
+                newest_event: newest,
+                modified: object.last_modified.secs(),
             },
         });
     }
@@ -623,20 +739,20 @@ async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Rec
             _ = core.wait_unpaused() => {}
             _ = stop.changed() => return,
         }
+        let m = &core.observe.metrics;
         let (keys, calls) = (
-            core.keys_listed.load(Ordering::Relaxed),
-            core.list_calls.load(Ordering::Relaxed),
+            m.keys_listed.load(Ordering::Relaxed),
+            m.requests_of(Op::ListObjects),
         );
         let found = discovery.scan(&core.ledger, &core.log).await;
-        let c = &core.counters;
-        c.last_scan_keys_listed.store(
-            core.keys_listed.load(Ordering::Relaxed) - keys,
+        core.last_scan.keys_listed.store(
+            m.keys_listed.load(Ordering::Relaxed) - keys,
             Ordering::Relaxed,
         );
-        c.last_scan_list_calls.store(
-            core.list_calls.load(Ordering::Relaxed) - calls,
-            Ordering::Relaxed,
-        );
+        core.last_scan
+            .list_calls
+            .store(m.requests_of(Op::ListObjects) - calls, Ordering::Relaxed);
+        core.start_backfill(found.len());
         core.log.debug(format_args!(
             "{discovery}: scan found {} new objects",
             found.len()
@@ -647,7 +763,7 @@ async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Rec
                 _ = stop.changed() => return,
             }
         }
-        core.counters.scans.fetch_add(1, Ordering::AcqRel);
+        core.observe.metrics.scans.fetch_add(1, Ordering::AcqRel);
         tokio::select! {
             _ = tokio::time::sleep(core.config.scan_interval) => {}
             _ = stop.changed() => return,
@@ -719,6 +835,7 @@ async fn heartbeat_loop(core: Arc<Core>, queue: Arc<Queue>, mut stop: watch::Rec
         }
         let due = core.tracker().due(visibility / 2);
         for receipt in due {
+            Metrics::add(&core.observe.metrics.sqs_extended, 1);
             queue.set_visibility(&receipt, visibility).await;
         }
     }
@@ -761,9 +878,7 @@ impl Core {
                 self.unmatched(&m.message_id, &a.bucket, &a.key, now);
                 continue;
             }
-            self.counters
-                .notices_matched
-                .fetch_add(1, Ordering::Relaxed);
+            Metrics::add(&self.observe.metrics.notices_matched, 1);
             // Hybrid: a key behind its prefix's listing horizon was covered by the listing
             // (shipped and since forgotten, or older than the lookback); shipping it again
             // would repeat it.
@@ -861,7 +976,7 @@ impl Core {
     /// (the queue is this trail's; leaving them would only bring them back), counted, and
     /// logged at warn at most once a minute, saying plainly when nothing has matched yet.
     fn unmatched(&self, message_id: &str, bucket: &str, key: &str, now: u32) {
-        let c = &self.counters;
+        let c = &self.observe.metrics;
         let n = c.notices_unmatched.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.unmatched_logged_at.load(Ordering::Relaxed);
         if last != 0 && u64::from(now) < last + 60 {
@@ -893,6 +1008,180 @@ impl Core {
         let before = EventTime::now().secs().saturating_sub(lookback);
         if let Err(e) = self.ledger.forget_older("sqs", before) {
             self.log.error(format_args!("{e}"));
+        }
+    }
+}
+
+/// Counts the bytes read through it into the metrics: downloaded (compressed) or
+/// decompressed.
+struct Counted<R> {
+    inner: R,
+    observe: Arc<Observe>,
+    decompressed: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let m = &self.observe.metrics;
+        let counter = if self.decompressed {
+            &m.bytes_decompressed
+        } else {
+            &m.bytes_downloaded
+        };
+        Metrics::add(counter, n as u64);
+        Ok(n)
+    }
+}
+
+impl Core {
+    /// Objects shipped or failed for good, so far.
+    fn finished(&self) -> u64 {
+        let m = &self.observe.metrics;
+        m.objects_shipped.load(Ordering::Relaxed) + m.objects_failed.load(Ordering::Relaxed)
+    }
+
+    /// A scan found `n` objects: a backfill starts when they are many.
+    fn start_backfill(&self, n: usize) {
+        if n <= BACKFILL {
+            return;
+        }
+        let mut b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        if b.is_some() {
+            if let Some(b) = b.as_mut() {
+                b.found += n as u64;
+            }
+            return;
+        }
+        self.log.info(format_args!(
+            "backfill: {n} objects to ship; progress every {} s",
+            PROGRESS_EVERY.as_secs()
+        ));
+        *b = Some(Backfill {
+            found: n as u64,
+            finished_before: self.finished(),
+            events_before: self.observe.metrics.events_shipped.load(Ordering::Relaxed),
+            started: std::time::Instant::now(),
+        });
+    }
+
+    fn backfill_progress(&self) -> Option<BackfillProgress> {
+        let b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = b.as_ref()?;
+        let finished = (self.finished() - b.finished_before).min(b.found);
+        let secs = b.started.elapsed().as_secs_f64().max(0.001);
+        let events = self.observe.metrics.events_shipped.load(Ordering::Relaxed) - b.events_before;
+        let eta_secs = (finished > 0)
+            .then(|| ((b.found - finished) as f64 * secs / finished as f64).round() as u64);
+        Some(BackfillProgress {
+            found: b.found,
+            finished,
+            events_per_sec: events as f64 / secs,
+            eta_secs,
+        })
+    }
+
+    /// Logs the backfill's progress, and its end.
+    fn log_backfill(&self) {
+        let Some(p) = self.backfill_progress() else {
+            return;
+        };
+        if p.finished >= p.found {
+            self.log.info(format_args!(
+                "backfill: done, {} objects at {:.0} events/s",
+                p.found, p.events_per_sec
+            ));
+            *self.backfill.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return;
+        }
+        self.log.info(format_args!(
+            "backfill: {} of {} objects, {:.0} events/s, {} left",
+            p.finished,
+            p.found,
+            p.events_per_sec,
+            p.eta_secs
+                .map_or("time unknown".to_string(), |s| format!("about {s} s"))
+        ));
+    }
+
+    /// What the HTTP endpoint answers.
+    fn answer(&self, path: &str) -> crate::observe::serve::Answer {
+        use crate::observe::metrics::gauge;
+        use crate::observe::serve::Answer;
+        match path {
+            "/metrics" => {
+                let mut out = String::with_capacity(8 << 10);
+                self.observe.metrics.render(&mut out);
+                gauge(
+                    &mut out,
+                    "objects_in_flight",
+                    "objects claimed and not finished",
+                    self.ledger.inflight_count(),
+                );
+                gauge(
+                    &mut out,
+                    "handoff_bytes",
+                    "encoded bytes waiting for the host",
+                    self.queue.bytes(),
+                );
+                gauge(
+                    &mut out,
+                    "sqs_messages_held",
+                    "SQS messages received and not settled",
+                    self.tracker().len(),
+                );
+                gauge(
+                    &mut out,
+                    "healthy",
+                    "1 when /health answers 200",
+                    u8::from(self.observe.health.reasons().is_empty()),
+                );
+                self.observe
+                    .freshness
+                    .render(EventTime::now().secs(), &mut out);
+                Answer {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4",
+                    body: out,
+                }
+            }
+            "/health" => {
+                let (status, body) = self.observe.health.answer();
+                Answer {
+                    status,
+                    content_type: "application/json",
+                    body,
+                }
+            }
+            _ => Answer {
+                status: 404,
+                content_type: "text/plain",
+                body: "/metrics or /health\n".into(),
+            },
+        }
+    }
+}
+
+/// Every few seconds: silence checks, backfill progress.
+async fn watch_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let alarm = core.config.silence_alarm;
+    let tick = if alarm.is_zero() {
+        PROGRESS_EVERY
+    } else {
+        (alarm / 4).clamp(Duration::from_secs(1), PROGRESS_EVERY)
+    };
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        core.observe
+            .freshness
+            .check(EventTime::now().secs(), &core.log);
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            core.log_backfill();
+            last_progress = std::time::Instant::now();
         }
     }
 }

@@ -850,6 +850,7 @@ mod tests {
             events,
             position,
             end,
+            ..Mark::default()
         }
     }
 

@@ -344,6 +344,7 @@ impl Schedule {
                 events: n,
                 position,
                 end: None,
+                ..Mark::default()
             };
             run.pending.push_back((mark, position - n));
         }
@@ -359,6 +360,7 @@ impl Schedule {
                 events: 0,
                 position,
                 end: Some(end),
+                ..Mark::default()
             },
             position,
         ));

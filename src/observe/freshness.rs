@@ -1,0 +1,172 @@
+//! Freshness per account and region: the newest object and event shipped, and whether a
+//! prefix that delivered before has gone silent.
+//!
+//! CloudTrail writes a log file per account and region about every five minutes while there
+//! is activity; a prefix that has shipped before and then ships nothing for `silence_alarm`
+//! is shown by a gauge, with one warn line when it goes silent and one when it comes back.
+//! After a restart the newest object is seeded from each prefix's watermark (the time in its
+//! file name), so a prefix silent across the restart is still seen.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::discover::layout::{account_region, file_time};
+use crate::log::Logger;
+use crate::observe::metrics::label;
+
+/// A gauge per account and region: name, help, value of a row at a time.
+type Series = (&'static str, &'static str, fn(&Fresh, u32) -> String);
+
+/// What is known of one account and region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fresh {
+    /// Newest `eventTime` shipped (Unix seconds), 0 if none yet.
+    pub newest_event: u32,
+    /// Newest object shipped: its LastModified (Unix seconds).
+    pub newest_object: u32,
+    pub silent: bool,
+}
+
+/// Freshness of every account and region seen.
+#[derive(Debug)]
+pub struct Freshness {
+    map: Mutex<BTreeMap<(String, String), Fresh>>,
+    /// Seconds without a new object after which a prefix counts as silent; 0: never.
+    alarm: u32,
+}
+
+impl Freshness {
+    pub fn new(alarm: u32) -> Self {
+        Self {
+            map: Mutex::default(),
+            alarm,
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<(String, String), Fresh>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An object of the layout was shipped (or its events reached the host).
+    pub fn record(&self, id: &str, newest_event: u32, modified: u32) {
+        let Some((account, region)) = account_region(id) else {
+            return;
+        };
+        let mut map = self.map();
+        let f = map
+            .entry((account.to_string(), region.to_string()))
+            .or_default();
+        f.newest_event = f.newest_event.max(newest_event);
+        f.newest_object = f.newest_object.max(modified);
+    }
+
+    /// Seeds a prefix from its watermark key (at start).
+    pub fn seed(&self, key: &str) {
+        if let Some(t) = file_time(key) {
+            self.record(key, 0, t);
+        }
+    }
+
+    /// Updates the silent flags, logging each change once.
+    pub fn check(&self, now: u32, log: &Logger) {
+        if self.alarm == 0 {
+            return;
+        }
+        for ((account, region), f) in self.map().iter_mut() {
+            if f.newest_object == 0 {
+                continue;
+            }
+            let quiet = now.saturating_sub(f.newest_object);
+            let silent = quiet > self.alarm;
+            if silent && !f.silent {
+                log.warn(format_args!(
+                    "account {account} region {region}: nothing new for {quiet} s (silence_alarm {} s); the newest object shipped landed at {}",
+                    self.alarm, f.newest_object
+                ));
+            } else if !silent && f.silent {
+                log.info(format_args!(
+                    "account {account} region {region}: delivering again"
+                ));
+            }
+            f.silent = silent;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, String, Fresh)> {
+        self.map()
+            .iter()
+            .map(|((a, r), f)| (a.clone(), r.clone(), *f))
+            .collect()
+    }
+
+    /// The per account and region gauges.
+    pub fn render(&self, now: u32, out: &mut String) {
+        let rows = self.snapshot();
+        let series: [Series; 4] = [
+            (
+                "newest_event_time_seconds",
+                "newest eventTime shipped, Unix seconds",
+                |f, _| f.newest_event.to_string(),
+            ),
+            (
+                "newest_object_time_seconds",
+                "LastModified of the newest object shipped, Unix seconds",
+                |f, _| f.newest_object.to_string(),
+            ),
+            (
+                "lag_seconds",
+                "seconds since the newest object shipped landed in S3",
+                |f, now| now.saturating_sub(f.newest_object).to_string(),
+            ),
+            (
+                "silent",
+                "1 when nothing new has arrived for silence_alarm",
+                |f, _| u8::from(f.silent).to_string(),
+            ),
+        ];
+        for (name, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP cloudtrail_s3_{name} {help}\n# TYPE cloudtrail_s3_{name} gauge"
+            );
+            for (account, region, f) in &rows {
+                let _ = writeln!(
+                    out,
+                    "cloudtrail_s3_{name}{{account=\"{}\",region=\"{}\"}} {}",
+                    label(account),
+                    label(region),
+                    value(f, now)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goes_silent_and_comes_back() {
+        let lines = std::sync::Arc::new(crate::log::tests_support::Lines::default());
+        let log = Logger::new(lines.clone());
+        let f = Freshness::new(600);
+        let key = "AWSLogs/1/CloudTrail/us-east-1/2023/07/10/a.json.gz";
+        f.record(key, 90, 100);
+        f.check(650, &log);
+        assert!(!f.snapshot()[0].2.silent);
+        f.check(701, &log);
+        assert!(f.snapshot()[0].2.silent);
+        f.check(800, &log);
+        f.record(key, 750, 790);
+        f.check(800, &log);
+        assert!(!f.snapshot()[0].2.silent);
+        let text = lines.text();
+        assert_eq!(text.matches("nothing new").count(), 1, "{text}");
+        assert_eq!(text.matches("delivering again").count(), 1, "{text}");
+        let mut out = String::new();
+        f.render(800, &mut out);
+        assert!(out.contains("cloudtrail_s3_lag_seconds{account=\"1\",region=\"us-east-1\"} 10\n"));
+    }
+}
