@@ -26,21 +26,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Claims objects as a scan would.
+fn claim(ledger: &Ledger, ids: &[String], now: u32) {
+    let claim: Vec<Claimable<'_>> = ids
+        .iter()
+        .map(|id| Claimable {
+            id,
+            size: 30_000,
+            modified: (now, 0),
+            forget_by: None,
+        })
+        .collect();
+    ledger.claim(&claim, now, Honour::Backoff).unwrap();
+}
+
 fn fill(ledger: &Ledger, from: u64, to: u64, now: u32) {
     let mut n = from;
     while n < to {
         let end = (n + 10_000).min(to);
         let ids: Vec<String> = (n..end).map(id).collect();
-        let claim: Vec<Claimable<'_>> = ids
-            .iter()
-            .map(|id| Claimable {
-                id,
-                size: 30_000,
-                modified: (now, 0),
-                forget_by: None,
-            })
-            .collect();
-        ledger.claim(&claim, now, Honour::Backoff).unwrap();
+        claim(ledger, &ids, now);
         let marks: Vec<Mark> = ids
             .iter()
             .map(|id| Mark {
@@ -87,17 +92,8 @@ fn main() {
         for round in 0..COMMITS {
             if round % 10 == 0 {
                 let ids: Vec<String> = (next..next + 100).map(id).collect();
-                let claim: Vec<Claimable<'_>> = ids
-                    .iter()
-                    .map(|id| Claimable {
-                        id,
-                        size: 30_000,
-                        modified: (now, 0),
-                        forget_by: None,
-                    })
-                    .collect();
                 let t = Instant::now();
-                ledger.claim(&claim, now, Honour::Backoff).unwrap();
+                claim(&ledger, &ids, now);
                 claims.push(t.elapsed());
             }
             let base = next + (round as u64 % 100);

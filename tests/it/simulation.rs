@@ -452,35 +452,26 @@ fn draw_bucket(rng: &mut Rng, day0: u32, days: u32, lookback: u32) -> BTreeMap<S
                 );
             }
         }
-        if rng.chance(200) {
-            // A key from the future: shipped, never the listing position.
-            let key = format!("{region}2099/01/01/future-{n}.json.gz");
-            let appears = day0 * DAY + rng.below(u64::from(days * DAY)) as u32;
-            objects.insert(
-                key.clone(),
-                Obj {
-                    key,
-                    events: 1,
-                    damaged_at: None,
-                    appears,
-                    promised: true,
-                },
-            );
-        }
-        if rng.chance(150) {
-            // A key without a day, sorting after the days.
-            let key = format!("{region}notes/readme-{n}.txt");
-            let appears = day0 * DAY + rng.below(u64::from(days * DAY)) as u32;
-            objects.insert(
-                key.clone(),
-                Obj {
-                    key,
-                    events: 1,
-                    damaged_at: Some(0),
-                    appears,
-                    promised: true,
-                },
-            );
+        // A key from the future (shipped, never the listing position) and a key without a
+        // day, sorting after the days (wanted by the expression, damaged from the start).
+        let odd = [
+            (200, format!("{region}2099/01/01/future-{n}.json.gz"), None),
+            (150, format!("{region}notes/readme-{n}.txt"), Some(0)),
+        ];
+        for (per_mille, key, damaged_at) in odd {
+            if rng.chance(per_mille) {
+                let appears = day0 * DAY + rng.below(u64::from(days * DAY)) as u32;
+                objects.insert(
+                    key.clone(),
+                    Obj {
+                        key,
+                        events: 1,
+                        damaged_at,
+                        appears,
+                        promised: true,
+                    },
+                );
+            }
         }
     }
     // Digest files: never wanted.
