@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod log;
 pub mod object;
 pub mod observe;
+pub mod ops;
 pub mod pathexpr;
 pub mod read;
 pub mod timestamp;

@@ -21,6 +21,8 @@ cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines on
 
 Usage: cloudtrail-s3 --config FILE [--once] [-v | -q]
        cloudtrail-s3 --config FILE --check-config
+       cloudtrail-s3 status --db FILE [--json]
+       cloudtrail-s3 retry --db FILE (KEY... | --all-failed)
 
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
@@ -37,6 +39,19 @@ A progress line (objects, events, bytes, rate) is drawn on stderr when it is a t
 
 Exit codes: 0 done, stopped by a signal, or stdout closed by the reader;
             1 runtime failure; 2 bad usage or settings.
+
+Operator commands, on the ledger (the 'db' setting) of a stopped shipper (only one
+process may open a ledger, because two writers would undo each other's work):
+  status --db FILE    per account and region: the watermark, its day and the lag; counts
+                      of open, done and failed objects; every failed object with its
+                      reason and position; open objects with attempts, next try and last
+        [--json]      error. --json: the same as one JSON document.
+  retry --db FILE KEY...
+                      put failed objects back in line (status open, position kept); KEY
+                      is an id as status prints it: s3://BUCKET/KEY or dir:PATH
+        --all-failed  every failed object
+  Exit codes: 0 done; 1 the ledger is missing or held by a running shipper, or (retry)
+  some KEY was not failed or not known; 2 bad usage.
 ";
 
 struct Args {
@@ -103,6 +118,12 @@ fn load_settings(path: &Path) -> anyhow::Result<Settings> {
 }
 
 fn main() -> ExitCode {
+    if let Some(command) = std::env::args()
+        .nth(1)
+        .filter(|a| a == "status" || a == "retry")
+    {
+        return operator(&command, std::env::args().skip(2));
+    }
     let args = match parse_args() {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Exit(code)) => return code,
@@ -208,8 +229,18 @@ impl Progress {
         self.last = Instant::now();
         let s = engine.stats();
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        // During a backfill, the same figures as its log lines: done of found, time left.
+        let backfill = engine.backfill().map_or(String::new(), |b| {
+            format!(
+                ", backfill {} of {}{}",
+                b.finished,
+                b.found,
+                b.eta_secs
+                    .map_or(String::new(), |eta| format!(", about {eta} s left"))
+            )
+        });
         eprint!(
-            "\r{} objects, {} failed, {} events, {:.1} MB, {:.0} events/s   ",
+            "\r{} objects, {} failed, {} events, {:.1} MB, {:.0} events/s{backfill}   ",
             s.objects_done,
             s.objects_failed,
             s.events,
@@ -222,5 +253,86 @@ impl Progress {
         if self.on && self.last != self.started {
             eprintln!();
         }
+    }
+}
+
+/// `status` and `retry`: parse their flags, open the ledger (never created, never shared
+/// with a running shipper) and print what [`cloudtrail_s3::ops`] reports.
+fn operator(command: &str, args: impl Iterator<Item = String>) -> ExitCode {
+    use cloudtrail_s3::ops;
+
+    let mut db = None;
+    let mut json = false;
+    let mut all_failed = false;
+    let mut keys = Vec::new();
+    let mut args = args;
+    let usage = |e: &str| {
+        eprintln!("cloudtrail-s3 {command}: {e} (see --help)");
+        ExitCode::from(2)
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--db" => match args.next() {
+                Some(f) => db = Some(PathBuf::from(f)),
+                None => return usage("--db needs a file"),
+            },
+            "--json" if command == "status" => json = true,
+            "--all-failed" if command == "retry" => all_failed = true,
+            flag if flag.starts_with('-') => return usage(&format!("unknown argument '{flag}'")),
+            _ if command == "retry" => keys.push(arg),
+            other => return usage(&format!("unknown argument '{other}'")),
+        }
+    }
+    let Some(db) = db else {
+        return usage("--db FILE is required");
+    };
+    let selection = match (all_failed, keys.is_empty()) {
+        (true, false) => return usage("give either KEY... or --all-failed, not both"),
+        (true, true) => Some(ops::Selection::AllFailed),
+        (false, false) => Some(ops::Selection::Ids(keys)),
+        (false, true) if command == "retry" => return usage("give KEY... or --all-failed"),
+        (false, true) => None,
+    };
+    let now = cloudtrail_s3::timestamp::EventTime::now().secs();
+    let ledger = match ops::open(&db, now) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cloudtrail-s3 {command}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("cloudtrail-s3 {command}: {e}");
+        ExitCode::from(1)
+    };
+    let Some(selection) = selection else {
+        let report = match ops::status(&ledger, &db, now) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        if json {
+            match serde_json::to_string_pretty(&report) {
+                Ok(text) => println!("{text}"),
+                Err(e) => return fail(&e),
+            }
+        } else {
+            print!("{}", report.to_text());
+        }
+        return ExitCode::SUCCESS;
+    };
+    match ops::retry(&ledger, &selection, now) {
+        Ok(outcome) => {
+            print!("{}", outcome.to_text());
+            if outcome.all_put_back() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
     }
 }

@@ -9,6 +9,7 @@ mod faults;
 mod host;
 mod json;
 mod kill;
+mod ops;
 mod plugin;
 mod regressions;
 mod server;
