@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::discover::layout::{day_path, key_day, region_prefix};
+use crate::discover::layout::{day_path, file_time, key_day, region_prefix};
 use crate::ledger::{Entry, Ledger, LedgerError, Status};
-use crate::timestamp::{civil_from_days, days_from_civil};
+use crate::timestamp::civil_from_days;
 
 /// Why an operator command could not open the ledger.
 #[derive(Debug)]
@@ -373,7 +373,7 @@ fn prefix_status(prefix: &str, watermark: Option<&str>, now: u32) -> PrefixStatu
     let day = watermark
         .and_then(|w| w.strip_prefix(prefix))
         .and_then(key_day);
-    let from_name = watermark.and_then(file_name_time);
+    let from_name = watermark.and_then(file_time);
     let (time, lag_from) = match (from_name, day) {
         (Some(t), _) => (Some(t), Some("file name")),
         (None, Some(d)) => (u32::try_from((d + 1) * 86_400).ok(), Some("end of day")),
@@ -395,31 +395,6 @@ fn prefix_status(prefix: &str, watermark: Option<&str>, now: u32) -> PrefixStatu
     }
 }
 
-/// The delivery time in a CloudTrail file name,
-/// `ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHMMZ_UNIQUE.json.gz` (Unix seconds).
-pub fn file_name_time(key: &str) -> Option<u32> {
-    let name = key.rsplit('/').next()?;
-    name.split('_').find_map(|part| {
-        let b = part.as_bytes();
-        if b.len() != 14 || b[8] != b'T' || b[13] != b'Z' {
-            return None;
-        }
-        let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-            let s = part.get(r)?;
-            s.bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| s.parse().ok())
-                .flatten()
-        };
-        let (y, mo, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
-        let (h, mi) = (digits(9..11)?, digits(11..13)?);
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 {
-            return None;
-        }
-        let days = days_from_civil(i64::from(y), mo, d);
-        u32::try_from(days * 86_400 + i64::from(h * 3600 + mi * 60)).ok()
-    })
-}
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn rfc3339(secs: u32) -> String {
@@ -799,10 +774,10 @@ mod tests {
     #[test]
     fn times_in_file_names_and_for_people() {
         let k = "s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/1_CloudTrail_r_20230710T1142Z_Ab.json.gz";
-        assert_eq!(file_name_time(k), Some(1_688_989_320));
+        assert_eq!(file_time(k), Some(1_688_989_320));
         assert_eq!(rfc3339(1_688_989_356), "2023-07-10T11:42:36Z");
-        assert_eq!(file_name_time("s3://b/x/20230710T1199Z_a"), None);
-        assert_eq!(file_name_time("s3://b/x/a.json.gz"), None);
+        assert_eq!(file_time("s3://b/x/20230710T1199Z_a"), None);
+        assert_eq!(file_time("s3://b/x/a.json.gz"), None);
         assert_eq!(human_duration(45), "45s");
         assert_eq!(human_duration(750), "12m");
         assert_eq!(human_duration(3 * 3600 + 5 * 60), "3h 05m");
