@@ -14,7 +14,7 @@ use crate::engine::{drain_until, start};
 use crate::server::{self, s3_props};
 
 #[derive(Clone, Copy, Debug)]
-enum Fault {
+pub(crate) enum Fault {
     /// An S3 error answer: status and error code.
     Status(u16, &'static str),
     /// The real answer's headers and half its body, then a reset.
@@ -31,20 +31,20 @@ struct Rule {
 
 /// A request the proxy saw: method, path, Range header.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     method: String,
     path: String,
     range: Option<String>,
 }
 
-struct FaultProxy {
-    endpoint: String,
+pub(crate) struct FaultProxy {
+    pub(crate) endpoint: String,
     rules: Arc<Mutex<Vec<Rule>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl FaultProxy {
-    fn start() -> FaultProxy {
+    pub(crate) fn start() -> FaultProxy {
         let upstream = server::endpoint().trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -65,7 +65,7 @@ impl FaultProxy {
         }
     }
 
-    fn inject(&self, key: &str, fault: Fault, times: usize) {
+    pub(crate) fn inject(&self, key: &str, fault: Fault, times: usize) {
         self.rules.lock().unwrap().push(Rule {
             key: key.to_string(),
             fault,
@@ -73,7 +73,7 @@ impl FaultProxy {
         });
     }
 
-    fn gets_of(&self, key: &str) -> Vec<Seen> {
+    pub(crate) fn gets_of(&self, key: &str) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap()

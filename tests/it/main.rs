@@ -9,6 +9,7 @@ mod faults;
 mod host;
 mod json;
 mod kill;
+mod ledger;
 mod ops;
 mod plugin;
 mod regressions;

@@ -14,7 +14,7 @@ use crate::host::Plugin;
 use crate::json::J;
 use crate::server::{self, block_on};
 
-fn sqs() -> aws_sdk_sqs::Client {
+pub(crate) fn sqs() -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::config::Builder::new()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
@@ -30,7 +30,7 @@ fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(conf)
 }
 
-fn queue(tag: &str) -> String {
+pub(crate) fn queue(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{tag}-{}-{}",
@@ -44,7 +44,7 @@ fn queue(tag: &str) -> String {
         .to_string()
 }
 
-fn send(queue_url: &str, body: &str) {
+pub(crate) fn send(queue_url: &str, body: &str) {
     block_on(
         sqs()
             .send_message()
@@ -75,7 +75,7 @@ fn queue_counts(queue_url: &str) -> (usize, usize) {
 }
 
 /// Messages in the queue, visible or held by a consumer.
-fn messages_in(queue_url: &str) -> usize {
+pub(crate) fn messages_in(queue_url: &str) -> usize {
     let (visible, held) = queue_counts(queue_url);
     visible + held
 }
@@ -122,7 +122,10 @@ fn notify_bucket(bucket: &str, queue_url: &str) {
 }
 
 /// Properties for SQS-only discovery (no bucket to list).
-fn sqs_props(queue_url: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+pub(crate) fn sqs_props(
+    queue_url: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
     let mut props: Vec<(&'static str, String)> = server::s3_props("unused")
         .into_iter()
         .filter(|(k, _)| *k != "bucket")
