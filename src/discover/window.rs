@@ -49,3 +49,69 @@ pub fn advance(
     ledger.forget_older(group, w.saturating_sub(lookback))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::handoff::{End, Mark};
+    use crate::ledger::{Backoff, Claimable, Honour};
+
+    #[test]
+    fn the_time_watermark_stops_before_the_first_open_object_and_forgets_behind_the_lookback() {
+        let l = Ledger::open(None, None, 0).unwrap();
+        let objects = [
+            ("s3://b/a", 1_000),
+            ("s3://b/b", 5_000),
+            ("s3://b/c", 9_000),
+        ];
+        let claim: Vec<Claimable<'_>> = objects
+            .iter()
+            .map(|(id, t)| Claimable {
+                id,
+                size: 1,
+                modified: (*t, 0),
+                forget_by: Some(("flat:x", *t)),
+            })
+            .collect();
+        l.claim(&claim, 10_000, Honour::Backoff).unwrap();
+        let done = |id: &str| Mark {
+            id: id.into(),
+            end: Some(End::Done),
+            ..Mark::default()
+        };
+        l.commit(
+            &[done("s3://b/a"), done("s3://b/c")],
+            10_000,
+            Backoff::TRANSIENT,
+        )
+        .unwrap();
+        // b is open: the watermark stops just before it, and nothing is forgotten yet.
+        let items = [(1_000, true), (5_000, false), (9_000, true)];
+        advance(&l, "flat:x", 3_000, &items, 10_000).unwrap();
+        assert_eq!(l.time_watermark("flat:x").unwrap(), Some(4_999));
+        assert_eq!(floor(&l, "flat:x", 3_000).unwrap(), Some(1_999));
+        assert!(
+            l.entry("s3://b/a").unwrap().is_none(),
+            "done and behind the lookback"
+        );
+        assert!(l.entry("s3://b/c").unwrap().is_some());
+        // b finishes: the watermark moves to the newest finished object, never past now.
+        l.commit(&[done("s3://b/b")], 10_001, Backoff::TRANSIENT)
+            .unwrap();
+        let items = [(5_000, true), (9_000, true)];
+        advance(&l, "flat:x", 3_000, &items, 8_000).unwrap();
+        assert_eq!(l.time_watermark("flat:x").unwrap(), Some(8_000));
+        // b landed exactly at the floor (5,000): listings still return it, so it is kept.
+        assert!(l.entry("s3://b/b").unwrap().is_some());
+        assert!(
+            l.entry("s3://b/c").unwrap().is_some(),
+            "within the lookback"
+        );
+        advance(&l, "flat:x", 3_000, &items, 9_500).unwrap();
+        assert_eq!(l.time_watermark("flat:x").unwrap(), Some(9_000));
+        assert!(
+            l.entry("s3://b/b").unwrap().is_none(),
+            "behind the floor now"
+        );
+    }
+}
