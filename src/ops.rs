@@ -395,7 +395,6 @@ fn prefix_status(prefix: &str, watermark: Option<&str>, now: u32) -> PrefixStatu
     }
 }
 
-
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn rfc3339(secs: u32) -> String {
     let days = i64::from(secs / 86_400);

@@ -459,21 +459,16 @@ impl Core {
                 self.observe.health.commit(now, Ok(()));
                 for mark in marks {
                     match &mark.end {
-                        Some(End::Done) => {
-                            self.observe.health.object(now, true, None);
-                            self.observe.freshness.record(
-                                &mark.id,
-                                mark.newest_event,
-                                mark.modified,
-                            );
-                        }
+                        Some(End::Done) => self.observe.health.object(now, true, None),
                         Some(End::Failed(_)) => self.observe.health.object(now, false, None),
-                        _ if mark.events > 0 => self.observe.freshness.record(
-                            &mark.id,
-                            mark.newest_event,
-                            mark.modified,
-                        ),
                         _ => {}
+                    }
+                    // Events reached the host: the account and region delivered, whether
+                    // the object ends shipped, damaged after them, or later.
+                    if mark.events > 0 || mark.end == Some(End::Done) {
+                        self.observe
+                            .freshness
+                            .record(&mark.id, mark.newest_event, mark.modified);
                     }
                 }
                 true

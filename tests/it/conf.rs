@@ -188,3 +188,130 @@ fn sqs_sample_settings_are_valid() {
         );
     }
 }
+
+/// `conf/prometheus-alerts.yaml` and `conf/prometheus-scrape.yaml` parse, the scrape has the
+/// two jobs the alerts watch, and every `cloudtrail_s3_*` name in an alert expression is one
+/// the engine renders: the counters, histogram and per account/region gauges rendered by
+/// `observe` (after one object is recorded, so the labelled series exist), and the gauges
+/// `/metrics` adds from the engine (`gauge(&mut out, "NAME", ...)` in `Core::answer`).
+#[test]
+fn prometheus_rules_use_only_metrics_the_engine_renders() {
+    use serde_yaml_ng::Value;
+
+    let observe = cloudtrail_s3::observe::Observe::new(60);
+    let mut rendered = String::new();
+    observe.metrics.render(&mut rendered);
+    observe.freshness.record(
+        "AWSLogs/123456789012/CloudTrail/eu-west-1/2026/11/24/123456789012_CloudTrail_eu-west-1_20261124T1455Z_abc.json.gz",
+        1_795_000_000,
+        1_795_000_100,
+    );
+    observe.freshness.render(1_795_000_200, &mut rendered);
+    let mut names: std::collections::BTreeSet<String> = rendered
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
+    assert!(names.contains("cloudtrail_s3_silent") && names.contains("cloudtrail_s3_lag_seconds"));
+    // The engine's own gauges, by name, from the function that answers /metrics.
+    let engine = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/engine/mod.rs"),
+    )
+    .unwrap();
+    let answer = &engine[engine.find("fn answer(").expect("Core::answer")..];
+    let answer = &answer[..answer.find("\n    }\n").expect("its end")];
+    for call in answer.split("gauge(").skip(1) {
+        let name = call.split('"').nth(1).expect("a gauge name");
+        names.insert(format!("cloudtrail_s3_{name}"));
+    }
+    assert!(names.contains("cloudtrail_s3_healthy"), "{names:?}");
+
+    let alerts: Value = serde_yaml_ng::from_str(&conf("prometheus-alerts.yaml")).expect("YAML");
+    let rules: Vec<&Value> = alerts["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules"))
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    let mut exprs = BTreeMap::new();
+    for rule in &rules {
+        let alert = rule["alert"].as_str().expect("every rule is an alert");
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(
+            rule["labels"]["severity"].as_str().is_some()
+                && rule["annotations"]["summary"].as_str().is_some(),
+            "{alert}: severity and summary"
+        );
+        let mut rest = expr;
+        while let Some(at) = rest.find("cloudtrail_s3_") {
+            let token: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            rest = &rest[at + token.len()..];
+            assert!(
+                names.contains(&token),
+                "{alert} uses {token}, which the engine does not render; it renders {names:?}"
+            );
+            used.insert(token);
+        }
+        exprs.insert(alert.to_string(), (expr.to_string(), rule["for"].as_str()));
+    }
+    let has = |needle: &str, r#for: Option<&str>| {
+        exprs
+            .values()
+            .any(|(e, f)| e.contains(needle) && (r#for.is_none() || *f == r#for))
+    };
+    assert!(has("cloudtrail_s3_silent == 1", Some("10m")), "{exprs:?}");
+    assert!(has("cloudtrail_s3_lag_seconds >", None), "{exprs:?}");
+    assert!(has("cloudtrail_s3_healthy == 0", Some("15m")), "{exprs:?}");
+    assert!(
+        has("increase(cloudtrail_s3_objects_failed_total[1h]) > 0", None),
+        "{exprs:?}"
+    );
+
+    let scrape: Value = serde_yaml_ng::from_str(&conf("prometheus-scrape.yaml")).expect("YAML");
+    assert_eq!(
+        scrape["rule_files"][0].as_str(),
+        Some("prometheus-alerts.yaml"),
+        "the scrape configuration loads the rules beside it"
+    );
+    let jobs: BTreeMap<&str, &Value> = scrape["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .map(|j| (j["job_name"].as_str().expect("job_name"), j))
+        .collect();
+    assert_eq!(
+        jobs.keys().copied().collect::<Vec<_>>(),
+        ["cloudtrail-s3", "fluent-bit"]
+    );
+    let target = |job: &str| {
+        jobs[job]["static_configs"][0]["targets"][0]
+            .as_str()
+            .expect("a target")
+            .to_string()
+    };
+    // The engine's target is an address `metrics.listen` accepts.
+    let ours = target("cloudtrail-s3");
+    assert!(ours.parse::<std::net::SocketAddr>().is_ok(), "{ours}");
+    assert_eq!(
+        jobs["cloudtrail-s3"]["metrics_path"].as_str(),
+        Some("/metrics")
+    );
+    assert_eq!(
+        jobs["fluent-bit"]["metrics_path"].as_str(),
+        Some("/api/v2/metrics/prometheus")
+    );
+    assert!(target("fluent-bit").ends_with(":2020"));
+    // The target-down alert watches both jobs by the names the scrape gives them.
+    let (down, _) = exprs
+        .values()
+        .find(|(e, _)| e.starts_with("up{"))
+        .expect("a target-down alert");
+    for job in jobs.keys() {
+        assert!(down.contains(job), "{down} watches {job}");
+    }
+    assert!(used.len() >= 4, "{used:?}");
+}

@@ -41,6 +41,7 @@ mod work;
 mod fb_backpressure;
 mod fb_copies;
 mod fb_ledger;
+mod fb_metrics;
 mod fb_restarts;
 mod fb_samples;
 mod fb_settings;
@@ -95,6 +96,7 @@ fn fluent_bit_trials() -> Vec<(&'static str, Body<fluent_bit::FluentBit>)> {
     all.extend(fb_settings::trials());
     all.extend(fb_copies::trials());
     all.extend(fb_ledger::trials());
+    all.extend(fb_metrics::trials());
     all
 }
 

@@ -8,10 +8,14 @@
 //!
 //! It can also stand for an S3 that is briefly overloaded: [`SlowDown`] answers the first
 //! GETs of each chosen object `503 SlowDown` (S3's XML error body) and forwards the rest.
+//! Or for a bucket policy that denies reads: [`AccessDenied`] answers every GET of the
+//! chosen objects `403 AccessDenied` until the denial is lifted
+//! ([`CountingProxy::lift_denial`], as when an administrator fixes the policy).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +29,8 @@ pub struct Seen {
     pub at_ms: i64,
     /// Answered `503 SlowDown` by the proxy (not forwarded).
     pub slowed_down: bool,
+    /// Answered `403 AccessDenied` by the proxy (not forwarded).
+    pub denied: bool,
 }
 
 impl Seen {
@@ -47,10 +53,20 @@ pub struct SlowDown {
     pub times: usize,
 }
 
+/// `403 AccessDenied` for every GET of an object whose path (`/bucket/key`) contains
+/// `path_contains`, until [`CountingProxy::lift_denial`]; listings are forwarded.
+#[derive(Clone, Debug)]
+pub struct AccessDenied {
+    pub path_contains: String,
+}
+
 #[derive(Default)]
 struct State {
     seen: Mutex<Vec<Seen>>,
     slow_down: Option<SlowDown>,
+    access_denied: Option<AccessDenied>,
+    /// Set by [`CountingProxy::lift_denial`]: `access_denied` no longer applies.
+    lifted: AtomicBool,
     /// Object GETs so far, by object path (for `slow_down`).
     gets: Mutex<HashMap<String, usize>>,
 }
@@ -63,22 +79,44 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Forwards to `upstream`, each object GET answered `object_delay` after it came.
     pub fn start(upstream: &str, object_delay: Duration) -> CountingProxy {
-        Self::serve(upstream, object_delay, None)
+        Self::serve(upstream, object_delay, State::default())
     }
 
     /// Forwards to `upstream` at once, but answers `503 SlowDown` as `slow_down` says.
     pub fn with_slow_down(upstream: &str, slow_down: SlowDown) -> CountingProxy {
-        Self::serve(upstream, Duration::ZERO, Some(slow_down))
+        Self::serve(
+            upstream,
+            Duration::ZERO,
+            State {
+                slow_down: Some(slow_down),
+                ..State::default()
+            },
+        )
     }
 
-    fn serve(upstream: &str, object_delay: Duration, slow_down: Option<SlowDown>) -> CountingProxy {
+    /// Forwards to `upstream` at once, but answers `403 AccessDenied` as `denied` says
+    /// until [`CountingProxy::lift_denial`].
+    pub fn with_access_denied(upstream: &str, denied: AccessDenied) -> CountingProxy {
+        Self::serve(
+            upstream,
+            Duration::ZERO,
+            State {
+                access_denied: Some(denied),
+                ..State::default()
+            },
+        )
+    }
+
+    /// GETs are forwarded again from now on (the policy was fixed).
+    pub fn lift_denial(&self) {
+        self.state.lifted.store(true, Ordering::SeqCst);
+    }
+
+    fn serve(upstream: &str, object_delay: Duration, state: State) -> CountingProxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(State {
-            slow_down,
-            ..State::default()
-        });
+        let state = Arc::new(state);
         let s = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -109,16 +147,41 @@ fn refuse(state: &State, request: &Seen) -> bool {
     *n <= slow.times
 }
 
+/// Whether this object GET is one `access_denied` refuses.
+fn deny(state: &State, request: &Seen) -> bool {
+    let Some(denied) = &state.access_denied else {
+        return false;
+    };
+    !state.lifted.load(Ordering::SeqCst)
+        && request.is_object_get()
+        && request.object_path().contains(&denied.path_contains)
+}
+
 /// S3's answer when it asks a client to slow down (HTTP 503, error code `SlowDown`).
 fn slow_down_answer(resource: &str) -> String {
+    error_answer(
+        "503 Slow Down",
+        "SlowDown",
+        "Please reduce your request rate.",
+        resource,
+    )
+}
+
+/// S3's answer to a read the bucket policy or IAM does not allow (HTTP 403).
+fn access_denied_answer(resource: &str) -> String {
+    error_answer("403 Forbidden", "AccessDenied", "Access Denied", resource)
+}
+
+/// An S3 error answer: status line, XML error body with `code` and `message`.
+fn error_answer(status: &str, code: &str, message: &str, resource: &str) -> String {
     let id = format!("{:016X}", crate::fluent_bit::now_ms());
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-         <Message>Please reduce your request rate.</Message><Resource>{resource}</Resource>\
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message><Resource>{resource}</Resource>\
          <RequestId>{id}</RequestId></Error>"
     );
     format!(
-        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
          x-amz-request-id: {id}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -141,12 +204,15 @@ fn forward(client: TcpStream, upstream: &str, state: &State, object_delay: Durat
         path,
         at_ms: now_ms(),
         slowed_down: false,
+        denied: false,
     };
     request.slowed_down = refuse(state, &request);
+    request.denied = !request.slowed_down && deny(state, &request);
     let delay = request.is_object_get();
     let slowed_down = request
         .slowed_down
         .then(|| request.object_path().to_string());
+    let denied = request.denied.then(|| request.object_path().to_string());
     state.seen.lock().unwrap().push(request);
     let length = header_value(&head, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
     let mut body = vec![0; length];
@@ -155,6 +221,10 @@ fn forward(client: TcpStream, upstream: &str, state: &State, object_delay: Durat
     }
     if let Some(resource) = slowed_down {
         let _ = out.write_all(slow_down_answer(&resource).as_bytes());
+        return;
+    }
+    if let Some(resource) = denied {
+        let _ = out.write_all(access_denied_answer(&resource).as_bytes());
         return;
     }
     if delay {
