@@ -75,9 +75,10 @@ fn edit(text: &str, key: &str, keep: bool, with: &[(&str, &str)]) -> String {
 /// The S3 source and the output pointed at the test server and the receiver.
 fn for_test(text: &str, receiver: &Receiver) -> String {
     let mut t = text.replace(SAMPLE_PLUGIN, plugin_path().to_str().unwrap());
+    // After `region`: every sample has it (the SQS sample has no `bucket`).
     t = add_after(
         &t,
-        "bucket",
+        "region",
         &[("endpoint", server::endpoint()), ("force_path_style", "on")],
     );
     t = set(&t, "start_time", "2023-07-01T00:00:00Z");
