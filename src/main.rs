@@ -162,6 +162,7 @@ fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
         metadata_key: config.metadata_key.clone(),
     });
     let log = Logger::new(Arc::new(StderrSink(args.level)));
+    let has_db = config.db.is_some();
     let mut engine = Engine::start(config, encoder, log.clone())?;
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let stdout = std::io::stdout();
@@ -196,6 +197,23 @@ fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
         "done: {} objects shipped, {} failed, {} events",
         s.objects_done, s.objects_failed, s.events
     ));
+    // --once: objects still open (a transient failure waiting out its backoff) are not
+    // shipped; say so, and fail, rather than exit as if everything was.
+    let open = if args.once && result.is_ok() {
+        engine.open_objects()
+    } else {
+        0
+    };
+    if open > 0 {
+        bail!(
+            "{open} objects found but not shipped yet (a transient failure; see the log): {}",
+            if has_db {
+                "the next run ships them from where they stopped"
+            } else {
+                "without 'db' they are not remembered"
+            }
+        );
+    }
     result
 }
 

@@ -139,7 +139,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         found: &mut Vec<ObjectRef>,
     ) -> Result<(), DiscoverError> {
         let prefix = self.expr.literal_prefix().to_string();
-        let group = format!("flat:{}", s3_id(self.bucket(), &prefix));
+        let group = flat_group(self.bucket(), &self.expr);
         let floor =
             window::floor(ledger, &group, self.lookback).map_err(|e| self.ledger_error(e))?;
         let listed = self.lister.list_objects(&prefix, None).await?;
@@ -300,10 +300,18 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         let start_day = i64::from(self.start.secs()) / 86_400;
         let lookback_days = i64::from(self.lookback.div_ceil(86_400));
         let prefix_id = s3_id(&bucket, region);
+        // Never below the forget line: what was forgotten there is not listed again, even
+        // when `lookback` or `start_time` have grown since.
+        let floor_day = ledger
+            .floor(&prefix_id)
+            .map_err(|e| self.ledger_error(e))?
+            .and_then(|f| f.strip_prefix(prefix_id.as_str()).and_then(day_of));
         let from_day = |w: Option<&str>| {
-            w.and_then(|w| w.strip_prefix(prefix_id.as_str()))
+            let day = w
+                .and_then(|w| w.strip_prefix(prefix_id.as_str()))
                 .and_then(key_day)
-                .map_or(start_day, |d| (d - lookback_days).max(start_day))
+                .map_or(start_day, |d| (d - lookback_days).max(start_day));
+            floor_day.map_or(day, |f| day.max(f))
         };
         let mark = ledger
             .watermark(&prefix_id)
@@ -360,6 +368,11 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     }
 }
 
+/// The day of a `YYYY/MM/DD` (forget lines end at the day, without its slash).
+fn day_of(rest: &str) -> Option<i64> {
+    key_day(&format!("{rest}/"))
+}
+
 fn finished(s: Option<Status>) -> bool {
     matches!(s, Some(Status::Done | Status::Failed))
 }
@@ -376,12 +389,21 @@ pub fn below_horizon(
         return Ok(false);
     };
     let prefix_id = s3_id(bucket, region);
-    let Some(mark) = ledger.watermark(&prefix_id)? else {
-        return Ok(false);
-    };
-    let Some(day) = mark.strip_prefix(prefix_id.as_str()).and_then(key_day) else {
-        return Ok(false);
-    };
     let lookback_days = i64::from(lookback.div_ceil(86_400));
-    Ok(*key < *format!("{region}{}", day_path(day - lookback_days)))
+    let from_mark = ledger
+        .watermark(&prefix_id)?
+        .and_then(|m| m.strip_prefix(prefix_id.as_str()).and_then(key_day))
+        .map(|d| d - lookback_days);
+    let from_floor = ledger
+        .floor(&prefix_id)?
+        .and_then(|f| f.strip_prefix(prefix_id.as_str()).and_then(day_of));
+    let Some(day) = from_mark.max(from_floor) else {
+        return Ok(false);
+    };
+    Ok(*key < *format!("{region}{}", day_path(day)))
+}
+
+/// The time group a flat listing of `expr` in `bucket` forgets by.
+pub fn flat_group(bucket: &str, expr: &PathExpression) -> String {
+    format!("flat:{}", s3_id(bucket, expr.literal_prefix()))
 }

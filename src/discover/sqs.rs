@@ -12,7 +12,9 @@
 //!   a backoff and be tried again, until it has been received `max_receive_count` times;
 //!   then it is quarantined (logged with bucket, key and reason, kept in the state) and
 //!   deleted only if `delete_quarantined` is set, else left for the queue's redrive policy;
-//! * a transient failure: let go with a short backoff, to be retried;
+//! * a transient failure (throttling, a timeout, access denied): kept held, its visibility
+//!   extended, while the object is retried from the ledger on its backoff (handing it back
+//!   would count a receive per retry and send it to the dead-letter queue during an outage);
 //! * an unknown body: logged with its message id and left alone (redrive policy).
 
 use std::collections::{HashMap, HashSet};

@@ -8,10 +8,12 @@
 use crate::ledger::{Ledger, LedgerError};
 
 /// The landing time below which listings skip objects: `lookback` before the watermark.
+/// Never below the group's forget line, whatever `lookback` has become since.
 pub fn floor(ledger: &Ledger, group: &str, lookback: u32) -> Result<Option<u32>, LedgerError> {
-    Ok(ledger
+    let by_mark = ledger
         .time_watermark(group)?
-        .map(|w| w.saturating_sub(lookback)))
+        .map(|w| w.saturating_sub(lookback));
+    Ok(by_mark.max(ledger.time_floor(group)?))
 }
 
 /// Moves the group's watermark up to just before the first unfinished object (never past

@@ -74,6 +74,9 @@ pub struct Stats {
     pub last_scan_list_calls: u64,
     /// Keys in SQS notifications that `path_expression` does not match.
     pub notices_unmatched: u64,
+    /// SQS messages handed back to the queue (a transient failure of a whole message, a
+    /// failed commit, a quarantine retry).
+    pub sqs_returned: u64,
 }
 
 /// What the last complete scan cost.
@@ -361,9 +364,16 @@ impl Engine {
             keys_listed: get(&m.keys_listed),
             list_calls: m.requests_of(Op::ListObjects),
             notices_unmatched: get(&m.notices_unmatched),
+            sqs_returned: get(&m.sqs_returned),
             last_scan_keys_listed: get(&self.core.last_scan.keys_listed),
             last_scan_list_calls: get(&self.core.last_scan.list_calls),
         }
+    }
+
+    /// Objects the ledger holds open: found, not shipped yet (waiting out a backoff after a
+    /// transient failure, or interrupted). Reads the whole ledger: for exit, not per batch.
+    pub fn open_objects(&self) -> u64 {
+        self.core.ledger.counts().map_or(0, |(open, _, _)| open)
     }
 
     /// The backfill in progress, when a scan found more than a few hundred objects.
@@ -496,6 +506,8 @@ impl Core {
                     Some(End::Failed(reason)) if ok => {
                         verdicts.extend(t.finished(&m.id, Some(reason)))
                     }
+                    // Retried from the ledger after its backoff; the message stays held.
+                    Some(End::Abandoned(_)) if ok => {}
                     Some(_) => verdicts.extend(t.abandoned(&m.id)),
                     None => {}
                 }
@@ -545,8 +557,9 @@ impl Core {
                         .warn(format_args!("{object}: {reason}; tried again in {wait} s")),
                     Err(e) => self.log.error(format_args!("{object}: {reason}; {e}")),
                 }
-                let verdicts = self.tracker().abandoned(&object.id);
-                self.settle(verdicts);
+                // Its SQS message, if any, stays held (the heartbeat extends it) while the
+                // object is retried from the ledger: handing it back would count a receive
+                // per retry and send it to the dead-letter queue during a short outage.
                 return;
             }
             Err(FetchError::Permanent(reason)) => {
@@ -725,6 +738,11 @@ async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Rec
             stop.clone(),
         ));
         tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
+        if discovery.is_none() {
+            // No listing to re-queue them: objects that failed transiently are tried
+            // again from the ledger once their backoff has passed.
+            tokio::spawn(requeue_loop(core.clone(), tx.clone(), stop.clone()));
+        }
     }
     let Some(mut discovery) = discovery else {
         return;
@@ -762,6 +780,34 @@ async fn run(core: Arc<Core>, discovery: Option<Discovery>, mut stop: watch::Rec
         tokio::select! {
             _ = tokio::time::sleep(core.config.scan_interval) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often SQS-only discovery looks for objects due for another try.
+const REQUEUE_EVERY: Duration = Duration::from_secs(2);
+
+/// SQS alone: puts open objects whose backoff has passed back in line.
+async fn requeue_loop(
+    core: Arc<Core>,
+    tx: mpsc::Sender<ObjectRef>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REQUEUE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = core.wait_unpaused() => {}
+            _ = stop.changed() => return,
+        }
+        let due = crate::discover::requeue(&core.ledger, EventTime::now().secs(), None, &core.log);
+        for object in due {
+            tokio::select! {
+                sent = tx.send(object) => if sent.is_err() { return },
+                _ = stop.changed() => return,
+            }
         }
     }
 }
@@ -874,9 +920,10 @@ impl Core {
                 continue;
             }
             Metrics::add(&self.observe.metrics.notices_matched, 1);
-            // Hybrid: a key behind its prefix's listing horizon was covered by the listing
-            // (shipped and since forgotten, or older than the lookback); shipping it again
-            // would repeat it.
+            // Hybrid: a key behind its prefix's listing horizon, unknown to the ledger, was
+            // covered by the listing (shipped and since forgotten) when the notification is
+            // old: shipping it again would repeat it. A recent notification means the object
+            // landed late, behind the listing: the listing will never see it, so it ships.
             if listed_bucket == Some(a.bucket.as_str())
                 && crate::discover::bucket::below_horizon(&self.ledger, &a.bucket, &a.key, lookback)
                     .unwrap_or(false)
@@ -885,11 +932,21 @@ impl Core {
                     Ok(None)
                 )
             {
-                self.log.debug(format_args!(
-                    "sqs message {}: s3://{}/{} is behind the listing's horizon, left to the listing",
+                let recent = a
+                    .time
+                    .is_some_and(|t| t.secs() >= now.saturating_sub(lookback));
+                if !recent {
+                    Metrics::add(&self.observe.metrics.notices_behind, 1);
+                    self.log.warn(format_args!(
+                        "sqs message {}: s3://{}/{} is behind the listing's horizon and its notification is older than the lookback: taken as shipped and forgotten, not shipped again",
+                        m.message_id, a.bucket, a.key
+                    ));
+                    continue;
+                }
+                self.log.info(format_args!(
+                    "sqs message {}: s3://{}/{} landed late, behind the listing's horizon: shipped from the notification",
                     m.message_id, a.bucket, a.key
                 ));
-                continue;
             }
             let bucket: Arc<str> = a.bucket.as_str().into();
             let time = a.time.unwrap_or_else(EventTime::now);
@@ -918,8 +975,14 @@ impl Core {
         // held: a commit updates the ledger before it tells the tracker, so no object can
         // finish unseen in between.
         let mut tracker = self.tracker();
+        // How each object is forgotten: a key the listing covers by the listing's own rule
+        // (forgetting it sooner would let the listing ship it again), others by claim time.
+        let forget: Vec<Option<(String, u32)>> = candidates
+            .iter()
+            .map(|o| self.forget_rule(o, now))
+            .collect();
         let mut claimable = Vec::new();
-        for object in &candidates {
+        for (object, forget) in candidates.iter().zip(&forget) {
             let entry = match self.ledger.entry(&object.id) {
                 Ok(e) => e,
                 Err(e) => {
@@ -947,7 +1010,7 @@ impl Core {
                 id: &object.id,
                 size: object.size,
                 modified: (object.last_modified.secs(), object.last_modified.nanos()),
-                forget_by: Some(("sqs", now)),
+                forget_by: forget.as_ref().map(|(g, t)| (g.as_str(), *t)),
             });
         }
         match self.ledger.claim(&claimable, now, Honour::Redelivery) {
@@ -965,6 +1028,34 @@ impl Core {
         }
         let verdict = tracker.hold(m.message_id, m.receipt, m.receive_count, pending, failed);
         (send, verdict)
+    }
+
+    /// How a notified object is forgotten once shipped: `None` for a key under a prefix the
+    /// listing walks (its watermark's forget line does it), the flat listing's group and
+    /// time for a flat listing, else SQS's group by claim time.
+    fn forget_rule(&self, object: &ObjectRef, now: u32) -> Option<(String, u32)> {
+        let listed = match (&self.config.source, &object.location) {
+            (Source::S3(s3), crate::object::Location::S3 { bucket, key }) if self.listing => {
+                s3.bucket.as_deref() == Some(&**bucket) && self.config.path_expression.matches(key)
+            }
+            _ => false,
+        };
+        if !listed {
+            return Some(("sqs".to_string(), now));
+        }
+        let crate::object::Location::S3 { bucket, key } = &object.location else {
+            return Some(("sqs".to_string(), now));
+        };
+        if crate::discover::layout::base(&self.config.path_expression).is_some()
+            && crate::discover::layout::region_prefix(key).is_some()
+        {
+            None
+        } else {
+            Some((
+                crate::discover::bucket::flat_group(bucket, &self.config.path_expression),
+                object.last_modified.secs(),
+            ))
+        }
     }
 
     /// A notification key that `path_expression` does not match: deleted with its message

@@ -34,6 +34,11 @@ const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
 const WATERMARKS: TableDefinition<&str, &str> = TableDefinition::new("watermarks");
 /// `group \0 secs(10 digits) \0 id`: when entries of a group may be forgotten.
 const TIMES: TableDefinition<&str, ()> = TableDefinition::new("times");
+/// Forget lines: listed prefix id -> the id below which done entries were forgotten, and
+/// `time:GROUP` -> the time (10 digits) before which they were. Listings never start below
+/// them again, whatever `lookback` or `start_time` become, so nothing forgotten is listed
+/// (and shipped) again.
+const FLOORS: TableDefinition<&str, &str> = TableDefinition::new("floors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const FORMAT_VERSION: u64 = 2;
@@ -143,6 +148,13 @@ impl Ledger {
             path: path.into(),
             source,
         };
+        // A conversion that stopped between its two renames: the old file is already kept
+        // aside and the converted ledger is complete; finish it.
+        let converting = with_suffix(path, ".converting");
+        if !path.exists() && converting.exists() && with_suffix(path, ".v1.json").exists() {
+            fs::rename(&converting, path).map_err(io)?;
+            sync_dir(path).map_err(io)?;
+        }
         let old = match fs::read(path) {
             Ok(bytes) if legacy::is_json(&bytes) => Some(legacy::parse(&bytes).map_err(
                 |reason| LedgerError::Corrupt {
@@ -202,6 +214,7 @@ impl Ledger {
             txn.open_table(OPEN)?;
             txn.open_table(WATERMARKS)?;
             txn.open_table(TIMES)?;
+            txn.open_table(FLOORS)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get("version")?.map(|v| v.value());
             match version {
@@ -268,17 +281,16 @@ impl Ledger {
             drop(objects);
             drop(open);
             if let Some(bucket) = bucket {
-                let mut marks = txn.open_table(WATERMARKS)?;
+                let mut floors = txn.open_table(FLOORS)?;
                 for (prefix, day) in &old.newest_days {
-                    // The old listing resumed one day before the newest day it saw; the
-                    // watermark starts there, and the lookback re-lists what it may have
-                    // skipped.
+                    // The old listing resumed one day before the newest day it saw, and had
+                    // forgotten what was finished before: that is where listings start.
                     let Some(days) = crate::discover::layout::key_day(&format!("{day}/")) else {
                         continue;
                     };
                     let id = crate::object::s3_id(bucket, prefix);
-                    let w = format!("{id}{}", crate::discover::layout::day_path(days - 1));
-                    marks.insert(id.as_str(), w.as_str())?;
+                    let floor = format!("{id}{}", crate::discover::layout::day_path(days - 1));
+                    floors.insert(id.as_str(), floor.as_str())?;
                 }
             }
             Ok(())
@@ -446,9 +458,10 @@ impl Ledger {
             table.insert(id, e.encode().as_slice())?;
             txn.open_table(OPEN)?.insert(id, ())?;
             Ok(wait)
-        })?;
+        });
+        // Let go even when the store failed: the next scan or requeue finds it again.
         self.inflight().remove(id);
-        Ok(wait)
+        wait
     }
 
     /// Records what the host now has, in one transaction: progress, objects done, failed
@@ -658,8 +671,30 @@ impl Ledger {
                 table.retain_in(prefix_id..forget_below, |_, v| {
                     Entry::decode(v).is_none_or(|e| e.status != Status::Done)
                 })?;
+                let mut floors = txn.open_table(FLOORS)?;
+                let floor = floors.get(prefix_id)?.map(|v| v.value().to_string());
+                if floor.as_deref().is_none_or(|f| f < forget_below) {
+                    floors.insert(prefix_id, forget_below)?;
+                }
             }
             Ok(())
+        })
+    }
+
+    /// The forget line of a listed prefix: an id below which listings never start.
+    pub fn floor(&self, prefix_id: &str) -> Result<Option<String>, LedgerError> {
+        self.read(|txn| {
+            let t = txn.open_table(FLOORS)?;
+            Ok(t.get(prefix_id)?.map(|v| v.value().to_string()))
+        })
+    }
+
+    /// The forget line of a time group: listings skip objects that landed before it.
+    pub fn time_floor(&self, group: &str) -> Result<Option<u32>, LedgerError> {
+        self.read(|txn| {
+            let t = txn.open_table(FLOORS)?;
+            Ok(t.get(time_mark(group).as_str())?
+                .and_then(|v| v.value().parse().ok()))
         })
     }
 
@@ -685,9 +720,19 @@ impl Ledger {
         })
     }
 
-    /// Forgets the done entries of a time group whose time is before `before`.
+    /// Forgets the done entries of a time group whose time is before `before`, and raises
+    /// the group's forget line to it.
     pub fn forget_older(&self, group: &str, before: u32) -> Result<usize, LedgerError> {
         self.write(|txn| {
+            let mut floors = txn.open_table(FLOORS)?;
+            let key = time_mark(group);
+            let floor = floors
+                .get(key.as_str())?
+                .and_then(|v| v.value().parse::<u32>().ok());
+            if floor.is_none_or(|f| f < before) {
+                floors.insert(key.as_str(), format!("{before:010}").as_str())?;
+            }
+            drop(floors);
             let mut times = txn.open_table(TIMES)?;
             let mut table = txn.open_table(OBJECTS)?;
             let lo = format!("{group}\0");
@@ -1050,12 +1095,14 @@ mod tests {
             "gzip: bad"
         );
         assert_eq!(l.progress("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/p"), 4);
+        // The old listing's start is the forget line: listings never start before it.
         assert_eq!(
-            l.watermark("s3://b/AWSLogs/1/CloudTrail/r/")
+            l.floor("s3://b/AWSLogs/1/CloudTrail/r/")
                 .unwrap()
                 .as_deref(),
             Some("s3://b/AWSLogs/1/CloudTrail/r/2023/07/09")
         );
+        assert_eq!(l.watermark("s3://b/AWSLogs/1/CloudTrail/r/").unwrap(), None);
         drop(l);
         assert!(
             dir.path().join("state.json.v1.json").exists(),

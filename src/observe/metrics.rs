@@ -131,6 +131,8 @@ pub struct Metrics {
     pub sqs_extended: AtomicU64,
     pub notices_matched: AtomicU64,
     pub notices_unmatched: AtomicU64,
+    /// Hybrid: notifications behind the listing's horizon, taken as shipped.
+    pub notices_behind: AtomicU64,
     requests: [[AtomicU64; 4]; 5],
     pub commit_seconds: Histogram,
 }
@@ -156,7 +158,7 @@ impl Metrics {
 
     /// The counters and the histogram in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &AtomicU64, &str); 16] = [
+        let counters: [(&str, &AtomicU64, &str); 17] = [
             ("scans_total", &self.scans, "listing scans completed"),
             (
                 "objects_listed_total",
@@ -232,6 +234,11 @@ impl Metrics {
                 "sqs_keys_unmatched_total",
                 &self.notices_unmatched,
                 "notification keys path_expression does not match (deleted, not shipped)",
+            ),
+            (
+                "sqs_keys_behind_horizon_total",
+                &self.notices_behind,
+                "hybrid: old notifications for keys behind the listing's horizon, taken as shipped",
             ),
         ];
         for (name, value, help) in counters {

@@ -27,6 +27,8 @@ const HEAD_LIMIT: usize = 8 << 10;
 pub async fn serve(listener: TcpListener, route: Route) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let route = route.clone();

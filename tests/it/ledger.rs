@@ -701,3 +701,92 @@ fn the_state_keeps_only_the_lookback_of_finished_objects() {
         "{url} stays failed with its reason: {entry:?}"
     );
 }
+
+// --- The earlier release's JSON state --------------------------------------------------
+
+#[test]
+fn a_json_state_of_the_earlier_release_resumes_where_it_stopped_without_reshipping() {
+    // The earlier release listed from one day before the newest day it saw and had
+    // forgotten what it finished before that. Converted, the ledger must start there: not
+    // at start_time (which would ship the history again), and not a lookback earlier.
+    let bucket = server::bucket("ledger-legacy");
+    let (keys, _) = put_days(&bucket, 3..=10, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.json");
+    let id = |k: &str| format!("s3://{bucket}/{k}");
+    // Days 09 and 10 were shipped; a new object lands in 10 and one in 11.
+    let done: Vec<String> = keys
+        .iter()
+        .filter(|k| k.contains("/07/09/") || k.contains("/07/10/"))
+        .map(|k| id(k))
+        .collect();
+    let state = serde_json::json!({
+        "version": 1,
+        "first_start": 1_688_169_600u32,
+        "done": done,
+        "failed": {},
+        "progress": {},
+        "newest_days": {ACCOUNT: "2023/07/10"},
+    });
+    std::fs::write(&db, state.to_string()).unwrap();
+    let want: Vec<String> = [
+        put_object(&bucket, &key(10, "late"), 2),
+        put_object(&bucket, &key(11, "new"), 2),
+    ]
+    .concat();
+    let props = with(
+        s3_props(&bucket),
+        &[
+            ("db", db.to_str().unwrap()),
+            ("start_time", "2023-07-01T00:00:00Z"),
+        ],
+    );
+    let (engine, _) = start(&props);
+    let mut got = Vec::new();
+    drain_all(&engine, &mut got, &want, Duration::from_secs(90));
+    exactly_once(
+        "converted state: only what arrived after it, nothing from 07/03-07/10 again",
+        &want,
+        &got,
+    );
+    drop(engine);
+    assert!(
+        dir.path().join("state.json.v1.json").exists(),
+        "the old file is kept"
+    );
+}
+
+// --- SQS alone: a transient failure keeps its message -------------------------------------
+
+#[test]
+fn sqs_alone_retries_a_transient_failure_from_the_ledger_while_the_message_is_held() {
+    // Handing the message back at each failure would count a receive per retry and, with a
+    // redrive policy, move it to the dead-letter queue during a short outage. It stays
+    // held; the object is tried again from the ledger after its backoff.
+    let proxy = crate::faults::FaultProxy::start();
+    let bucket = server::bucket("ledger-sqs-transient");
+    let k = key(10, "flaky");
+    let want = put_object(&bucket, &k, 3);
+    // Eight 503s: two engine-level failures of four SDK attempts each.
+    proxy.inject(&k, crate::faults::Fault::Status(503, "SlowDown"), 8);
+    let q = queue("ledger-transient");
+    notify(&q, &bucket, &k);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = db_prop(&dir);
+    let mut props = sqs_props(&q, &[("db", &db), ("retry_backoff", "1")]);
+    props.retain(|(k, _)| *k != "endpoint");
+    props.push(("endpoint", proxy.endpoint.clone()));
+    let (engine, _) = start(&props);
+    let mut got = Vec::new();
+    let done = drain(&engine, &mut got, Duration::from_secs(90), |e, got| {
+        want.iter().all(|w| got.contains(w)) && e.is_idle() && messages_in(&q) == 0
+    });
+    assert!(done, "not shipped and deleted in 90 s: got {got:?}");
+    exactly_once("an object that failed twice, from SQS", &want, &got);
+    assert_eq!(
+        engine.stats().sqs_returned,
+        0,
+        "the message was never handed back to the queue"
+    );
+    assert!(proxy.gets_of(&k).len() >= 9, "failed twice, then read");
+}
