@@ -324,7 +324,11 @@ impl Engine {
     /// Takes up to `max_bytes` of encoded records, waiting at most `wait` for the first.
     /// The batch's marks go back through [`Engine::commit`] once the bytes are delivered.
     pub fn take(&self, max_bytes: usize, wait: Duration) -> Option<Batch> {
-        self.core.queue.take(max_bytes, wait)
+        let batch = self.core.queue.take(max_bytes, wait)?;
+        if !batch.marks.is_empty() {
+            self.core.observe.health.taken(EventTime::now().secs());
+        }
+        Some(batch)
     }
 
     /// Records that a taken batch was delivered, and saves the state.

@@ -12,6 +12,9 @@ const RECENT: usize = 20;
 /// Failures in a row, with no success among the recent objects, that count as "every
 /// recent object failing".
 const FAILING: usize = 5;
+/// Seconds a taken batch may wait for its commit before commits count as stalled (Fluent
+/// Bit commits a second or two after a batch; the command at once).
+const STALLED: u32 = 120;
 
 #[derive(Debug, Default)]
 struct Last {
@@ -38,6 +41,8 @@ struct State {
     /// The last object read denied, until one is read again.
     denied: Option<(u32, String)>,
     commit: Last,
+    /// When the oldest batch taken and not yet committed was taken.
+    uncommitted_since: Option<u32>,
 }
 
 /// What `/health` reports.
@@ -82,14 +87,24 @@ impl Health {
 
     pub fn commit(&self, now: u32, result: Result<(), String>) {
         let mut s = self.state();
+        s.uncommitted_since = None;
         match result {
             Ok(()) => s.commit.ok(now),
             Err(reason) => s.commit.fail(now, reason),
         }
     }
 
+    /// A batch with marks was handed to the front end; its commit is expected soon.
+    pub fn taken(&self, now: u32) {
+        self.state().uncommitted_since.get_or_insert(now);
+    }
+
     /// The reasons the shipper is degraded; empty when healthy.
     pub fn reasons(&self) -> Vec<String> {
+        self.reasons_at(crate::timestamp::EventTime::now().secs())
+    }
+
+    fn reasons_at(&self, now: u32) -> Vec<String> {
         let s = self.state();
         let mut out = Vec::new();
         if let Some((at, reason)) = &s.listing.failed {
@@ -109,6 +124,14 @@ impl Health {
         }
         if let Some((at, reason)) = &s.commit.failed {
             out.push(format!("commits failing since {at}: {reason}"));
+        }
+        if let Some(since) = s.uncommitted_since
+            && now.saturating_sub(since) > STALLED
+        {
+            out.push(format!(
+                "commits stalled: a batch taken at {since} is not committed after {} s (the host is not confirming delivery)",
+                now - since
+            ));
         }
         out
     }
@@ -150,5 +173,13 @@ mod tests {
         assert!(h.reasons().is_empty(), "{:?}", h.reasons());
         h.commit(23, Err("disk full".into()));
         assert!(h.reasons()[0].contains("disk full"));
+        h.commit(24, Ok(()));
+        h.taken(100);
+        h.taken(150);
+        assert!(h.reasons_at(100 + STALLED).is_empty());
+        let stalled = h.reasons_at(101 + STALLED);
+        assert!(stalled[0].contains("commits stalled"), "{stalled:?}");
+        h.commit(300, Ok(()));
+        assert!(h.reasons_at(1000).is_empty());
     }
 }

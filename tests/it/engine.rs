@@ -292,3 +292,35 @@ fn assume_role_goes_through_sts_and_secrets_stay_out_of_logs() {
         }
     }
 }
+
+#[test]
+fn a_large_scan_is_a_backfill_with_progress_and_an_end() {
+    let bucket = server::bucket("backfill");
+    let keys: Vec<String> = (0..310)
+        .map(|n| format!("AWSLogs/111111111111/CloudTrail/us-east-1/2023/07/10/{n:04}.json.gz"))
+        .collect();
+    for k in &keys {
+        server::put(&bucket, k, one_event(k));
+    }
+    let mut props = s3_props(&bucket);
+    props.retain(|(k, _)| *k != "start_time");
+    props.push(("start_time", "2023-07-08T00:00:00Z".into()));
+    let (engine, lines) = start(&props);
+    let seen = std::cell::Cell::new(None);
+    let events = drain_until(&engine, Duration::from_secs(90), |e| {
+        seen.set(seen.get().or(e.backfill()));
+        e.stats().events as usize >= keys.len() && e.is_idle()
+    });
+    assert_eq!(events.len(), keys.len());
+    let first = seen.get().expect("the backfill was visible while it ran");
+    assert_eq!(first.found, 310);
+    // The progress line every 30 s ends with one line saying it is done.
+    let logged = |what: &str| lines.0.lock().unwrap().iter().any(|l| l.contains(what));
+    assert!(logged("backfill: 310 objects to ship"));
+    let end = Instant::now() + Duration::from_secs(75);
+    while !logged("backfill: done, 310 objects") {
+        assert!(Instant::now() < end, "no end-of-backfill line in 75 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(engine.backfill(), None);
+}
