@@ -100,6 +100,20 @@ impl Tracker {
         None
     }
 
+    /// A message that cannot be held (its objects could not be claimed): straight back to
+    /// the queue, to be tried again.
+    pub fn hand_back(message_id: String, receipt: String, receive_count: u32) -> Verdict {
+        let held = Held {
+            message_id,
+            receipt,
+            pending: HashSet::new(),
+            failed: Vec::new(),
+            receive_count,
+            extended_at: Instant::now(),
+        };
+        Verdict::Retry(held, Duration::from_secs(10))
+    }
+
     fn verdict(&self, held: Held) -> Verdict {
         if held.failed.is_empty() {
             Verdict::Delete(held)

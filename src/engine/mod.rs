@@ -569,7 +569,7 @@ impl Core {
             Err(FetchError::Permanent(reason)) => {
                 self.log
                     .error(format_args!("{object}: {reason}; object skipped"));
-                let position = self.ledger.progress(&object.id);
+                let position = self.progress(&object);
                 let _ = self.queue.push(Chunk {
                     bytes: Vec::new(),
                     events: 0,
@@ -598,7 +598,7 @@ impl Core {
 
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
     fn split_object(&self, object: &ObjectRef, opened: Opened) {
-        let skip = self.ledger.progress(&object.id);
+        let skip = self.progress(object);
         let fallback = opened.last_modified.unwrap_or(object.last_modified);
         let m = self.observe.clone();
         let downloaded = Counted {
@@ -1028,10 +1028,35 @@ impl Core {
                         .cloned(),
                 );
             }
-            Err(e) => self.log.error(format_args!("{e}")),
+            Err(e) => {
+                // Nothing was claimed, so nothing would ever finish the message: it goes
+                // back to the queue instead of being held for good.
+                self.log.error(format_args!(
+                    "sqs message {}: {e}; handed back to the queue for another try",
+                    m.message_id
+                ));
+                return (
+                    Vec::new(),
+                    Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
+                );
+            }
         }
         let verdict = tracker.hold(m.message_id, m.receipt, m.receive_count, pending, failed);
         (send, verdict)
+    }
+
+    /// Events of the object already committed. A store that cannot be read is logged and
+    /// counts as none: the object is shipped again from its start (repeated, never lost).
+    fn progress(&self, object: &ObjectRef) -> u64 {
+        match self.ledger.entry(&object.id) {
+            Ok(entry) => entry.map_or(0, |e| e.position),
+            Err(e) => {
+                self.log.error(format_args!(
+                    "{object}: {e}; its progress is unknown, so it is shipped from its start"
+                ));
+                0
+            }
+        }
     }
 
     /// How a notified object is forgotten once shipped: `None` for a key under a prefix the

@@ -27,6 +27,12 @@ impl LogSink for Lines {
 }
 
 pub fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
+    let lines = Arc::new(Lines::default());
+    (start_with(props, lines.clone()), lines)
+}
+
+/// An engine on these properties, logging into `sink`.
+pub fn start_with(props: &[(&'static str, String)], sink: Arc<dyn LogSink>) -> Engine {
     let settings = Settings::from_properties(|k| {
         props
             .iter()
@@ -34,14 +40,12 @@ pub fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
             .map(|(_, v)| v.clone())
     })
     .unwrap();
-    let lines = Arc::new(Lines::default());
-    let engine = Engine::start(
+    Engine::start(
         settings.validate().unwrap(),
         Arc::new(NdjsonEncoder { metadata_key: None }),
-        Logger::new(lines.clone()),
+        Logger::new(sink),
     )
-    .unwrap();
-    (engine, lines)
+    .unwrap()
 }
 
 /// Takes and commits batches until `done`, returning the events (as JSON lines).

@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
+use cloudtrail_s3::Engine;
 use cloudtrail_s3::ledger::{Ledger, Status};
-use cloudtrail_s3::log::{Level, LogSink, Logger};
-use cloudtrail_s3::{Engine, Settings};
+use cloudtrail_s3::log::{Level, LogSink};
 
 use crate::data;
 use crate::engine::{ledger_entry, start};
@@ -202,21 +201,8 @@ impl LogSink for Leveled {
 }
 
 fn start_leveled(props: &[(&'static str, String)]) -> (Engine, Arc<Leveled>) {
-    let settings = Settings::from_properties(|k| {
-        props
-            .iter()
-            .find(|(pk, _)| *pk == k)
-            .map(|(_, v)| v.clone())
-    })
-    .unwrap();
     let lines = Arc::new(Leveled::default());
-    let engine = Engine::start(
-        settings.validate().unwrap(),
-        Arc::new(NdjsonEncoder { metadata_key: None }),
-        Logger::new(lines.clone()),
-    )
-    .unwrap();
-    (engine, lines)
+    (crate::engine::start_with(props, lines.clone()), lines)
 }
 
 // --- 1. Restart during a backlog ---------------------------------------------------------

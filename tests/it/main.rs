@@ -12,6 +12,8 @@ mod kill;
 mod ledger;
 mod ops;
 mod plugin;
+#[path = "../real/queue.rs"]
+mod queue;
 mod regressions;
 mod server;
 mod simulation;

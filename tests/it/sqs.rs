@@ -3,10 +3,7 @@
 //! and three host processes sharing one queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::data;
 use crate::engine::{drain_until, start};
@@ -14,70 +11,13 @@ use crate::host::Plugin;
 use crate::json::J;
 use crate::server::{self, block_on};
 
-pub(crate) fn sqs() -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::config::Builder::new()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .endpoint_url(server::endpoint())
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            server::ACCESS_KEY,
-            server::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
-}
+pub(crate) use crate::queue::{
+    client as sqs, counts as queue_counts, messages_in, notify_bucket, send,
+};
 
+/// A new queue named after `tag`; returns its URL.
 pub(crate) fn queue(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    block_on(sqs().create_queue().queue_name(name).send())
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string()
-}
-
-pub(crate) fn send(queue_url: &str, body: &str) {
-    block_on(
-        sqs()
-            .send_message()
-            .queue_url(queue_url)
-            .message_body(body)
-            .send(),
-    )
-    .unwrap();
-}
-
-/// Messages in the queue: `(visible, held by a consumer)`.
-fn queue_counts(queue_url: &str) -> (usize, usize) {
-    let out = block_on(
-        sqs()
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send(),
-    )
-    .unwrap();
-    let attrs = out.attributes().unwrap();
-    let get = |n: &QueueAttributeName| attrs.get(n).map_or(0, |v| v.parse().unwrap());
-    (
-        get(&QueueAttributeName::ApproximateNumberOfMessages),
-        get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
-/// Messages in the queue, visible or held by a consumer.
-pub(crate) fn messages_in(queue_url: &str) -> usize {
-    let (visible, held) = queue_counts(queue_url);
-    visible + held
+    crate::queue::create(tag)
 }
 
 fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
@@ -86,39 +26,6 @@ fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// S3 sends ObjectCreated notifications of `bucket` to the queue.
-fn notify_bucket(bucket: &str, queue_url: &str) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-    let arn = block_on(
-        sqs()
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send(),
-    )
-    .unwrap()
-    .attributes()
-    .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let conf = NotificationConfiguration::builder()
-        .queue_configurations(
-            QueueConfiguration::builder()
-                .queue_arn(arn)
-                .events(Event::S3ObjectCreated)
-                .build()
-                .unwrap(),
-        )
-        .build();
-    block_on(
-        server::client()
-            .put_bucket_notification_configuration()
-            .bucket(bucket)
-            .notification_configuration(conf)
-            .send(),
-    )
-    .unwrap();
 }
 
 /// Properties for SQS-only discovery (no bucket to list).

@@ -1,6 +1,7 @@
-//! SQS on the test server: a fresh queue, real S3 -> SQS notifications for a bucket, and
-//! the queue's message counts. (The same few calls as the helpers inside
-//! `tests/it/sqs.rs`, which are private to that test module.)
+//! SQS on the test server: a fresh queue, real S3 -> SQS notifications for a bucket,
+//! messages sent by hand, and the queue's message counts. Shared by both test crates
+//! (`tests/it` includes this file); each uses a part of it.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -8,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::server::{self, block_on};
 
-fn sqs() -> aws_sdk_sqs::Client {
+pub fn client() -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::config::Builder::new()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
@@ -32,17 +33,29 @@ pub fn create(tag: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    block_on(sqs().create_queue().queue_name(name).send())
+    block_on(client().create_queue().queue_name(name).send())
         .unwrap()
         .queue_url()
         .unwrap()
         .to_string()
 }
 
-/// Messages in the queue, visible or held by a consumer.
-pub fn messages_in(queue_url: &str) -> usize {
+/// Sends a message body to the queue.
+pub fn send(queue_url: &str, body: &str) {
+    block_on(
+        client()
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send(),
+    )
+    .unwrap();
+}
+
+/// Messages in the queue: `(visible, held by a consumer)`.
+pub fn counts(queue_url: &str) -> (usize, usize) {
     let out = block_on(
-        sqs()
+        client()
             .get_queue_attributes()
             .queue_url(queue_url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
@@ -52,15 +65,23 @@ pub fn messages_in(queue_url: &str) -> usize {
     .unwrap();
     let attrs = out.attributes().unwrap();
     let get = |n: &QueueAttributeName| attrs.get(n).map_or(0, |v| v.parse::<usize>().unwrap());
-    get(&QueueAttributeName::ApproximateNumberOfMessages)
-        + get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+    (
+        get(&QueueAttributeName::ApproximateNumberOfMessages),
+        get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Messages in the queue, visible or held by a consumer.
+pub fn messages_in(queue_url: &str) -> usize {
+    let (visible, held) = counts(queue_url);
+    visible + held
 }
 
 /// S3 sends ObjectCreated notifications of `bucket` to the queue.
 pub fn notify_bucket(bucket: &str, queue_url: &str) {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     let arn = block_on(
-        sqs()
+        client()
             .get_queue_attributes()
             .queue_url(queue_url)
             .attribute_names(QueueAttributeName::QueueArn)
