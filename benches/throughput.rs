@@ -168,7 +168,7 @@ fn run_stage(stage: &str) {
             let encoder: Box<dyn Encoder> = if stage == "engine-msgpack" {
                 Box::new(MsgpackEncoder { metadata_key: None })
             } else {
-                Box::new(NdjsonEncoder { metadata_key: None })
+                Box::new(NdjsonEncoder::default())
             };
             let fallback = EventTime::from_parts(0, 0).unwrap();
             let t = Instant::now();

@@ -328,6 +328,10 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -911,6 +915,16 @@ pub struct FileError {
 /// Reads a settings file: YAML by extension (`.yaml`, `.yml`), TOML otherwise. A nested
 /// `sqs` table (`[sqs]` / `sqs:`) is the same as the dotted keys (`"sqs.queue_url"`).
 pub fn load_file(path: &Path) -> Result<Settings, FileError> {
+    load_file_with::<serde::de::IgnoredAny>(path, None).map(|(settings, _)| settings)
+}
+
+/// As [`load_file`], with one table that belongs to a front end rather than the engine
+/// (the command's `[http]` output): taken out before the engine's keys are read, and
+/// parsed into the front end's own type. Errors in it are prefixed with its name.
+pub fn load_file_with<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    table: Option<&str>,
+) -> Result<(Settings, Option<T>), FileError> {
     let fail = |at, message| FileError {
         path: path.to_path_buf(),
         at,
@@ -922,9 +936,9 @@ pub fn load_file(path: &Path) -> Result<Settings, FileError> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
     let parsed = if yaml {
-        settings_from_yaml(&text)
+        settings_from_yaml(&text, table)
     } else {
-        settings_from_toml(&text)
+        settings_from_toml(&text, table)
     };
     parsed.map_err(|(at, message)| fail(at, message))
 }
@@ -934,7 +948,10 @@ type FileProblem = (Option<(usize, usize)>, String);
 /// Key groups a settings file may write as a table (`[sqs]` then `queue_url = …`).
 const TABLES: [&str; 2] = ["sqs", "metrics"];
 
-fn settings_from_toml(text: &str) -> Result<Settings, FileProblem> {
+fn settings_from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    extra: Option<&str>,
+) -> Result<(Settings, Option<T>), FileProblem> {
     let problem = |mut e: toml::de::Error| {
         let at = e.span().map(|span| line_column(text, span.start));
         // Without its input, the error's text is the message (and the key path), not the
@@ -944,6 +961,14 @@ fn settings_from_toml(text: &str) -> Result<Settings, FileProblem> {
         (at, message)
     };
     let mut t: toml::Table = toml::from_str(text).map_err(problem)?;
+    let extra = match extra.and_then(|name| t.remove(name).map(|v| (name, v))) {
+        None => None,
+        Some((name, value)) => Some(
+            T::deserialize(value)
+                .map_err(problem)
+                .map_err(|(at, m)| (at, format!("in [{name}]: {m}")))?,
+        ),
+    };
     for table in TABLES {
         if let Some(toml::Value::Table(inner)) = t.remove(table) {
             for (k, val) in inner {
@@ -951,15 +976,31 @@ fn settings_from_toml(text: &str) -> Result<Settings, FileProblem> {
             }
         }
     }
-    Settings::deserialize(toml::Value::Table(t)).map_err(problem)
+    let settings = Settings::deserialize(toml::Value::Table(t)).map_err(problem)?;
+    Ok((settings, extra))
 }
 
-fn settings_from_yaml(text: &str) -> Result<Settings, FileProblem> {
+fn settings_from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    extra: Option<&str>,
+) -> Result<(Settings, Option<T>), FileProblem> {
     let problem = |e: serde_yaml_ng::Error| {
         let at = e.location().map(|l| (l.line(), l.column()));
         (at, without_positions(&e.to_string()))
     };
     let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(problem)?;
+    let taken = match (extra, v.as_mapping_mut()) {
+        (Some(name), Some(map)) => map.remove(name).map(|value| (name, value)),
+        _ => None,
+    };
+    let extra = match taken {
+        None => None,
+        Some((name, value)) => Some(
+            serde_yaml_ng::from_value::<T>(value)
+                .map_err(problem)
+                .map_err(|(at, m)| (at, format!("in {name}: {m}")))?,
+        ),
+    };
     for table in TABLES {
         if let Some(map) = v.as_mapping_mut()
             && let Some(serde_yaml_ng::Value::Mapping(inner)) = map.remove(table)
@@ -970,10 +1011,10 @@ fn settings_from_yaml(text: &str) -> Result<Settings, FileProblem> {
             }
         }
     }
-    serde_yaml_ng::from_value(v).map_err(problem)
+    let settings = serde_yaml_ng::from_value(v).map_err(problem)?;
+    Ok((settings, extra))
 }
 
-/// Line and column (from 1, in characters) of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
@@ -1025,7 +1066,8 @@ fn position_len(s: &str) -> usize {
 }
 
 /// Field deserializers that take a typed value (TOML) or its string form (Fluent Bit).
-mod de {
+/// Front ends with settings of their own (the command's `[http]`) use them too.
+pub(crate) mod de {
     use super::*;
 
     #[derive(Deserialize)]

@@ -17,6 +17,7 @@ pub mod log;
 pub mod object;
 pub mod observe;
 pub mod ops;
+pub mod output;
 pub mod pathexpr;
 pub mod read;
 pub mod timestamp;

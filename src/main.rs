@@ -1,10 +1,12 @@
 //! `cloudtrail-s3`: the engine as a command, writing one JSON event per line to stdout
-//! (for Vector's `exec` source, or a pipe).
+//! (for a pipe) or posting them to an HTTP receiver (Vector's acknowledged `http_server`
+//! source, a Sumo Logic HTTP source).
 //!
-//! A line counts as delivered once it is written and stdout is flushed; only then does the
-//! state move, so a restart repeats at most the batch being written when it stopped.
+//! On stdout a line counts as delivered once it is written and flushed; over HTTP once the
+//! receiver answered 2xx. Only then does the state move, so a restart repeats at most what
+//! was on its way when it stopped.
 
-use std::io::{ErrorKind, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,14 +14,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cloudtrail_s3::config::Secret;
 use cloudtrail_s3::encode::ndjson::NdjsonEncoder;
+use cloudtrail_s3::engine::StartError;
+use cloudtrail_s3::ledger::LedgerError;
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
-use cloudtrail_s3::{Engine, Settings};
+use cloudtrail_s3::output::http::settings::{HttpConfig, HttpSettings};
+use cloudtrail_s3::{Config, Engine};
 
 const USAGE: &str = "\
-cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines on stdout
+cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines, on stdout
+or posted to an HTTP receiver (the [http] table of the settings, or --http-url)
 
-Usage: cloudtrail-s3 --config FILE [--once] [-v | -q]
+Usage: cloudtrail-s3 --config FILE [--once] [--http-url URL] [--exit-with-parent] [-v | -q]
        cloudtrail-s3 --config FILE --check-config
        cloudtrail-s3 status --db FILE [--json]
        cloudtrail-s3 retry --db FILE (KEY... | --all-failed)
@@ -27,14 +34,21 @@ Usage: cloudtrail-s3 --config FILE [--once] [-v | -q]
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
                       Fluent Bit plugin's properties (see README)
-      --once          exit when everything the first scan found has been written
+      --once          exit when everything the first scan found has been delivered
+      --http-url URL  post the lines to URL (sets the [http] table's url); a batch
+                      counts as delivered when the receiver answers 2xx
+      --exit-with-parent
+                      stop (saving the state) when the parent process is gone: under
+                      a supervisor such as Vector's exec source, a supervisor killed
+                      alone must not leave this process holding the ledger
       --check-config  validate the settings and exit
   -v, --verbose       debug logging on stderr (or RUST_LOG=error|warn|info|debug)
   -q, --quiet         warnings and errors only
   -h, --help          this text
   -V, --version       the version
 
-SIGTERM or SIGINT: stop after the batch being written; the state is saved.
+SIGTERM or SIGINT: stop after the batch being written (over HTTP: once the requests on
+the wire are answered); the state is saved.
 A progress line (objects, events, bytes, rate) is drawn on stderr when it is a terminal.
 
 Exit codes: 0 done, stopped by a signal, or stdout closed by the reader;
@@ -59,6 +73,8 @@ struct Args {
     once: bool,
     check_only: bool,
     level: Level,
+    http_url: Option<Secret>,
+    exit_with_parent: bool,
 }
 
 enum Parsed {
@@ -70,6 +86,8 @@ fn parse_args() -> anyhow::Result<Parsed> {
     let mut config = None;
     let mut once = false;
     let mut check_only = false;
+    let mut http_url = None;
+    let mut exit_with_parent = false;
     let mut level = match std::env::var("RUST_LOG")
         .unwrap_or_default()
         .to_ascii_lowercase()
@@ -96,6 +114,10 @@ fn parse_args() -> anyhow::Result<Parsed> {
                 config = Some(PathBuf::from(args.next().context("--config needs a file")?));
             }
             "--once" => once = true,
+            "--http-url" => {
+                http_url = Some(Secret::new(args.next().context("--http-url needs a URL")?));
+            }
+            "--exit-with-parent" => exit_with_parent = true,
             "--check-config" => check_only = true,
             "-v" | "--verbose" => level = Level::Debug,
             "-q" | "--quiet" => level = Level::Warn,
@@ -108,13 +130,25 @@ fn parse_args() -> anyhow::Result<Parsed> {
         once,
         check_only,
         level,
+        http_url,
+        exit_with_parent,
     }))
 }
 
-/// Reads the settings file (see [`cloudtrail_s3::config::load_file`]); its errors name the
-/// file, line and column, never the file's text.
-fn load_settings(path: &Path) -> anyhow::Result<Settings> {
-    Ok(cloudtrail_s3::config::load_file(path)?)
+/// Reads and checks the settings file (the engine's keys and the `[http]` table); errors
+/// name the file, line and column or the key, never the file's text.
+fn load_settings(
+    path: &Path,
+    http_url: Option<Secret>,
+) -> anyhow::Result<(Config, Option<HttpConfig>)> {
+    let (settings, http) =
+        cloudtrail_s3::config::load_file_with::<HttpSettings>(path, Some("http"))?;
+    let mut http = http.unwrap_or_default();
+    if let Some(url) = http_url {
+        http.url = Some(url);
+    }
+    let http = http.validate()?;
+    Ok((settings.validate()?, http))
 }
 
 fn main() -> ExitCode {
@@ -132,7 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match load_settings(&args.config).and_then(|s| Ok(s.validate()?)) {
+    let (config, http) = match load_settings(&args.config, args.http_url.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cloudtrail-s3: {e:#}");
@@ -143,7 +177,7 @@ fn main() -> ExitCode {
         eprintln!("cloudtrail-s3: {} is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    match run(config, &args) {
+    match run(config, http, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloudtrail-s3: {e:#}");
@@ -152,7 +186,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
+fn run(config: Config, http: Option<HttpConfig>, args: &Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -160,36 +194,64 @@ fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
     let batch_bytes = config.batch_bytes;
     let encoder = Arc::new(NdjsonEncoder {
         metadata_key: config.metadata_key.clone(),
+        time_key: http.as_ref().and_then(|h| h.time_key.clone()),
     });
     let log = Logger::new(Arc::new(StderrSink(args.level)));
+    let parent_gone = Arc::new(AtomicBool::new(false));
+    if args.exit_with_parent {
+        watch_parent(stop.clone(), parent_gone.clone(), log.clone());
+    }
     let has_db = config.db.is_some();
-    let mut engine = Engine::start(config, encoder, log.clone())?;
-    let mut progress = Progress::new(std::io::stderr().is_terminal());
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let result = loop {
-        if stop.load(Ordering::Relaxed) {
-            log.info(format_args!("signal received; stopping"));
-            break Ok(());
-        }
-        if let Some(batch) = engine.take(batch_bytes, Duration::from_millis(200)) {
-            if !batch.bytes.is_empty() {
-                match out.write_all(&batch.bytes).and_then(|()| out.flush()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::BrokenPipe => {
-                        log.info(format_args!("stdout closed by the reader; stopping"));
-                        break Ok(());
-                    }
-                    Err(e) => break Err(anyhow::Error::new(e).context("writing to stdout")),
-                }
-            }
-            engine.commit(&batch.marks);
-            progress.add(batch.bytes.len());
-        } else if args.once && engine.is_idle() {
-            break Ok(());
-        }
-        progress.draw(&engine);
+    let Some(mut engine) = start_engine(config, encoder, &log, &stop)? else {
+        return Ok(());
     };
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let result = match http {
+        Some(http) => {
+            log.info(format_args!(
+                "http output: posting to {} (gzip {}, {} requests in flight, bodies of at most {} bytes); a batch is committed once answered 2xx",
+                http.display_url(),
+                if http.gzip { "on" } else { "off" },
+                http.max_in_flight,
+                http.max_body_bytes
+            ));
+            let acked = engine.observe().clone();
+            cloudtrail_s3::output::http::run(&engine, http, &stop, args.once, &mut |e| {
+                progress.set(acked.output.bytes_acked.load(Ordering::Relaxed));
+                progress.draw(e);
+            })
+            .map_err(anyhow::Error::new)
+        }
+        None => {
+            use cloudtrail_s3::output::stdout;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let ended = stdout::run(
+                &engine,
+                &mut out,
+                batch_bytes,
+                &stop,
+                args.once,
+                &mut |e, n| {
+                    progress.add(n);
+                    progress.draw(e);
+                },
+            );
+            match ended {
+                Ok(stdout::End::Stopped) => Ok(()),
+                Ok(stdout::End::ReaderGone) => {
+                    log.info(format_args!("stdout closed by the reader; stopping"));
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+            }
+        }
+    };
+    if stop.load(Ordering::Relaxed) && !parent_gone.load(Ordering::Relaxed) {
+        log.info(format_args!(
+            "signal received; stopping, with the state saved"
+        ));
+    }
     progress.finish();
     engine.shutdown();
     let s = engine.stats();
@@ -217,6 +279,70 @@ fn run(config: cloudtrail_s3::Config, args: &Args) -> anyhow::Result<()> {
     result
 }
 
+/// How long a new instance waits for the ledger while another process holds it: a
+/// supervisor (Vector) restarts the command while the old one may still be saving its
+/// state after its parent went away.
+const LEDGER_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts the engine, waiting up to [`LEDGER_WAIT`] for a ledger held by another process;
+/// `None` when stopped while waiting.
+fn start_engine(
+    config: Config,
+    encoder: Arc<NdjsonEncoder>,
+    log: &Logger,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<Engine>> {
+    let deadline = Instant::now() + LEDGER_WAIT;
+    let mut said = false;
+    loop {
+        match Engine::start(config.clone(), encoder.clone(), log.clone()) {
+            Ok(engine) => return Ok(Some(engine)),
+            Err(StartError::State(e @ LedgerError::InUse { .. })) if Instant::now() < deadline => {
+                if !said {
+                    log.warn(format_args!(
+                        "{e}; waiting up to {} s for it to be let go",
+                        LEDGER_WAIT.as_secs()
+                    ));
+                    said = true;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sets `stop` when the parent process is gone (this process was handed to another
+/// parent). Polled, since Linux's parent-death signal follows the parent *thread* that
+/// started us, and a supervisor's runtime may end that thread while the process lives on.
+fn watch_parent(stop: Arc<AtomicBool>, gone: Arc<AtomicBool>, log: Logger) {
+    let parent = std::os::unix::process::parent_id();
+    let thread_log = log.clone();
+    let spawned = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if std::os::unix::process::parent_id() != parent {
+                    thread_log.warn(format_args!(
+                        "the parent process (pid {parent}) is gone; stopping, with the state saved, so the supervisor's next instance takes over"
+                    ));
+                    gone.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log.error(format_args!(
+            "--exit-with-parent: cannot watch the parent: {e}"
+        ));
+    }
+}
+
 /// The progress line for long backfills at a terminal.
 struct Progress {
     on: bool,
@@ -238,6 +364,10 @@ impl Progress {
 
     fn add(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
+    }
+
+    fn set(&mut self, bytes: u64) {
+        self.bytes = bytes;
     }
 
     fn draw(&mut self, engine: &Engine) {

@@ -114,6 +114,27 @@ impl EventTime {
         let (secs, nanos) = parse_parts(text).ok_or(TimeError::Unreadable)?;
         Self::checked(secs, nanos)
     }
+
+    /// The time in UTC as RFC 3339, the way CloudTrail writes it (`2023-07-10T11:42:36Z`),
+    /// with a fraction only when there is one (`.5`, `.123456789`, trailing zeros cut).
+    pub fn to_rfc3339(self) -> String {
+        let days = i64::from(self.secs / 86_400);
+        let rem = self.secs % 86_400;
+        let (y, m, d) = civil_from_days(days);
+        let mut out = format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        );
+        if self.nanos > 0 {
+            let frac = format!("{:09}", self.nanos);
+            out.push('.');
+            out.push_str(frac.trim_end_matches('0'));
+        }
+        out.push('Z');
+        out
+    }
 }
 
 /// Seconds since the epoch (any sign) and nanoseconds of an RFC 3339 text.
@@ -233,6 +254,20 @@ mod tests {
 
     fn t(s: &str) -> Option<(u32, u32)> {
         EventTime::parse_rfc3339(s).map(|t| (t.secs(), t.nanos()))
+    }
+
+    #[test]
+    fn written_back_as_rfc3339() {
+        for text in [
+            "2023-07-10T11:42:36Z",
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.5Z",
+            "2106-02-07T06:28:13.123456789Z",
+        ] {
+            assert_eq!(EventTime::parse(text).unwrap().to_rfc3339(), text);
+        }
+        let t = EventTime::parse("2023-07-10T13:42:36.120+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2023-07-10T11:42:36.12Z");
     }
 
     #[test]

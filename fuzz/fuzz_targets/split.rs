@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let fallback = EventTime::from_parts(1, 0).unwrap();
     let object = ObjectRef::s3(&"b".into(), "k".into(), data.len() as u64, fallback);
     let msgpack = MsgpackEncoder { metadata_key: Some("m".into()) };
-    let ndjson = NdjsonEncoder { metadata_key: Some("m".into()) };
+    let ndjson = NdjsonEncoder { metadata_key: Some("m".into()), time_key: Some("t".into()) };
     let options = SplitOptions { skip: 0, fallback, max_event_bytes: 1 << 16 };
     let out = split(decode::open(data, 1 << 20), options, |e| {
         assert!(e.json.starts_with('{') && e.json.ends_with('}'), "{:?}", e.json);

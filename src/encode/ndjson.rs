@@ -3,7 +3,12 @@
 //! The event's own bytes are written as they are (CloudTrail writes compact JSON); only an
 //! event with a raw line break inside (pretty-printed input) is re-serialized, since a line
 //! break would split the record. The optional metadata object is spliced in as the last
-//! member, so the line stays one JSON object.
+//! member, and the optional time key as the first, so the line stays one JSON object.
+//!
+//! The time key is for receivers that find a message's time by themselves: Sumo Logic
+//! takes the first timestamp in a message, and a CloudTrail event can hold an earlier one
+//! before its `eventTime` (`additionalEventData`). With `time_key` the line starts with the
+//! event's own time, as Fluent Bit's `json_date_key` does for the plugin's samples.
 
 use std::io::Write;
 
@@ -12,8 +17,11 @@ use crate::object::ObjectRef;
 use crate::read::split::Event;
 
 /// Encodes events as newline-terminated JSON objects.
+#[derive(Debug, Clone, Default)]
 pub struct NdjsonEncoder {
     pub metadata_key: Option<String>,
+    /// When set, each line starts with this key holding the event's time (RFC 3339, UTC).
+    pub time_key: Option<String>,
 }
 
 impl Encoder for NdjsonEncoder {
@@ -25,6 +33,14 @@ impl Encoder for NdjsonEncoder {
     ) -> Result<(), String> {
         let text = event.json;
         let start = out.len();
+        if let Some(key) = &self.time_key {
+            out.push(b'{');
+            serde_json::to_writer(&mut *out, key).map_err(|e| e.to_string())?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, &event.time.to_rfc3339())
+                .map_err(|e| e.to_string())?;
+        }
+        let body = out.len();
         if text.contains(['\n', '\r']) {
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
             serde_json::to_writer(&mut *out, &value).map_err(|e| e.to_string())?;
@@ -33,6 +49,21 @@ impl Encoder for NdjsonEncoder {
             // parse, numbers in range included (as the msgpack path requires too).
             serde_json::from_str::<Checked>(text).map_err(|e| format!("invalid JSON: {e}"))?;
             out.extend_from_slice(text.as_bytes());
+        }
+        if self.time_key.is_some() {
+            // `{"time":"…"` then the event without its opening brace, and a comma unless
+            // the event is empty.
+            let Some(open) = out[body..].iter().position(|&b| b == b'{') else {
+                return Err("event is not a JSON object".into());
+            };
+            let rest = body + open + 1;
+            let empty = out[rest..]
+                .iter()
+                .all(|&b| b == b'}' || b.is_ascii_whitespace());
+            out.drain(body..rest);
+            if !empty {
+                out.insert(body, b',');
+            }
         }
         if let Some(key) = &self.metadata_key {
             // The event is an object (the splitter guarantees it): drop its closing brace.
@@ -123,6 +154,7 @@ mod tests {
         let mut out = Vec::new();
         NdjsonEncoder {
             metadata_key: meta.map(String::from),
+            time_key: None,
         }
         .encode(&event, &object, &mut out)
         .unwrap();
@@ -148,7 +180,7 @@ mod tests {
                 time: t,
             };
             let mut out = Vec::new();
-            let r = NdjsonEncoder { metadata_key: None }.encode(&event, &object, &mut out);
+            let r = NdjsonEncoder::default().encode(&event, &object, &mut out);
             assert!(r.is_err(), "{bad}");
         }
     }
@@ -156,6 +188,42 @@ mod tests {
     #[test]
     fn one_line_even_for_pretty_input() {
         assert_eq!(enc("{\n \"a\": 1\n}", None), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn time_key_first_then_the_event_then_metadata() {
+        let t = EventTime::parse("2023-07-10T11:42:36Z").unwrap();
+        let object = ObjectRef::s3(&"b".into(), "k".into(), 1, t);
+        let line = |json: &str, meta: Option<&str>| {
+            let mut out = b"prev\n".to_vec();
+            let encoder = NdjsonEncoder {
+                metadata_key: meta.map(String::from),
+                time_key: Some("timestamp".into()),
+            };
+            let event = Event {
+                index: 0,
+                json,
+                time: t,
+            };
+            encoder.encode(&event, &object, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            line(r#"{"eventTime":"2023-07-10T11:42:36Z","a":1}"#, None),
+            "prev\n{\"timestamp\":\"2023-07-10T11:42:36Z\",\"eventTime\":\"2023-07-10T11:42:36Z\",\"a\":1}\n"
+        );
+        assert_eq!(
+            line("{ }", None),
+            "prev\n{\"timestamp\":\"2023-07-10T11:42:36Z\" }\n"
+        );
+        assert_eq!(
+            line("{\n \"a\": 1\n}", Some("m")),
+            "prev\n{\"timestamp\":\"2023-07-10T11:42:36Z\",\"a\":1,\"m\":{\"bucket\":\"b\",\"key\":\"k\"}}\n"
+        );
+        for l in [line(r#"{"a":[{}]}"#, Some("m")), line("{}", Some("m"))] {
+            let v: serde_json::Value = serde_json::from_str(l.lines().nth(1).unwrap()).unwrap();
+            assert_eq!(v["timestamp"], "2023-07-10T11:42:36Z", "{l}");
+        }
     }
 
     #[test]

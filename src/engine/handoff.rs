@@ -50,6 +50,9 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     pub events: u64,
     pub marks: Vec<Mark>,
+    /// Where each mark's chunk ends in `bytes` (one per mark): an output that splits a
+    /// batch by object (per account and region) cuts there.
+    pub ends: Vec<usize>,
 }
 
 /// The queue is closed: the engine is shutting down.
@@ -120,6 +123,7 @@ impl Handoff {
         }
         let first = g.chunks.pop_front()?;
         let mut batch = Batch {
+            ends: vec![first.bytes.len()],
             bytes: first.bytes,
             events: first.events,
             marks: vec![first.mark],
@@ -134,6 +138,7 @@ impl Handoff {
             batch.bytes.extend_from_slice(&next.bytes);
             batch.events += next.events;
             batch.marks.push(next.mark);
+            batch.ends.push(batch.bytes.len());
         }
         g.bytes -= batch.bytes.len();
         drop(g);
@@ -191,6 +196,7 @@ mod tests {
         }
         let b = q.take(250, Duration::ZERO).unwrap();
         assert_eq!(b.bytes.len(), 200);
+        assert_eq!(b.ends, [100, 200]);
         assert_eq!(
             b.marks.iter().map(|m| &*m.id).collect::<Vec<_>>(),
             ["0", "1"]

@@ -389,6 +389,11 @@ impl Engine {
         &self.core.log
     }
 
+    /// What the engine observes, for a front end's output to add its own counts and health.
+    pub fn observe(&self) -> &Arc<Observe> {
+        &self.core.observe
+    }
+
     /// Stops every thread of the engine and saves the state. Records still queued are
     /// dropped; their objects resume from the last committed position on the next start.
     pub fn shutdown(&mut self) {
@@ -1227,6 +1232,7 @@ impl Core {
             "/metrics" => {
                 let mut out = String::with_capacity(8 << 10);
                 self.observe.metrics.render(&mut out);
+                self.observe.output.render(&mut out);
                 gauge(
                     &mut out,
                     "objects_in_flight",

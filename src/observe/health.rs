@@ -15,6 +15,9 @@ const FAILING: usize = 5;
 /// Seconds a taken batch may wait for its commit before commits count as stalled (Fluent
 /// Bit commits a second or two after a batch; the command at once).
 const STALLED: u32 = 120;
+/// Seconds an output's receiver may refuse or fail every request before it counts: a
+/// restart of the receiver or a short throttle is not worth a page.
+const OUTPUT_FAILING: u32 = 60;
 
 #[derive(Debug, Default)]
 struct Last {
@@ -43,6 +46,9 @@ struct State {
     commit: Last,
     /// When the oldest batch taken and not yet committed was taken.
     uncommitted_since: Option<u32>,
+    /// The output's receiver has failed or refused every request since then; the last
+    /// answer.
+    output_failing: Option<(u32, String)>,
 }
 
 /// What `/health` reports.
@@ -94,6 +100,18 @@ impl Health {
         }
     }
 
+    /// An output's request answered (`Ok`) or failed with its reason.
+    pub fn output(&self, now: u32, result: Result<(), String>) {
+        let mut s = self.state();
+        match result {
+            Ok(()) => s.output_failing = None,
+            Err(reason) => {
+                let since = s.output_failing.as_ref().map_or(now, |(at, _)| *at);
+                s.output_failing = Some((since, reason));
+            }
+        }
+    }
+
     /// A batch with marks was handed to the front end; its commit is expected soon.
     pub fn taken(&self, now: u32) {
         self.state().uncommitted_since.get_or_insert(now);
@@ -124,6 +142,14 @@ impl Health {
         }
         if let Some((at, reason)) = &s.commit.failed {
             out.push(format!("commits failing since {at}: {reason}"));
+        }
+        if let Some((since, reason)) = &s.output_failing
+            && now.saturating_sub(*since) > OUTPUT_FAILING
+        {
+            out.push(format!(
+                "output failing since {since} ({} s): {reason}",
+                now - since
+            ));
         }
         if let Some(since) = s.uncommitted_since
             && now.saturating_sub(since) > STALLED
@@ -181,5 +207,15 @@ mod tests {
         assert!(stalled[0].contains("commits stalled"), "{stalled:?}");
         h.commit(300, Ok(()));
         assert!(h.reasons_at(1000).is_empty());
+        h.output(1000, Err("503 Service Unavailable".into()));
+        h.output(1030, Err("429 Too Many Requests".into()));
+        assert!(h.reasons_at(1000 + OUTPUT_FAILING).is_empty());
+        let failing = h.reasons_at(1001 + OUTPUT_FAILING);
+        assert!(
+            failing[0].contains("output failing since 1000") && failing[0].contains("429"),
+            "{failing:?}"
+        );
+        h.output(1100, Ok(()));
+        assert!(h.reasons_at(2000).is_empty());
     }
 }

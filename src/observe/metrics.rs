@@ -67,25 +67,48 @@ impl Outcome {
 }
 
 /// Upper bounds of the commit-latency buckets, in seconds.
-const COMMIT_BOUNDS: [f64; 10] = [
+const COMMIT_BOUNDS: &[f64] = &[
     0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
 ];
 
+/// Upper bounds of the delivery-latency buckets (taken to acknowledged), in seconds: a
+/// receiver answers in milliseconds when well, minutes when it is down.
+const DELIVERY_BOUNDS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 /// A Prometheus histogram of durations.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
+    bounds: &'static [f64],
     /// Per bucket (not cumulative); the last one is `+Inf`.
-    counts: [AtomicU64; COMMIT_BOUNDS.len() + 1],
+    counts: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
 }
 
+impl Default for Histogram {
+    /// Buckets for ledger commits (sub-millisecond to a second).
+    fn default() -> Self {
+        Self::with_bounds(COMMIT_BOUNDS)
+    }
+}
+
 impl Histogram {
+    fn with_bounds(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, d: std::time::Duration) {
         let secs = d.as_secs_f64();
-        let i = COMMIT_BOUNDS
+        let i = self
+            .bounds
             .iter()
             .position(|b| secs <= *b)
-            .unwrap_or(COMMIT_BOUNDS.len());
+            .unwrap_or(self.bounds.len());
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(
             u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
@@ -102,13 +125,148 @@ impl Histogram {
         let mut total = 0;
         for (i, c) in self.counts.iter().enumerate() {
             total += c.load(Ordering::Relaxed);
-            let le = COMMIT_BOUNDS
+            let le = self
+                .bounds
                 .get(i)
                 .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {total}");
         }
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+    }
+}
+
+/// How one request to an output's receiver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// 2xx: the receiver has the batch.
+    Ok,
+    /// 408, 429, 5xx: tried again.
+    Transient,
+    /// Any other status (a setting to fix): tried again, slowly.
+    Refused,
+    /// No answer: refused connection, reset, timeout.
+    NoAnswer,
+}
+
+impl Answered {
+    const ALL: [Answered; 4] = [
+        Answered::Ok,
+        Answered::Transient,
+        Answered::Refused,
+        Answered::NoAnswer,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Answered::Ok => "ok",
+            Answered::Transient => "transient",
+            Answered::Refused => "refused",
+            Answered::NoAnswer => "no_answer",
+        }
+    }
+}
+
+/// An output that waits for its receiver's answer before the ledger moves (the command's
+/// `http` output): what it sent and what was acknowledged. Served only once an output
+/// says it is there, so the plugin's page carries no empty series.
+#[derive(Debug)]
+pub struct OutputMetrics {
+    pub enabled: std::sync::atomic::AtomicBool,
+    requests: [AtomicU64; 4],
+    /// Events and bytes (before compression) the receiver acknowledged.
+    pub events_acked: AtomicU64,
+    pub bytes_acked: AtomicU64,
+    /// Bytes sent on the wire, every attempt counted (after compression).
+    pub bytes_sent: AtomicU64,
+    /// Bytes (before compression) taken from the engine and not yet acknowledged.
+    pub bytes_waiting: AtomicU64,
+    /// From taking a batch to its acknowledgement.
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for OutputMetrics {
+    fn default() -> Self {
+        Self {
+            enabled: Default::default(),
+            requests: Default::default(),
+            events_acked: Default::default(),
+            bytes_acked: Default::default(),
+            bytes_sent: Default::default(),
+            bytes_waiting: Default::default(),
+            delivery_seconds: Histogram::with_bounds(DELIVERY_BOUNDS),
+        }
+    }
+}
+
+impl OutputMetrics {
+    pub fn request(&self, answered: Answered) {
+        let i = Answered::ALL
+            .iter()
+            .position(|a| *a == answered)
+            .unwrap_or(0);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that ended this way.
+    pub fn requests(&self, answered: Answered) -> u64 {
+        let i = Answered::ALL
+            .iter()
+            .position(|a| *a == answered)
+            .unwrap_or(0);
+        self.requests[i].load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self, out: &mut String) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cloudtrail_s3_output_requests_total requests to the output's receiver by outcome\n# TYPE cloudtrail_s3_output_requests_total counter"
+        );
+        for a in Answered::ALL {
+            let _ = writeln!(
+                out,
+                "cloudtrail_s3_output_requests_total{{outcome=\"{}\"}} {}",
+                a.name(),
+                self.requests(a)
+            );
+        }
+        for (name, value, help) in [
+            (
+                "output_events_acknowledged_total",
+                &self.events_acked,
+                "events the receiver acknowledged (then committed)",
+            ),
+            (
+                "output_bytes_acknowledged_total",
+                &self.bytes_acked,
+                "bytes the receiver acknowledged, before compression",
+            ),
+            (
+                "output_bytes_sent_total",
+                &self.bytes_sent,
+                "request bodies sent, every attempt, after compression",
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP cloudtrail_s3_{name} {help}\n# TYPE cloudtrail_s3_{name} counter\ncloudtrail_s3_{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        gauge(
+            out,
+            "output_bytes_unacknowledged",
+            "bytes taken for the receiver and not acknowledged yet, before compression",
+            self.bytes_waiting.load(Ordering::Relaxed),
+        );
+        self.delivery_seconds.render(
+            "cloudtrail_s3_output_delivery_seconds",
+            "from taking a batch to the receiver's acknowledgement",
+            out,
+        );
     }
 }
 
@@ -302,6 +460,18 @@ mod tests {
         m.commit_seconds.observe(Duration::from_secs(2));
         let mut out = String::new();
         m.render(&mut out);
+        let output = OutputMetrics::default();
+        output.request(Answered::Refused);
+        output.delivery_seconds.observe(Duration::from_secs(3));
+        let mut none = String::new();
+        output.render(&mut none);
+        assert!(none.is_empty(), "served before an output is there: {none}");
+        output.enabled.store(true, Ordering::Relaxed);
+        let mut page = String::new();
+        output.render(&mut page);
+        assert!(page.contains("cloudtrail_s3_output_requests_total{outcome=\"refused\"} 1\n"));
+        assert!(page.contains("cloudtrail_s3_output_delivery_seconds_bucket{le=\"2.5\"} 0\n"));
+        assert!(page.contains("cloudtrail_s3_output_delivery_seconds_bucket{le=\"5\"} 1\n"));
         assert!(
             out.contains("cloudtrail_s3_events_shipped_total 7\n"),
             "{out}"

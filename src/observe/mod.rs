@@ -8,7 +8,7 @@ pub mod serve;
 
 use freshness::Freshness;
 use health::Health;
-use metrics::Metrics;
+use metrics::{Metrics, OutputMetrics};
 
 /// Everything observed, shared by the engine's parts.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub struct Observe {
     pub metrics: Metrics,
     pub freshness: Freshness,
     pub health: Health,
+    /// Filled by a front end whose output waits for its receiver (the command's `http`).
+    pub output: OutputMetrics,
 }
 
 impl Observe {
@@ -24,6 +26,7 @@ impl Observe {
             metrics: Metrics::default(),
             freshness: Freshness::new(silence_alarm),
             health: Health::default(),
+            output: OutputMetrics::default(),
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn start_with(props: &[(&'static str, String)], sink: Arc<dyn LogSink>) -> E
     .unwrap();
     Engine::start(
         settings.validate().unwrap(),
-        Arc::new(NdjsonEncoder { metadata_key: None }),
+        Arc::new(NdjsonEncoder::default()),
         Logger::new(sink),
     )
     .unwrap()

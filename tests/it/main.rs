@@ -7,6 +7,7 @@ mod data;
 mod engine;
 mod faults;
 mod host;
+mod http_output;
 mod json;
 mod kill;
 mod ledger;
@@ -14,6 +15,9 @@ mod ops;
 mod plugin;
 #[path = "../real/queue.rs"]
 mod queue;
+#[allow(dead_code)]
+#[path = "../real/receiver.rs"]
+mod receiver;
 mod regressions;
 mod server;
 mod simulation;

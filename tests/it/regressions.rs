@@ -23,6 +23,7 @@ fn fuzz_regressions_replay_cleanly() {
         };
         let ndjson = NdjsonEncoder {
             metadata_key: Some("m".into()),
+            time_key: Some("t".into()),
         };
         let options = SplitOptions {
             skip: 0,

@@ -25,6 +25,8 @@ pub enum Answer {
     Slow(Duration),
     /// This status (e.g. 503): the body is not counted.
     Status(u16),
+    /// 429 with `Retry-After` of this many seconds: the body is not counted.
+    Throttle(u64),
 }
 
 /// One request answered 200.
@@ -180,6 +182,7 @@ fn serve(conn: TcpStream, answer: &Mutex<Answer>, state: &State) {
                 200
             }
             Answer::Status(s) => s,
+            Answer::Throttle(_) => 429,
         };
         if status == 200 {
             record(state, path, headers, &body);
@@ -187,8 +190,12 @@ fn serve(conn: TcpStream, answer: &Mutex<Answer>, state: &State) {
             state.rejected.fetch_add(1, Ordering::Relaxed);
         }
         let reason = if status == 200 { "OK" } else { "Error" };
+        let retry_after = match a {
+            Answer::Throttle(secs) => format!("Retry-After: {secs}\r\n"),
+            _ => String::new(),
+        };
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: {}\r\n\r\n",
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n{retry_after}Connection: {}\r\n\r\n",
             if close { "close" } else { "keep-alive" }
         );
         if out.write_all(head.as_bytes()).is_err() || close {
