@@ -25,7 +25,9 @@ pub enum Answer {
     Slow(Duration),
     /// This status (e.g. 503): the body is not counted.
     Status(u16),
-    /// 429 with `Retry-After` of this many seconds: the body is not counted.
+    /// 429 with `Retry-After` of this many seconds: the body is not counted (used by the
+    /// `it` tests of the command's http output, which include this file).
+    #[allow(dead_code)]
     Throttle(u64),
 }
 
