@@ -89,7 +89,10 @@ impl LogSink for StderrSink {
         self.0
     }
     fn write(&self, level: Level, message: &str) {
-        eprintln!("[{:>5}] {message}", level.as_str());
+        // Not eprintln!, which panics when stderr is gone (a supervisor that died holding
+        // the pipe's other end): a lost log line must never stop the shipper.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "[{:>5}] {message}", level.as_str());
     }
 }
 

@@ -180,7 +180,9 @@ fn main() -> ExitCode {
     match run(config, http, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cloudtrail-s3: {e:#}");
+            // stderr may be gone with a dead supervisor: no panic over a last line.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "cloudtrail-s3: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -327,11 +329,11 @@ fn watch_parent(stop: Arc<AtomicBool>, gone: Arc<AtomicBool>, log: Logger) {
             loop {
                 std::thread::sleep(Duration::from_millis(200));
                 if std::os::unix::process::parent_id() != parent {
+                    gone.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
                     thread_log.warn(format_args!(
                         "the parent process (pid {parent}) is gone; stopping, with the state saved, so the supervisor's next instance takes over"
                     ));
-                    gone.store(true, Ordering::Relaxed);
-                    stop.store(true, Ordering::Relaxed);
                     return;
                 }
             }

@@ -278,11 +278,11 @@ fn settings_are_checked_and_unknown_keys_named() {
 fn vector_sample_runs_this_command_with_flags_that_exist() {
     let text = std::fs::read_to_string(repo().join("conf/vector.yaml")).unwrap();
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let source = &doc["sources"]["cloudtrail"];
-    assert_eq!(source["type"].as_str(), Some("exec"));
-    assert_eq!(source["mode"].as_str(), Some("streaming"));
-    assert_eq!(source["decoding"]["codec"].as_str(), Some("json"));
-    let command: Vec<&str> = source["command"]
+    // The supervisor runs the command, which posts to the acknowledged http_server.
+    let supervisor = &doc["sources"]["cloudtrail_s3"];
+    assert_eq!(supervisor["type"].as_str(), Some("exec"));
+    assert_eq!(supervisor["mode"].as_str(), Some("streaming"));
+    let command: Vec<&str> = supervisor["command"]
         .as_sequence()
         .unwrap()
         .iter()
@@ -293,6 +293,17 @@ fn vector_sample_runs_this_command_with_flags_that_exist() {
     for flag in command.iter().filter(|a| a.starts_with('-')) {
         assert!(help.contains(flag), "{flag} is not a flag of cloudtrail-s3");
     }
+    assert!(command.contains(&"--exit-with-parent"));
+    let events = &doc["sources"]["cloudtrail"];
+    assert_eq!(events["type"].as_str(), Some("http_server"));
+    assert_eq!(events["decoding"]["codec"].as_str(), Some("json"));
+    let address = events["address"].as_str().unwrap();
+    let url = command[command.iter().position(|a| *a == "--http-url").unwrap() + 1];
+    assert_eq!(
+        url,
+        format!("http://{address}/"),
+        "the command posts to the source"
+    );
     let remap = &doc["transforms"]["cloudtrail_events"];
     assert_eq!(remap["type"].as_str(), Some("remap"));
     assert!(
@@ -310,4 +321,7 @@ fn vector_sample_runs_this_command_with_flags_that_exist() {
             .as_str()
             .is_some()
     );
+    // Acknowledged once on disk: a 200 to the command survives a kill of Vector.
+    assert_eq!(sink["acknowledgements"]["enabled"].as_bool(), Some(true));
+    assert_eq!(sink["buffer"]["type"].as_str(), Some("disk"));
 }

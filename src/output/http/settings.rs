@@ -21,6 +21,9 @@ const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 /// Vector's acknowledged `http_server` answers once its sink has the events: with a disk
 /// buffer in milliseconds, without one after the sink's own retries.
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// Twice Vector's disk-buffer flush interval (500 ms): an answer counts once what it
+/// answered for has surely reached the file.
+const DEFAULT_COMMIT_DELAY_MS: u64 = 1000;
 
 /// `[http]` as written. When `url` is set, the command posts its lines there instead of
 /// writing them to stdout.
@@ -52,6 +55,11 @@ pub struct HttpSettings {
     /// Seconds to wait for an answer before the request is tried again.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub timeout: Option<u64>,
+    /// Seconds between a batch's 2xx and its commit (default 1; 0 commits at once): for a
+    /// receiver that answers before what it holds is durable (Vector's disk buffer flushes
+    /// every 500 ms), so a crash of the receiver right after answering repeats, not loses.
+    #[serde(default, deserialize_with = "de::opt_secs")]
+    pub commit_delay: Option<u64>,
     /// When set, each line starts with this key holding the event's time (RFC 3339), so a
     /// receiver that takes a message's first timestamp (Sumo Logic) files it by eventTime.
     pub time_key: Option<String>,
@@ -125,6 +133,7 @@ pub struct HttpConfig {
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
     pub timeout: Duration,
+    pub commit_delay: Duration,
     pub time_key: Option<String>,
 }
 
@@ -148,6 +157,7 @@ impl HttpSettings {
                 || self.max_in_flight.is_some()
                 || self.max_body_bytes.is_some()
                 || self.timeout.is_some()
+                || self.commit_delay.is_some()
                 || self.time_key.is_some();
             if set {
                 return Err(bad(
@@ -246,6 +256,11 @@ impl HttpSettings {
         if !(1..=3600).contains(&timeout) {
             return Err(bad("http.timeout", "must be between 1 second and 1 hour"));
         }
+        let commit_delay = match self.commit_delay {
+            None => Duration::from_millis(DEFAULT_COMMIT_DELAY_MS),
+            Some(secs) if secs <= 60 => Duration::from_secs(secs),
+            Some(_) => return Err(bad("http.commit_delay", "must be between 0 and 60 seconds")),
+        };
         if self.time_key.as_deref() == Some("") {
             return Err(bad("http.time_key", "must not be empty"));
         }
@@ -259,6 +274,7 @@ impl HttpSettings {
             max_in_flight: max_in_flight as usize,
             max_body_bytes: max_body_bytes as usize,
             timeout: Duration::from_secs(timeout),
+            commit_delay,
             time_key: self.time_key,
         }))
     }
@@ -278,6 +294,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("timeout", &self.timeout)
+            .field("commit_delay", &self.commit_delay)
             .field("time_key", &self.time_key)
             .finish()
     }
