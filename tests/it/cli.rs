@@ -274,6 +274,49 @@ fn settings_are_checked_and_unknown_keys_named() {
     assert_eq!(out.status.code(), Some(0), "the sample settings are valid");
 }
 
+/// The Sumo Logic sample is valid as shipped, and checking it never prints the token its
+/// URL holds (the path of a Sumo Logic HTTP source URL is the credential).
+#[test]
+fn sumo_sample_is_valid_and_its_token_never_printed() {
+    let text = std::fs::read_to_string(repo().join("conf/cloudtrail-s3-sumo.toml")).unwrap();
+    let token = "REPLACE_WITH_YOUR_TOKEN";
+    assert!(text.contains(token));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "ZaVnC4dhaV1-secret-token-0123456789";
+    let run = |text: &str, extra: &[&str]| {
+        let path = dir.path().join("sumo.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["--check-config", "--config"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    let filled = text.replace(token, secret);
+    let (code, out) = run(&filled, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(secret), "the token was printed: {out}");
+    // A mistake beside the URL: the error names the key, never the token.
+    let broken = filled.replace("compress = \"gzip\"", "compress = \"zstd-max\"");
+    assert_ne!(broken, filled);
+    let (code, out) = run(&broken, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("compress"), "{out}");
+    assert!(!out.contains(secret), "the token was printed: {out}");
+    // A URL that does not parse is refused without echoing it.
+    let bad_url = filled.replace("https://", "https//");
+    let (code, out) = run(&bad_url, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(!out.contains(secret), "the token was printed: {out}");
+}
+
 #[test]
 fn vector_sample_runs_this_command_with_flags_that_exist() {
     let text = std::fs::read_to_string(repo().join("conf/vector.yaml")).unwrap();
