@@ -10,10 +10,8 @@
 //!
 //! Several requests are in flight at once, but batches are committed strictly in the order
 //! they were taken: an object's later events never commit before its earlier ones. A
-//! delivered batch is committed `http.commit_delay` (1 s) after its answer: Vector answers
-//! once a record is in its disk buffer's writer, which reaches the file only at its next
-//! flush (every 500 ms), so a Vector killed right after answering loses what it answered
-//! for; measured with the real Vector 0.56 (README, "Vector"). While the
+//! delivered batch is committed at once, or `http.commit_delay` after its answer for a
+//! receiver that answers before what it holds is durable. While the
 //! receiver fails, nothing new is taken, so the engine's bounded queue fills and downloads
 //! stop: memory stays at `buffer_bytes` plus the bodies in flight.
 
