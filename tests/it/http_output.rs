@@ -163,9 +163,6 @@ fn sigkill_at_random_points_loses_nothing() {
         seen.len()
     );
     assert_eq!(seen.len(), EVENTS, "events lost");
-    // At most the requests in flight (4 x 64K, about 200 events) per kill.
-    assert!(
-        repeats <= KILLS * 4 * 64 * 1024 / 1000,
-        "{repeats} repeated"
-    );
+    // At most the requests in flight (4 x 64K; no bundled event is under 650 bytes) per kill.
+    assert!(repeats <= KILLS * 4 * 64 * 1024 / 650, "{repeats} repeated");
 }
