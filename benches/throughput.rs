@@ -18,6 +18,10 @@ mod host;
 #[allow(dead_code)]
 mod server;
 
+#[path = "../tests/real/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -544,6 +548,143 @@ fn external(stage: &str, script: &str, events: u64, json_bytes: u64, note: &str)
     Some(r)
 }
 
+/// The command posting to a loopback receiver (in this process: it gunzips each body and
+/// keeps every line), settings as in `conf/cloudtrail-s3-sumo.toml`: 1 MB bodies, gzip,
+/// one account and region per request, committed as soon as answered.
+fn cli_http(cli: &Path, events: u64, json_bytes: u64) -> Option<Result> {
+    let rx = receiver::Receiver::start();
+    let settings = repo().join("target/bench-cli-http.toml");
+    let db = repo().join("target/bench-cli-http.db");
+    let _ = std::fs::remove_file(&db);
+    std::fs::write(
+        &settings,
+        format!(
+            "dir = {:?}\nstart_time = \"2023-07-01T00:00:00Z\"\ndb = {:?}\n\
+             [http]\nurl = {:?}\nmax_body_bytes = \"1M\"\ncommit_delay = 0\n\
+             [http.headers]\n\"X-Sumo-Fields\" = \"account={{account}},region={{region}}\"\n",
+            corpus_dir().to_str().unwrap(),
+            db.to_str().unwrap(),
+            rx.url("/receiver/v1/http/bench"),
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "{} -q --once --config {}",
+        cli.display(),
+        settings.display()
+    );
+    let r = external(
+        "cli-http",
+        &script,
+        events,
+        json_bytes,
+        "cloudtrail-s3 --once posting to a loopback receiver: gzip, 1 MB bodies, 4 in flight",
+    )?;
+    let got = rx.line_count() as u64;
+    if got != events {
+        eprintln!("cli-http: the receiver got {got} events of {events}");
+        return None;
+    }
+    let requests = rx.requests().len();
+    let mut r = r;
+    r.note = format!("{}; {requests} requests", r.note);
+    Some(r)
+}
+
+/// `conf/vector.yaml` in a real Vector (changed only in its data_dir and port): the command
+/// posts to the `http_server` source, which answers once the `http` sink delivered to a
+/// loopback receiver. Timed from Vector's start to the last event at the receiver; peak
+/// RSS is Vector's own (the command's is the cli-http row's).
+fn vector_acked(vector: &Path, cli: &Path, events: u64, json_bytes: u64) -> Option<Result> {
+    let rx = receiver::Receiver::start();
+    let work = repo().join("target/bench-vector");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("data")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sample = std::fs::read_to_string(repo().join("conf/vector.yaml")).unwrap();
+    let yaml = sample
+        .replace("127.0.0.1:8687", &format!("127.0.0.1:{port}"))
+        .replace(
+            "data_dir: /var/lib/vector",
+            &format!("data_dir: {}", work.join("data").display()),
+        );
+    std::fs::write(work.join("vector.yaml"), yaml).unwrap();
+    let settings = work.join("cloudtrail-s3.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "dir = {:?}\nstart_time = \"2023-07-01T00:00:00Z\"\ndb = {:?}\n",
+            corpus_dir().to_str().unwrap(),
+            work.join("state.db").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        cli.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let t = Instant::now();
+    let mut child = Command::new(vector)
+        .arg("--config")
+        .arg(work.join("vector.yaml"))
+        .env("PATH", path)
+        .env("SUMO_HTTP_URL", rx.url("/receiver/v1/http/bench"))
+        .env("CLOUDTRAIL_S3_CONFIG", &settings)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("vector.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut peak_kb = 0;
+    while (rx.line_count() as u64) < events && Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "vector-acked: Vector exited ({status}): see {}",
+                work.join("vector.log").display()
+            );
+            return None;
+        }
+        peak_kb = peak_kb.max(vm_hwm_kb(child.id()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t.elapsed();
+    peak_kb = peak_kb.max(vm_hwm_kb(child.id()));
+    // SAFETY: kill(2) with a pid of our own child, which has not been reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let got = rx.line_count() as u64;
+    if got != events {
+        eprintln!("vector-acked: the receiver got {got} events of {events} in 600 s");
+        return None;
+    }
+    let mut r = result(
+        "vector-acked",
+        events,
+        json_bytes,
+        secs,
+        "conf/vector.yaml: command -> http_server, answered once the http sink delivered to loopback; Vector's RSS",
+    );
+    r.peak_rss_kb = peak_kb;
+    Some(r)
+}
+
+/// A process's peak resident set (`VmHWM`), 0 when it cannot be read.
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -641,6 +782,19 @@ fn main() {
             json_bytes,
             "cloudtrail-s3 --once > /dev/null, 4 workers",
         ));
+    }
+    if wanted("cli-http") && cli.exists() {
+        eprintln!("running cli-http...");
+        results.extend(cli_http(&cli, events, json_bytes));
+    }
+    if wanted("vector") && cli.exists() {
+        match std::env::var_os("VECTOR") {
+            Some(vector) => {
+                eprintln!("running vector-acked...");
+                results.extend(vector_acked(Path::new(&vector), &cli, events, json_bytes));
+            }
+            None => eprintln!("vector-acked: skipped (set VECTOR to a Vector binary)"),
+        }
     }
     if wanted("jq") && have("jq") {
         eprintln!("running jq...");
