@@ -1,6 +1,7 @@
 //! Events to the front end's wire format: msgpack records for Fluent Bit, JSON lines for
 //! the command. Encoders never touch state.
 
+pub mod big_numbers;
 pub mod msgpack;
 pub mod ndjson;
 

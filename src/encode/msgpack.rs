@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::encode::Encoder;
+use crate::encode::{Encoder, big_numbers};
 use crate::object::{ObjectMeta, ObjectRef};
 use crate::read::split::Event;
 use crate::timestamp::EventTime;
@@ -29,8 +29,14 @@ impl Encoder for MsgpackEncoder {
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
         write_header(event.time, out);
+        let body = out.len();
         let extra = self.metadata_key.as_deref().map(|k| (k, object.meta()));
-        transcode_object(event.json, extra, out)
+        transcode_object(event.json, extra, out).or_else(|e| {
+            // A number msgpack cannot hold: the event goes with it as its JSON text.
+            let json = big_numbers::quoted(event.json).ok_or(e)?;
+            out.truncate(body);
+            transcode_object(&json, extra, out)
+        })
     }
 }
 
@@ -287,6 +293,25 @@ mod tests {
         assert_eq!(tx(r#"{"f":1.5}"#)[3], 0xcb);
         assert_eq!(tx(r#"{"b":-200}"#)[3..], [0xd1, 0xff, 0x38]);
         assert_eq!(tx(r#"{"u":18446744073709551615}"#)[3], 0xcf);
+    }
+
+    #[test]
+    fn numbers_beyond_f64_go_as_their_text() {
+        let t = EventTime::from_parts(7, 0).unwrap();
+        let object = ObjectRef::file("x".into(), "x".into(), 0, t);
+        let event = Event {
+            index: 0,
+            json: r#"{"a":1e400,"b":1}"#,
+            time: t,
+        };
+        let mut out = Vec::new();
+        MsgpackEncoder { metadata_key: None }
+            .encode(&event, &object, &mut out)
+            .unwrap();
+        let record = rmpv::decode::read_value(&mut &out[..]).unwrap();
+        assert_eq!(record[1]["a"].as_str(), Some("1e400"));
+        assert_eq!(record[1]["b"].as_u64(), Some(1));
+        assert!(transcode_object(r#"{"a":1e400}"#, None, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use crate::encode::Encoder;
+use crate::encode::{Encoder, big_numbers};
 use crate::object::ObjectRef;
 use crate::read::split::Event;
 
@@ -26,6 +26,28 @@ pub struct NdjsonEncoder {
 
 impl Encoder for NdjsonEncoder {
     fn encode(
+        &self,
+        event: &Event<'_>,
+        object: &ObjectRef,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let start = out.len();
+        self.encode_text(event, object, out).or_else(|e| {
+            // A number no JSON reader on the way can hold: the event goes with it as its
+            // JSON text, never left out.
+            let json = big_numbers::quoted(event.json).ok_or(e)?;
+            out.truncate(start);
+            let event = Event {
+                json: &json,
+                ..*event
+            };
+            self.encode_text(&event, object, out)
+        })
+    }
+}
+
+impl NdjsonEncoder {
+    fn encode_text(
         &self,
         event: &Event<'_>,
         object: &ObjectRef,
@@ -173,7 +195,7 @@ mod tests {
     fn refuses_what_a_json_reader_would_refuse() {
         let t = EventTime::from_parts(1, 0).unwrap();
         let object = ObjectRef::s3(&"b".into(), "k".into(), 1, t);
-        for bad in [r#"{"a":1e999}"#, r#"{"a" 1}"#, r#"{"a":[1}"#] {
+        for bad in [r#"{"a" 1}"#, r#"{"a":[1}"#, r#"{"a":1e999,"b"}"#] {
             let event = Event {
                 index: 0,
                 json: bad,
@@ -183,6 +205,18 @@ mod tests {
             let r = NdjsonEncoder::default().encode(&event, &object, &mut out);
             assert!(r.is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn numbers_beyond_f64_go_as_their_text() {
+        assert_eq!(
+            enc(r#"{"a":1e999,"b":[2]}"#, None),
+            "{\"a\":\"1e999\",\"b\":[2]}\n"
+        );
+        assert_eq!(
+            enc("{\n \"a\": -1e999\n}", Some("src")),
+            "{\"a\":\"-1e999\",\"src\":{\"bucket\":\"b\",\"key\":\"k/x.json.gz\"}}\n"
+        );
     }
 
     #[test]

@@ -328,3 +328,26 @@ fn a_large_scan_is_a_backfill_with_progress_and_an_end() {
     }
     assert_eq!(engine.backfill(), None);
 }
+
+/// A valid event holding a number beyond f64's range (`1e400`) ships with that number as
+/// its JSON text: before, it was logged as unencodable and the object marked done past it,
+/// so the event never shipped.
+#[test]
+fn an_event_with_a_number_beyond_f64_ships_with_it_as_text() {
+    let bucket = server::bucket("bignum");
+    let key = "AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10/big-number.json.gz";
+    let json = r#"{"Records":[{"eventID":"a","eventTime":"2023-07-10T00:00:00Z"},{"eventID":"b","eventTime":"2023-07-10T00:00:01Z","responseElements":{"size":1e400,"n":-1E+999}},{"eventID":"c","eventTime":"2023-07-10T00:00:02Z"}]}"#;
+    server::put(&bucket, key, data::gzip(json.as_bytes()));
+    let mut props = s3_props(&bucket);
+    props.push(("workers", "1".to_string()));
+    let (engine, _lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.stats().objects_done == 1
+    });
+    let ids: Vec<&str> = events.iter().map(|e| e.str("eventID").unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let b = events[1].get("responseElements").unwrap();
+    assert_eq!(b.str("size"), Some("1e400"));
+    assert_eq!(b.str("n"), Some("-1E+999"));
+    assert_eq!(engine.stats().events_unencodable, 0);
+}
