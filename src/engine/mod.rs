@@ -551,6 +551,7 @@ impl Core {
         let opened = match opened {
             Ok(opened) => opened,
             Err(e @ (FetchError::Transient(_) | FetchError::Denied(_))) => {
+                let denied = matches!(e, FetchError::Denied(_));
                 let (backoff, reason) = match e {
                     FetchError::Denied(r) => (self.config.denied_backoff, r),
                     FetchError::Transient(r) | FetchError::Permanent(r) => {
@@ -561,6 +562,10 @@ impl Core {
                     .ledger
                     .release(&object.id, &reason, backoff, EventTime::now().secs())
                 {
+                    // A denied read is a permission or setting to fix: error level.
+                    Ok(wait) if denied => self
+                        .log
+                        .error(format_args!("{object}: {reason}; tried again in {wait} s")),
                     Ok(wait) => self
                         .log
                         .warn(format_args!("{object}: {reason}; tried again in {wait} s")),

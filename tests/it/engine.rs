@@ -13,8 +13,16 @@ use crate::data;
 use crate::json::J;
 use crate::server::{self, s3_props};
 
+/// Log messages as written, and the errors among them.
 #[derive(Default)]
-pub struct Lines(pub Mutex<Vec<String>>);
+pub struct Lines(pub Mutex<Vec<String>>, pub Mutex<Vec<String>>);
+
+impl Lines {
+    /// The messages logged at error level.
+    pub fn errors(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
+    }
+}
 
 impl LogSink for Lines {
     fn max_level(&self) -> Level {
@@ -23,6 +31,9 @@ impl LogSink for Lines {
     fn write(&self, level: Level, message: &str) {
         eprintln!("[{}] {message}", level.as_str());
         self.0.lock().unwrap().push(message.to_string());
+        if level == Level::Error {
+            self.1.lock().unwrap().push(message.to_string());
+        }
     }
 }
 
