@@ -192,6 +192,9 @@ pub struct Received {
     pub receipt: String,
     pub body: String,
     pub receive_count: u32,
+    /// When SQS took the message (`SentTimestamp`), in Unix seconds: dates a notification
+    /// that carries no time of its own (CloudTrail's).
+    pub sent: Option<u32>,
 }
 
 impl Queue {
@@ -225,6 +228,7 @@ impl Queue {
             .wait_time_seconds(self.config.wait_time.as_secs() as i32)
             .visibility_timeout(self.config.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await;
         let now = crate::timestamp::EventTime::now().secs();
@@ -249,6 +253,11 @@ impl Queue {
                                 })
                                 .and_then(|c| c.parse().ok())
                                 .unwrap_or(1),
+                            sent: m
+                                .attributes()
+                                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                                .and_then(|ms| ms.parse::<u64>().ok())
+                                .and_then(|ms| u32::try_from(ms / 1000).ok()),
                         })
                     })
                     .collect())

@@ -946,9 +946,13 @@ impl Core {
                     Ok(None)
                 )
             {
+                // CloudTrail's own notification carries no time: the message's SQS
+                // `SentTimestamp` dates it. Undated, it ships: a repeat, never a loss.
                 let recent = a
                     .time
-                    .is_some_and(|t| t.secs() >= now.saturating_sub(lookback));
+                    .map(|t| t.secs())
+                    .or(m.sent)
+                    .is_none_or(|t| t >= now.saturating_sub(lookback));
                 if !recent {
                     Metrics::add(&self.observe.metrics.notices_behind, 1);
                     self.log.warn(format_args!(

@@ -327,3 +327,68 @@ fn hybrid_listing_catches_a_notification_that_never_came() {
         messages_in(&q) == 0
     });
 }
+
+/// Hybrid mode, an object that lands days late in a day folder the listing has left behind
+/// (below its watermark less the lookback), announced by CloudTrail's own notification
+/// (`s3Bucket`/`s3ObjectKey`, inside SNS), which carries no time: it ships. Before, the
+/// missing time counted as "older than the lookback" and the object was taken as shipped,
+/// never read. The message's SQS `SentTimestamp` now dates it; a notice with no date at
+/// all ships too (a repeat is better than a loss).
+#[test]
+fn hybrid_ships_a_late_object_announced_by_cloudtrails_notification() {
+    let bucket = server::bucket("sqs-late");
+    let q = queue("late");
+    let day = |days_ago: i64| {
+        let d = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+        (
+            format!("{:04}/{:02}/{:02}", d.year(), u8::from(d.month()), d.day()),
+            format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()),
+        )
+    };
+    let key = |days_ago: i64, name: &str| {
+        let (path, compact) = day(days_ago);
+        format!(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/{path}/111122223333_CloudTrail_us-east-1_{compact}T0000Z_{name}.json.gz"
+        )
+    };
+    let objects = data::objects();
+    let (a, b, late) = (&objects[0], &objects[1], &objects[2]);
+    server::put(&bucket, &key(1, "a"), a.gz.clone());
+    server::put(&bucket, &key(0, "b"), b.gz.clone());
+    let mut props = sqs_props(&q, &[]);
+    props.push(("bucket", bucket.clone()));
+    let (engine, _) = start(&props);
+    let listed = a.events().len() + b.events().len();
+    let mut events = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.is_idle() && e.stats().events as usize >= listed
+    });
+    // Two more scans: the first after both finished moves the watermark to today, so
+    // later scans list from two days back (the lookback) and never see the late object.
+    let scans = engine.stats().scans;
+    wait_for("two more scans", Duration::from_secs(30), || {
+        engine.stats().scans >= scans + 2
+    });
+    // Five days back: behind the listing's horizon (today's watermark less 2 days).
+    let late_key = key(5, "late");
+    server::put(&bucket, &late_key, late.gz.clone());
+    let cloudtrail = serde_json::json!({"s3Bucket": bucket, "s3ObjectKey": [late_key]});
+    let sns = serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "5e3f4c1a-0000-0000-0000-000000000001",
+        "TopicArn": "arn:aws:sns:us-east-1:111122223333:cloudtrail",
+        "Message": cloudtrail.to_string(),
+    });
+    send(&q, &sns.to_string());
+    let want = listed + late.events().len();
+    events.extend(drain_until(&engine, Duration::from_secs(60), |e| {
+        e.stats().events as usize >= want
+    }));
+    let seen = count_ids(events.iter());
+    for id in ids_of(late) {
+        assert_eq!(seen.get(&id), Some(&1), "late event {id}");
+    }
+    assert_eq!((events.len(), seen.len()), (want, want));
+    wait_for("the message deleted", Duration::from_secs(30), || {
+        messages_in(&q) == 0
+    });
+}
