@@ -16,7 +16,9 @@
 //! * a watermark never passes a listed object that is not finished, nor the day after today;
 //! * finished entries are forgotten behind the lookback: the ledger stays the lookback's size.
 //!
-//! `SIM_SEEDS=n` runs n seeds (default 10,000); `SIM_SEED=s` replays one, printing its steps.
+//! `SIM_SEEDS=n` runs n seeds (default 4,000, spread over the cores: about a minute and a
+//! half of a 2-core machine in the debug build; run 10,000 or more by hand after changing the
+//! ledger or discovery); `SIM_SEED=s` replays one, printing its steps.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -675,19 +677,57 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn seeded_schedules_keep_the_delivery_promises() {
-    let dir = if Path::new("/dev/shm").is_dir() {
+/// A scratch folder for the ledgers, in memory when the machine has one.
+fn scratch() -> tempfile::TempDir {
+    if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
         tempfile::tempdir().unwrap()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Totals of the seeds one thread ran, and the first seed that failed with its error.
+#[derive(Default)]
+struct Tally {
+    crashes: u64,
+    stops: u64,
+    events: u64,
+    failed: Option<(u64, String)>,
+}
+
+/// Runs the seeds `first, first + step, ...` below `seeds`, stopping at the first failure.
+fn run_seeds(first: u64, step: u64, seeds: u64) -> Tally {
+    let dir = scratch();
+    let rt = runtime();
+    let mut tally = Tally::default();
+    for seed in (first..seeds).step_by(step as usize) {
+        match run_seed(seed, dir.path(), &rt, false) {
+            (Ok(()), out) => {
+                tally.crashes += u64::from(out.crashes);
+                tally.stops += u64::from(out.stops);
+                tally.events += out.delivered.values().map(|n| u64::from(*n)).sum::<u64>();
+            }
+            (Err(e), _) => {
+                tally.failed = Some((seed, e));
+                break;
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn seeded_schedules_keep_the_delivery_promises() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        let (result, out) = run_seed(seed, dir.path(), &rt, true);
+        let dir = scratch();
+        let (result, out) = run_seed(seed, dir.path(), &runtime(), true);
         for line in &out.trace {
             eprintln!("{line}");
         }
@@ -697,23 +737,31 @@ fn seeded_schedules_keep_the_delivery_promises() {
     let seeds: u64 = std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(4_000);
+    // Seeds are independent: one thread per core, each with its own ledger folder.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let started = Instant::now();
-    let (mut crashes, mut stops, mut events) = (0u64, 0u64, 0u64);
-    for seed in 0..seeds {
-        match run_seed(seed, dir.path(), &rt, false) {
-            (Ok(()), out) => {
-                crashes += u64::from(out.crashes);
-                stops += u64::from(out.stops);
-                events += out.delivered.values().map(|n| u64::from(*n)).sum::<u64>();
-            }
-            (Err(e), _) => panic!(
-                "seed {seed}: {e}\nreplay with: SIM_SEED={seed} cargo test --test it -- simulation --nocapture"
-            ),
-        }
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| s.spawn(move || run_seeds(i, threads, seeds)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    if let Some((seed, e)) = tallies
+        .iter()
+        .filter_map(|t| t.failed.clone())
+        .min_by_key(|f| f.0)
+    {
+        panic!(
+            "seed {seed}: {e}\nreplay with: SIM_SEED={seed} cargo test --test it -- simulation --nocapture"
+        );
     }
+    let sum = |f: fn(&Tally) -> u64| tallies.iter().map(f).sum::<u64>();
     eprintln!(
-        "simulation: {seeds} seeds in {:.1} s: {events} events delivered, {crashes} crashes, {stops} graceful stops",
-        started.elapsed().as_secs_f64()
+        "simulation: {seeds} seeds on {threads} threads in {:.1} s: {} events delivered, {} crashes, {} graceful stops",
+        started.elapsed().as_secs_f64(),
+        sum(|t| t.events),
+        sum(|t| t.crashes),
+        sum(|t| t.stops),
     );
 }
