@@ -12,9 +12,13 @@
 //!   a backoff and be tried again, until it has been received `max_receive_count` times;
 //!   then it is quarantined (logged with bucket, key and reason, kept in the state) and
 //!   deleted only if `delete_quarantined` is set, else left for the queue's redrive policy;
-//! * a transient failure (throttling, a timeout, access denied): kept held, its visibility
-//!   extended, while the object is retried from the ledger on its backoff (handing it back
-//!   would count a receive per retry and send it to the dead-letter queue during an outage);
+//! * an object that will be retried (throttling, a timeout, access denied): the ledger owns
+//!   its retry, on its backoff, so the message does not wait for it. With a ledger file the
+//!   message is deleted once the ledger has the object durably ("entrusted"): a held message
+//!   takes one of `max_messages_in_flight` slots, so holding messages for objects that stay
+//!   denied (one account's KMS key) would stall every other account on the queue. With the
+//!   ledger in memory only, the message is parked instead: handed back with a visibility
+//!   timeout as long as the object's backoff, so it comes back when the retry is due;
 //! * an unknown body: logged with its message id and left alone (redrive policy).
 
 use std::collections::{HashMap, HashSet};
@@ -39,8 +43,18 @@ pub struct Held {
     pending: HashSet<Arc<str>>,
     /// Objects that failed for good, with the reason.
     failed: Vec<(Arc<str>, String)>,
+    /// Objects the ledger retries on its own (a transient failure or a denied read), with
+    /// the seconds until their next try.
+    entrusted: Vec<(Arc<str>, u32)>,
     receive_count: u32,
     extended_at: Instant,
+}
+
+impl Held {
+    /// Objects the ledger retries on its own, which the message no longer waits for.
+    pub fn entrusted(&self) -> usize {
+        self.entrusted.len()
+    }
 }
 
 /// What to do with a message whose objects are all finished (or one was abandoned).
@@ -51,6 +65,20 @@ pub enum Verdict {
     Retry(Held, Duration),
     /// Received too often with failures: quarantine.
     Quarantine(Held),
+    /// Some objects wait in the ledger for a retry, the rest are shipped: make the ledger's
+    /// record of them durable, then delete the message.
+    Entrust(Held),
+}
+
+impl Verdict {
+    pub fn held(&self) -> &Held {
+        match self {
+            Verdict::Delete(h)
+            | Verdict::Retry(h, _)
+            | Verdict::Quarantine(h)
+            | Verdict::Entrust(h) => h,
+        }
+    }
 }
 
 /// The messages held by this consumer, by the objects they wait for.
@@ -58,13 +86,17 @@ pub enum Verdict {
 pub struct Tracker {
     held: HashMap<String, Held>,
     max_receive_count: u32,
+    /// Whether the ledger survives a restart (a file): only then may a message whose
+    /// objects wait for a retry be deleted.
+    durable_ledger: bool,
 }
 
 impl Tracker {
-    pub fn new(max_receive_count: u32) -> Self {
+    pub fn new(max_receive_count: u32, durable_ledger: bool) -> Self {
         Self {
             held: HashMap::new(),
             max_receive_count,
+            durable_ledger,
         }
     }
 
@@ -90,6 +122,7 @@ impl Tracker {
             receipt,
             pending,
             failed,
+            entrusted: Vec::new(),
             receive_count,
             extended_at: Instant::now(),
         };
@@ -108,6 +141,7 @@ impl Tracker {
             receipt,
             pending: HashSet::new(),
             failed: Vec::new(),
+            entrusted: Vec::new(),
             receive_count,
             extended_at: Instant::now(),
         };
@@ -115,28 +149,47 @@ impl Tracker {
     }
 
     fn verdict(&self, held: Held) -> Verdict {
-        if held.failed.is_empty() {
-            Verdict::Delete(held)
-        } else if held.receive_count >= self.max_receive_count {
-            Verdict::Quarantine(held)
-        } else {
-            let backoff = Duration::from_secs(10 * u64::from(held.receive_count).min(30));
-            Verdict::Retry(held, backoff)
+        let waiting = held.entrusted.iter().map(|(_, wait)| *wait).max();
+        match (held.failed.is_empty(), waiting) {
+            (true, None) => Verdict::Delete(held),
+            (false, _) if held.receive_count < self.max_receive_count => {
+                let backoff = Duration::from_secs(10 * u64::from(held.receive_count).min(30));
+                Verdict::Retry(held, backoff)
+            }
+            (false, _) => Verdict::Quarantine(held),
+            (true, Some(_)) if self.durable_ledger => Verdict::Entrust(held),
+            (true, Some(wait)) => {
+                Verdict::Retry(held, Duration::from_secs(u64::from(wait.max(10))))
+            }
         }
     }
 
     /// An object was handed over (`failed: None`) or given up on: the messages it
     /// completes.
     pub fn finished(&mut self, object: &str, failed: Option<&str>) -> Vec<Verdict> {
+        self.resolve(object, |held, key| {
+            if let Some(reason) = failed {
+                held.failed.push((key, reason.to_string()));
+            }
+        })
+    }
+
+    /// An object waits in the ledger for a retry after `wait` seconds (a transient failure,
+    /// a denied read): its messages stop waiting for it. Returns the messages it completes.
+    pub fn entrusted(&mut self, object: &str, wait: u32) -> Vec<Verdict> {
+        self.resolve(object, |held, key| held.entrusted.push((key, wait)))
+    }
+
+    /// Takes `object` off the pending set of every message waiting for it (`note` records
+    /// how it ended) and returns the verdicts of the messages left with nothing pending.
+    fn resolve(&mut self, object: &str, note: impl Fn(&mut Held, Arc<str>)) -> Vec<Verdict> {
         let done: Vec<String> = self
             .held
             .iter_mut()
             .filter_map(|(id, h)| {
                 let key = h.pending.iter().find(|p| &***p == object)?.clone();
                 h.pending.remove(&key);
-                if let Some(reason) = failed {
-                    h.failed.push((key, reason.to_string()));
-                }
+                note(h, key);
                 h.pending.is_empty().then(|| id.clone())
             })
             .collect();
@@ -177,6 +230,9 @@ impl Tracker {
         self.held.drain().map(|(_, h)| h).collect()
     }
 }
+
+/// The most messages one `DeleteMessageBatch` call takes (SQS's limit).
+pub const DELETE_BATCH: usize = 10;
 
 /// The SQS side: receiving, deleting, extending.
 pub struct Queue {
@@ -238,6 +294,16 @@ impl Queue {
                 m.request(Op::ReceiveMessage, Outcome::Ok);
                 Metrics::add(&m.sqs_received, out.messages().len() as u64);
                 self.observe.health.receive(now, Ok(()));
+                if !out.messages().is_empty() {
+                    self.log.debug(format_args!(
+                        "sqs: received {}",
+                        out.messages()
+                            .iter()
+                            .filter_map(|m| m.message_id())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                }
                 Ok(out
                     .messages()
                     .iter()
@@ -308,6 +374,8 @@ impl Queue {
             let Err(e) = result else {
                 m.request(Op::DeleteMessage, Outcome::Ok);
                 Metrics::add(&m.sqs_deleted, 1);
+                self.log
+                    .debug(format_args!("sqs message {message_id}: deleted"));
                 return;
             };
             let (class, text) = describe(self.op(), &e);
@@ -348,10 +416,101 @@ impl Queue {
         }
     }
 
+    /// Carries out verdicts in order; the messages to delete go in one batch call.
+    pub async fn settle_many(&self, verdicts: Vec<Verdict>) {
+        let mut deletes = Vec::new();
+        for v in verdicts {
+            match v {
+                Verdict::Delete(h) => deletes.push(h),
+                Verdict::Entrust(h) => {
+                    self.entrusted(&h);
+                    deletes.push(h)
+                }
+                v => self.settle(v).await,
+            }
+        }
+        match deletes.as_slice() {
+            [] => {}
+            [one] => self.delete(&one.message_id, &one.receipt).await,
+            many => self.delete_batch(many).await,
+        }
+    }
+
+    /// Deletes up to [`DELETE_BATCH`] messages in one call; the ones it could not delete
+    /// (the whole call failed, or SQS refused some entries) are deleted one by one, with
+    /// [`Queue::delete`]'s retries and logs.
+    async fn delete_batch(&self, held: &[Held]) {
+        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+        let entries: Vec<_> = held
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&h.receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let result = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.config.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let m = &self.observe.metrics;
+        let refused: Vec<usize> = match result {
+            Ok(out) => {
+                m.request(Op::DeleteMessage, Outcome::Ok);
+                let refused: Vec<usize> = out
+                    .failed()
+                    .iter()
+                    .filter_map(|f| f.id().parse().ok())
+                    .collect();
+                for (i, h) in held.iter().enumerate() {
+                    if !refused.contains(&i) {
+                        Metrics::add(&m.sqs_deleted, 1);
+                        self.log
+                            .debug(format_args!("sqs message {}: deleted", h.message_id));
+                    }
+                }
+                refused
+            }
+            Err(e) => {
+                let (class, text) = describe(self.op(), &e);
+                m.request(Op::DeleteMessage, Outcome::Failed(class));
+                self.log.debug(format_args!(
+                    "sqs: batch delete of {} messages failed ({text}); deleting them one by one",
+                    held.len()
+                ));
+                (0..held.len()).collect()
+            }
+        };
+        for i in refused {
+            if let Some(h) = held.get(i) {
+                self.delete(&h.message_id, &h.receipt).await;
+            }
+        }
+    }
+
+    fn entrusted(&self, h: &Held) {
+        Metrics::add(&self.observe.metrics.sqs_entrusted, 1);
+        self.log.info(format_args!(
+            "sqs message {}: deleted; {} of its objects wait in the ledger for their retry (`status` lists them)",
+            h.message_id,
+            h.entrusted.len()
+        ));
+    }
+
     /// Carries out a verdict.
     pub async fn settle(&self, verdict: Verdict) {
         match verdict {
             Verdict::Delete(h) => self.delete(&h.message_id, &h.receipt).await,
+            Verdict::Entrust(h) => {
+                self.entrusted(&h);
+                self.delete(&h.message_id, &h.receipt).await
+            }
             Verdict::Retry(h, after) => {
                 Metrics::add(&self.observe.metrics.sqs_returned, 1);
                 self.set_visibility(&h.receipt, after).await
@@ -400,7 +559,7 @@ mod tests {
 
     #[test]
     fn deleted_once_every_object_is_shipped() {
-        let mut t = Tracker::new(3);
+        let mut t = Tracker::new(3, true);
         assert!(
             t.hold("m1".into(), "r1".into(), 1, set(&["a", "b"]), vec![])
                 .is_none()
@@ -413,7 +572,7 @@ mod tests {
 
     #[test]
     fn failures_retry_then_quarantine() {
-        let mut t = Tracker::new(3);
+        let mut t = Tracker::new(3, true);
         t.hold("m1".into(), "r1".into(), 1, set(&["a"]), vec![]);
         assert!(matches!(
             t.finished("a", Some("gzip")).as_slice(),
@@ -447,7 +606,7 @@ mod tests {
 
     #[test]
     fn abandoned_objects_let_their_messages_go_and_heartbeat_marks() {
-        let mut t = Tracker::new(3);
+        let mut t = Tracker::new(3, true);
         t.hold("m1".into(), "r1".into(), 1, set(&["a"]), vec![]);
         t.hold("m2".into(), "r2".into(), 1, set(&["a", "b"]), vec![]);
         t.hold("m3".into(), "r3".into(), 1, set(&["c"]), vec![]);
@@ -455,5 +614,50 @@ mod tests {
         assert!(t.due(Duration::from_secs(60)).is_empty());
         assert_eq!(t.abandoned("a").len(), 2);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn objects_left_to_the_ledger_free_their_message() {
+        let mut t = Tracker::new(3, true);
+        t.hold("m1".into(), "r1".into(), 1, set(&["denied"]), vec![]);
+        t.hold(
+            "m2".into(),
+            "r2".into(),
+            1,
+            set(&["denied", "good"]),
+            vec![],
+        );
+        let v = t.entrusted("denied", 300);
+        assert!(
+            matches!(v.as_slice(), [Verdict::Entrust(h)] if h.message_id == "m1" && h.entrusted() == 1),
+            "{v:?}"
+        );
+        assert_eq!(t.len(), 1, "m2 still waits for its other object");
+        let v = t.finished("good", None);
+        assert!(matches!(v.as_slice(), [Verdict::Entrust(h)] if h.message_id == "m2"));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn with_the_ledger_in_memory_a_message_comes_back_when_its_retry_is_due() {
+        let mut t = Tracker::new(3, false);
+        t.hold("m1".into(), "r1".into(), 1, set(&["a", "b"]), vec![]);
+        assert!(t.entrusted("a", 300).is_empty());
+        let v = t.entrusted("b", 40);
+        assert!(
+            matches!(v.as_slice(), [Verdict::Retry(_, after)] if *after == Duration::from_secs(300)),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_failure_outranks_an_entrusted_object() {
+        let mut t = Tracker::new(3, true);
+        t.hold("m1".into(), "r1".into(), 1, set(&["a", "b"]), vec![]);
+        t.entrusted("a", 300);
+        assert!(matches!(
+            t.finished("b", Some("gzip")).as_slice(),
+            [Verdict::Retry(..)]
+        ));
     }
 }

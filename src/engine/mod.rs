@@ -137,7 +137,9 @@ struct Core {
     listing: bool,
     /// SQS verdicts (deletes, visibility changes) sent and not answered yet.
     settling: Arc<watch::Sender<usize>>,
-    runtime: tokio::runtime::Handle,
+    /// Verdicts for the settler ([`settle_loop`]), which carries them out one call at a
+    /// time, deletes in batches.
+    settle_tx: mpsc::UnboundedSender<Verdict>,
 }
 
 /// A running engine. Dropping it shuts it down.
@@ -275,6 +277,7 @@ impl Engine {
         ));
 
         let chunk_target = (config.batch_bytes / 4).clamp(16 << 10, 1 << 20);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
             queue: Handoff::new(config.buffer_bytes),
             ledger,
@@ -289,12 +292,13 @@ impl Engine {
             chunk_target,
             tracker: Mutex::new(Tracker::new(
                 sqs.as_ref().map_or(1, |q| q.config.max_receive_count),
+                config.db.is_some(),
             )),
             sqs,
             sqs_idle: AtomicBool::new(false),
             listing: discovery.is_some(),
             settling: Arc::new(watch::Sender::new(0)),
-            runtime: runtime.handle().clone(),
+            settle_tx,
             config,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -310,6 +314,9 @@ impl Engine {
                 listener,
                 Arc::new(move |path: &str| route_core.answer(path)),
             ));
+        }
+        if let Some(queue) = &core.sqs {
+            runtime.spawn(settle_loop(queue.clone(), settle_rx, core.settling.clone()));
         }
         runtime.spawn(watch_loop(core.clone(), stop_rx.clone()));
         runtime.spawn(run(core.clone(), discovery, stop_rx));
@@ -445,16 +452,46 @@ impl Core {
     /// Shutdown waits for them: a delete dropped at exit would let the message come back
     /// to another consumer, which would ship its objects again.
     fn settle(&self, verdicts: Vec<Verdict>) {
-        if let Some(queue) = &self.sqs {
-            for v in verdicts {
-                let queue = queue.clone();
-                let settling = self.settling.clone();
-                settling.send_modify(|n| *n += 1);
-                self.runtime.spawn(async move {
-                    queue.settle(v).await;
-                    settling.send_modify(|n| *n -= 1);
-                });
+        if self.sqs.is_some() {
+            // A message is deleted with objects still to retry only once the ledger has
+            // them on disk: a crash in between would lose them with the message.
+            if verdicts.iter().any(|v| v.held().entrusted() > 0)
+                && let Err(e) = self.ledger.sync()
+            {
+                self.log.error(format_args!(
+                    "{e}; the SQS messages of objects waiting for a retry are handed back instead of deleted"
+                ));
+                self.settle_all(
+                    verdicts
+                        .into_iter()
+                        .map(|v| match v {
+                            Verdict::Entrust(h) => Verdict::Retry(h, Duration::from_secs(10)),
+                            v => v,
+                        })
+                        .collect(),
+                );
+                return;
             }
+            self.settle_all(verdicts);
+        }
+    }
+
+    fn settle_all(&self, verdicts: Vec<Verdict>) {
+        for v in verdicts {
+            self.settling.send_modify(|n| *n += 1);
+            if self.settle_tx.send(v).is_err() {
+                self.settling.send_modify(|n| *n -= 1);
+            }
+        }
+    }
+
+    /// An object now waits in the ledger for a retry in `wait` seconds: its SQS messages
+    /// stop waiting for it, so they do not take `max_messages_in_flight` slots while it
+    /// stays denied or the store is down.
+    fn entrust(&self, id: &str, wait: u32) {
+        if self.sqs.is_some() {
+            let verdicts = self.tracker().entrusted(id, wait);
+            self.settle(verdicts);
         }
     }
 
@@ -515,8 +552,14 @@ impl Core {
                     Some(End::Failed(reason)) if ok => {
                         verdicts.extend(t.finished(&m.id, Some(reason)))
                     }
-                    // Retried from the ledger after its backoff; the message stays held.
-                    Some(End::Abandoned(_)) if ok => {}
+                    // Retried from the ledger, from its position, after its backoff.
+                    Some(End::Abandoned(_)) if ok => {
+                        let wait = match self.ledger.entry(&m.id) {
+                            Ok(Some(e)) => e.not_before.saturating_sub(now),
+                            _ => 0,
+                        };
+                        verdicts.extend(t.entrusted(&m.id, wait))
+                    }
                     Some(_) => verdicts.extend(t.abandoned(&m.id)),
                     None => {}
                 }
@@ -562,18 +605,27 @@ impl Core {
                     .ledger
                     .release(&object.id, &reason, backoff, EventTime::now().secs())
                 {
-                    // A denied read is a permission or setting to fix: error level.
-                    Ok(wait) if denied => self
-                        .log
-                        .error(format_args!("{object}: {reason}; tried again in {wait} s")),
-                    Ok(wait) => self
-                        .log
-                        .warn(format_args!("{object}: {reason}; tried again in {wait} s")),
-                    Err(e) => self.log.error(format_args!("{object}: {reason}; {e}")),
+                    Ok(wait) => {
+                        // A denied read is a permission or setting to fix: error level.
+                        if denied {
+                            self.log
+                                .error(format_args!("{object}: {reason}; tried again in {wait} s"));
+                        } else {
+                            self.log
+                                .warn(format_args!("{object}: {reason}; tried again in {wait} s"));
+                        }
+                        // The ledger retries it; its SQS message does not wait.
+                        self.entrust(&object.id, wait);
+                    }
+                    Err(e) => {
+                        self.log.error(format_args!("{object}: {reason}; {e}"));
+                        // The ledger may not know it: its messages go back to the queue.
+                        if self.sqs.is_some() {
+                            let verdicts = self.tracker().abandoned(&object.id);
+                            self.settle(verdicts);
+                        }
+                    }
                 }
-                // Its SQS message, if any, stays held (the heartbeat extends it) while the
-                // object is retried from the ledger: handing it back would count a receive
-                // per retry and send it to the dead-letter queue during a short outage.
                 return;
             }
             Err(FetchError::Permanent(reason)) => {
@@ -874,6 +926,29 @@ async fn receive_loop(
     }
 }
 
+/// Carries out verdicts in the order they came, one SQS call at a time: deletes that are
+/// ready together go in one `DeleteMessageBatch` (up to 10), which saves calls at a high
+/// rate. Serial calls also keep the test server honest: moto rebuilds its message list
+/// without a lock, so two deletes at once can bring one of the messages back.
+async fn settle_loop(
+    queue: Arc<Queue>,
+    mut rx: mpsc::UnboundedReceiver<Verdict>,
+    settling: Arc<watch::Sender<usize>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < crate::discover::sqs::DELETE_BATCH {
+            match rx.try_recv() {
+                Ok(v) => batch.push(v),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        queue.settle_many(batch).await;
+        settling.send_modify(|c| *c -= n);
+    }
+}
+
 /// Extends the visibility of held messages at half the timeout.
 async fn heartbeat_loop(core: Arc<Core>, queue: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     let visibility = queue.config.visibility_timeout;
@@ -971,9 +1046,7 @@ impl Core {
             candidates.push(ObjectRef::s3(&bucket, a.key, a.size.unwrap_or(0), time));
         }
         let (send, verdict) = self.hold_message(m, candidates, queue.config.max_receive_count, now);
-        if let Some(v) = verdict {
-            queue.settle(v).await;
-        }
+        self.settle(verdict.into_iter().collect());
         send
     }
 
@@ -1055,6 +1128,14 @@ impl Core {
                 );
             }
         }
+        self.log.debug(format_args!(
+            "sqs message {}: {} objects announced, {} pending, {} claimed here, {} failed",
+            m.message_id,
+            candidates.len(),
+            pending.len(),
+            send.len(),
+            failed.len()
+        ));
         let verdict = tracker.hold(m.message_id, m.receipt, m.receive_count, pending, failed);
         (send, verdict)
     }

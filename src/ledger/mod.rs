@@ -433,6 +433,13 @@ impl Ledger {
         Ok(claimed)
     }
 
+    /// Makes every earlier change durable, the lazy ones ([`Ledger::release`], claims)
+    /// included: an SQS message is deleted only after the ledger holds its objects' retries
+    /// on disk.
+    pub fn sync(&self) -> Result<(), LedgerError> {
+        self.write(|_| Ok(()))
+    }
+
     /// Gives a claim back after a transient failure: the entry stays open, with the reason
     /// and a backoff before the next try.
     pub fn release(

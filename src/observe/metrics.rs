@@ -286,6 +286,8 @@ pub struct Metrics {
     pub sqs_received: AtomicU64,
     pub sqs_deleted: AtomicU64,
     pub sqs_returned: AtomicU64,
+    /// Messages deleted while some of their objects wait in the ledger for a retry.
+    pub sqs_entrusted: AtomicU64,
     pub sqs_extended: AtomicU64,
     pub notices_matched: AtomicU64,
     pub notices_unmatched: AtomicU64,
@@ -316,7 +318,7 @@ impl Metrics {
 
     /// The counters and the histogram in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &AtomicU64, &str); 17] = [
+        let counters: [(&str, &AtomicU64, &str); 18] = [
             ("scans_total", &self.scans, "listing scans completed"),
             (
                 "objects_listed_total",
@@ -377,6 +379,11 @@ impl Metrics {
                 "sqs_messages_returned_total",
                 &self.sqs_returned,
                 "SQS messages handed back to the queue (a transient failure, shutdown)",
+            ),
+            (
+                "sqs_messages_entrusted_total",
+                &self.sqs_entrusted,
+                "SQS messages deleted while some of their objects wait in the ledger for a retry (denied, transient)",
             ),
             (
                 "sqs_visibility_extensions_total",

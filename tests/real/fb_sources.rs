@@ -1,7 +1,10 @@
 //! Each way of finding objects, in the real host: a bucket listing (YAML configuration)
 //! and a folder (classic), records read back from Fluent Bit's `stdout` `json_lines` with
-//! the time in its `date` field; and S3 notifications through SQS shared by three Fluent
-//! Bit processes on one queue.
+//! the time in its `date` field; S3 notifications through SQS shared by three Fluent
+//! Bit processes on one queue; and one account whose objects are denied for ever ahead of
+//! another's on the queue.
+
+use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
@@ -9,6 +12,7 @@ use crate::check::{Expected, Tally, Time};
 use crate::fluent_bit::{
     Conf, FluentBit, RUN_LIMIT, dir_input, http_output, s3_input, section, stdout_output,
 };
+use crate::proxy::{AccessDenied, CountingProxy};
 use crate::receiver::Receiver;
 use crate::wait::wait_until;
 use crate::work::Work;
@@ -19,6 +23,10 @@ pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
         ("sources::s3_listing", s3_listing),
         ("sources::folder", folder),
         ("sources::sqs_three_hosts_one_queue", sqs_three_hosts),
+        (
+            "sources::sqs_one_denied_account_stalls_no_other",
+            sqs_denied_account,
+        ),
     ]
 }
 
@@ -133,4 +141,114 @@ fn sqs_three_hosts(fb: &FluentBit) -> Result<(), Failed> {
         "the work was shared: {per_host:?}"
     );
     Ok(())
+}
+
+/// The account whose reads are denied (a KMS key the shipper may not use).
+const DENIED_ACCOUNT: &str = "999999999999";
+const DENIED_OBJECTS: usize = 150;
+
+/// SQS mode, one shipper at the defaults: 150 objects of one account answer
+/// `403 AccessDenied` for ever, announced on the queue ahead of the bundled objects of
+/// another account. Every good event must arrive within 90 s, every message must leave the
+/// queue, and the denied objects must stay in the ledger, open, for their retry.
+fn sqs_denied_account(fb: &FluentBit) -> Result<(), Failed> {
+    const GOOD_WITHIN: Duration = Duration::from_secs(90);
+    let work = Work::new("sources-sqs-denied");
+    let bucket = server::bucket("real-sqs-denied");
+    let q = queue::create("real-sqs-denied");
+    queue::notify_bucket(&bucket, &q);
+    for i in 0..DENIED_OBJECTS {
+        let (key, body) = denied_object(i);
+        server::put(&bucket, &key, body);
+    }
+    data::upload_all(&bucket, "");
+    let proxy = CountingProxy::with_access_denied(
+        server::endpoint(),
+        AccessDenied {
+            path_contains: format!("/AWSLogs/{DENIED_ACCOUNT}/"),
+        },
+    );
+    let rx = Receiver::start();
+    let db = work.path().join("ledger.db");
+    let input = section(&[
+        ("name", "cloudtrail"),
+        ("tag", "ct"),
+        ("sqs.queue_url", &q),
+        ("endpoint", &proxy.endpoint),
+        ("force_path_style", "on"),
+        ("region", "us-east-1"),
+        ("start_time", "2023-07-01T00:00:00Z"),
+        ("db", db.to_str().unwrap()),
+    ]);
+    let conf = Conf::new()
+        .input(input)
+        .output(http_output("*", &rx, "/denied"))
+        .write_yaml(work.path());
+    let mut host = fb.start(work.path(), "denied-account", &conf, &[]);
+    let started = Instant::now();
+    let mut tally = Tally::new(&Expected::all(), Time::LeadingIso("timestamp"), false);
+    wait_until("every good event at the receiver", GOOD_WITHIN, || {
+        assert!(host.try_status().is_none(), "{}", host.stderr_tail(40));
+        tally.follow(&rx).all_arrived()
+    });
+    let good_in = started.elapsed();
+    wait_until("the queue to empty", RUN_LIMIT, || {
+        queue::messages_in(&q) == 0
+    });
+    let status = host.stop();
+    assert!(status.success(), "{status}\n{}", host.stderr_tail(30));
+    tally.follow(&rx);
+    let denied_gets = proxy.seen().iter().filter(|s| s.denied).count();
+    eprintln!(
+        "{} SQS, {DENIED_OBJECTS} denied objects ahead of the bundled ones: every good event in {:.1} s, {denied_gets} GETs denied; {}",
+        fb.label(),
+        good_in.as_secs_f64(),
+        tally.summary()
+    );
+    tally.assert_exactly_once("behind a denied account");
+    host.assert_no_errors_except(&["needs s3:GetObject"]);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .args(["status", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let open = report["open"].as_array().unwrap();
+    let denied_open = open
+        .iter()
+        .filter(|o| {
+            o["id"].as_str().unwrap().contains(DENIED_ACCOUNT)
+                && o["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("AccessDenied"))
+        })
+        .count();
+    assert_eq!(
+        (denied_open, open.len()),
+        (DENIED_OBJECTS, DENIED_OBJECTS),
+        "every denied object stays open for its retry, nothing else: {open:?}"
+    );
+    assert_eq!(report["counts"]["done"], data::OBJECTS, "{report}");
+    Ok(())
+}
+
+/// The `i`-th object of the denied account: one valid event (it would ship if it could be
+/// read).
+fn denied_object(i: usize) -> (String, Vec<u8>) {
+    let (hour, minute) = (i / 12, i % 12 * 5);
+    let stamp = format!("20230701T{hour:02}{minute:02}Z");
+    let key = format!(
+        "AWSLogs/{DENIED_ACCOUNT}/CloudTrail/us-east-1/2023/07/01/{DENIED_ACCOUNT}_CloudTrail_us-east-1_{stamp}_d{i:03}.json.gz"
+    );
+    let event = serde_json::json!({"Records": [{
+        "eventVersion": "1.08",
+        "eventTime": format!("2023-07-01T{hour:02}:{minute:02}:00Z"),
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "GetObject",
+        "eventID": format!("denied-{i}"),
+        "recipientAccountId": DENIED_ACCOUNT,
+    }]});
+    (key, data::gzip(event.to_string().as_bytes()))
 }
