@@ -3,8 +3,11 @@
 //!
 //! Only complete CloudTrail object names are read (`*.json.gz`, `*.json`): `aws s3 sync`
 //! and most copy tools write `NAME.json.gz.1a2b3c4d` and rename it once complete. The time a
-//! file landed is its inode change time, which copies cannot back-date (a preserved mtime
-//! can be years old): that orders the folder's time window.
+//! file landed is its creation (birth) time, which copies cannot back-date (a preserved
+//! mtime can be years old) and which `chmod -R`, `chown -R`, renames and hard links leave
+//! alone: that orders the folder's time window. The inode change time, which all of those
+//! move, would make a permission fix re-ship the whole archive older than the lookback. It
+//! is used only where the filesystem records no birth time (some network filesystems).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -176,7 +179,7 @@ pub fn walk_dir(
                 .ok()
                 .and_then(EventTime::from_system_time)
                 .unwrap_or_else(EventTime::now);
-            let landed = u32::try_from(meta.ctime()).unwrap_or(0);
+            let landed = landed(&meta);
             if mtime >= start {
                 out.push(Found {
                     object: ObjectRef::file(path, rel, meta.len(), mtime),
@@ -187,6 +190,17 @@ pub fn walk_dir(
     }
     out.sort_by(|a, b| a.object.id.cmp(&b.object.id));
     (out, errors)
+}
+
+/// When a file landed in the folder: its birth time, else its inode change time.
+fn landed(meta: &std::fs::Metadata) -> u32 {
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let secs = born.unwrap_or_else(|| u64::try_from(meta.ctime()).unwrap_or(0));
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Whether a file is still as it was found (size and modification time): a file that
@@ -236,5 +250,39 @@ mod tests {
     fn object_names() {
         assert!(is_object_name("x.json.gz") && is_object_name("x.json"));
         assert!(!is_object_name("x.json.gz.1a2b3c4d") && !is_object_name("x.json.gz.tmp"));
+    }
+
+    #[test]
+    fn chmod_chown_and_links_do_not_move_the_landing_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("AWSLogs/1/CloudTrail/r/2023/07/10");
+        std::fs::create_dir_all(&day).unwrap();
+        let file = day.join("a.json.gz");
+        std::fs::write(&file, b"x").unwrap();
+        if std::fs::metadata(&file).unwrap().created().is_err() {
+            eprintln!("this filesystem records no birth time: nothing to check here");
+            return;
+        }
+        let expr = PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap();
+        let walk = || walk_dir(dir.path(), &expr, EventTime::from_parts(0, 0).unwrap()).0;
+        let before = walk()[0].landed;
+        // The clock moves past the landing second, so a moved time would show.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while EventTime::now().secs() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock did not move"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::hard_link(&file, dir.path().join("elsewhere")).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        assert!(
+            u32::try_from(meta.ctime()).unwrap() > before,
+            "the inode change time moved, as chmod does"
+        );
+        assert_eq!(walk()[0].landed, before, "the landing time did not");
     }
 }
