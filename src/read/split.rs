@@ -8,7 +8,8 @@
 //! structure, not every detail of JSON syntax: encoders parse the event fully and refuse an
 //! invalid one.
 //!
-//! The event's own `eventTime` becomes its time; when it is missing, unreadable, or outside
+//! The event's own `eventTime` becomes its time (an aggregated event, which has none, uses
+//! the start of its `timeWindow`, `timeWindow.windowStart`); when it is missing, unreadable, or outside
 //! what Fluent Bit can carry (before 1970, or from 2106-02-07T06:28:14Z on, where its u32
 //! seconds end and its group markers live), the caller's fallback (the object's
 //! LastModified) is used and counted by reason. Errors after some events were handed over
@@ -50,7 +51,7 @@ pub struct SplitStats {
 /// Why an event's `eventTime` was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FallbackReason {
-    /// No `eventTime` key at the event's top level.
+    /// No `eventTime` key at the event's top level (nor a `timeWindow.windowStart`).
     Missing,
     /// Not a string, or not an RFC 3339 time.
     Unreadable,
@@ -460,6 +461,39 @@ fn ws_value(b: &[u8], eof: bool) -> Scan<(usize, usize)> {
     }
 }
 
+/// The time of an event: its `eventTime`, or for an aggregated event (CloudTrail's
+/// `AwsAggregatedEvent`, a summary of a window of data events, which has no `eventTime`)
+/// the start of its window, `timeWindow.windowStart`.
+fn event_time(json: &str) -> Result<EventTime, FallbackReason> {
+    match find_event_time(json) {
+        Ok(text) => Ok(EventTime::parse(text)?),
+        Err(FallbackReason::Missing) => match window_start(json) {
+            Some(text) => Ok(EventTime::parse(&text)?),
+            None => Err(FallbackReason::Missing),
+        },
+        Err(reason) => Err(reason),
+    }
+}
+
+/// `timeWindow.windowStart` of an event, when it has one. Parsed fully, since only events
+/// without `eventTime` (rare) come here.
+fn window_start(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Aggregated {
+        #[serde(rename = "timeWindow")]
+        time_window: Option<TimeWindow>,
+    }
+    #[derive(serde::Deserialize)]
+    struct TimeWindow {
+        #[serde(rename = "windowStart")]
+        window_start: Option<String>,
+    }
+    serde_json::from_str::<Aggregated>(json)
+        .ok()?
+        .time_window?
+        .window_start
+}
+
 /// Finds `eventTime` among the top-level keys of an event object, walking its structure
 /// only as far as that key.
 fn find_event_time(event: &str) -> Result<&str, FallbackReason> {
@@ -614,8 +648,7 @@ impl<R: Read, F: FnMut(Event<'_>) -> Result<(), Stop>> Splitter<R, F> {
             if index >= self.options.skip {
                 match std::str::from_utf8(bytes) {
                     Ok(json) if json.starts_with('{') => {
-                        let parsed = find_event_time(json)
-                            .and_then(|text| EventTime::parse(text).map_err(Into::into));
+                        let parsed = event_time(json);
                         let time = match parsed {
                             Ok(t) => t,
                             Err(reason) => {
@@ -762,6 +795,31 @@ mod tests {
             Err(FallbackReason::Missing)
         );
         assert_eq!(find_event_time(r#"{"eventTime" : "z"}"#), Ok("z"));
+    }
+
+    #[test]
+    fn an_aggregated_event_takes_the_start_of_its_window() {
+        // The shape of CloudTrail's documented aggregated event record (AwsAggregatedEvent).
+        let aggregated = r#"{"eventVersion":"1.0","accountId":"111122223333","eventId":"7b3a5d1e-2f4c-4a8b-9e6d-0c1f2a3b4c5d","eventCategory":"Aggregated","eventType":"AwsAggregatedEvent","awsRegion":"us-east-1","eventSource":"s3.amazonaws.com","timeWindow":{"windowStart":"2025-11-19T18:05:00Z","windowEnd":"2025-11-19T18:10:00Z","windowSize":"PT5M"},"summary":{"primaryDimension":{"dimension":"eventName","statistics":[{"name":"GetObject","value":120}]}}}"#;
+        assert_eq!(
+            event_time(aggregated).map(|t| t.secs()),
+            Ok(EventTime::parse("2025-11-19T18:05:00Z").unwrap().secs())
+        );
+        // eventTime wins when both are there; neither is still missing; a bad window start
+        // is unreadable, like a bad eventTime.
+        let both = r#"{"eventTime":"2023-07-10T11:42:36Z","timeWindow":{"windowStart":"2025-11-19T18:05:00Z"}}"#;
+        assert_eq!(
+            event_time(both).map(|t| t.secs()),
+            Ok(EventTime::parse("2023-07-10T11:42:36Z").unwrap().secs())
+        );
+        assert_eq!(
+            event_time(r#"{"a":1}"#).map(|t| t.secs()),
+            Err(FallbackReason::Missing)
+        );
+        assert_eq!(
+            event_time(r#"{"timeWindow":{"windowStart":"soon"}}"#).map(|t| t.secs()),
+            Err(FallbackReason::Unreadable)
+        );
         assert_eq!(
             find_event_time(r#"{"eventTime":12}"#),
             Err(FallbackReason::Unreadable)
