@@ -2,7 +2,7 @@
 //! TLS library in the binary), trusting the system's roots and an optional CA file.
 //!
 //! [`Client::post`] makes one attempt and says what the answer means; the retry loop in
-//! [`super::deliver`] decides what to do about it.
+//! [`super::deliver`](mod@super::deliver) decides what to do about it.
 
 use std::sync::Arc;
 

@@ -1,0 +1,129 @@
+//! Backfill progress and the periodic checks (silence alarms, progress lines).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Core;
+use crate::timestamp::EventTime;
+
+/// A scan that finds more objects than this starts a backfill: progress is logged every
+/// [`PROGRESS_EVERY`] until they are shipped.
+pub(super) const BACKFILL: usize = 300;
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A backfill in progress: what the scan found and where the counters stood.
+pub(super) struct Backfill {
+    found: u64,
+    finished_before: u64,
+    events_before: u64,
+    started: std::time::Instant,
+}
+
+/// How far a backfill has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackfillProgress {
+    pub found: u64,
+    /// Objects shipped or failed for good since the scan.
+    pub finished: u64,
+    pub events_per_sec: f64,
+    /// Seconds left at the rate so far (`None` before the first object).
+    pub eta_secs: Option<u64>,
+}
+
+impl Core {
+    /// Objects shipped or failed for good, so far.
+    pub(super) fn finished(&self) -> u64 {
+        let m = &self.observe.metrics;
+        m.objects_shipped.load(Ordering::Relaxed) + m.objects_failed.load(Ordering::Relaxed)
+    }
+
+    /// A scan found `n` objects: a backfill starts when they are many.
+    pub(super) fn start_backfill(&self, n: usize) {
+        if n <= BACKFILL {
+            return;
+        }
+        let mut b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        if b.is_some() {
+            if let Some(b) = b.as_mut() {
+                b.found += n as u64;
+            }
+            return;
+        }
+        self.log.info(format_args!(
+            "backfill: {n} objects to ship; progress every {} s",
+            PROGRESS_EVERY.as_secs()
+        ));
+        *b = Some(Backfill {
+            found: n as u64,
+            finished_before: self.finished(),
+            events_before: self.observe.metrics.events_shipped.load(Ordering::Relaxed),
+            started: std::time::Instant::now(),
+        });
+    }
+
+    pub(super) fn backfill_progress(&self) -> Option<BackfillProgress> {
+        let b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = b.as_ref()?;
+        let finished = (self.finished() - b.finished_before).min(b.found);
+        let secs = b.started.elapsed().as_secs_f64().max(0.001);
+        let events = self.observe.metrics.events_shipped.load(Ordering::Relaxed) - b.events_before;
+        let eta_secs = (finished > 0)
+            .then(|| ((b.found - finished) as f64 * secs / finished as f64).round() as u64);
+        Some(BackfillProgress {
+            found: b.found,
+            finished,
+            events_per_sec: events as f64 / secs,
+            eta_secs,
+        })
+    }
+
+    /// Logs the backfill's progress, and its end.
+    pub(super) fn log_backfill(&self) {
+        let Some(p) = self.backfill_progress() else {
+            return;
+        };
+        if p.finished >= p.found {
+            self.log.info(format_args!(
+                "backfill: done, {} objects at {:.0} events/s",
+                p.found, p.events_per_sec
+            ));
+            *self.backfill.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return;
+        }
+        self.log.info(format_args!(
+            "backfill: {} of {} objects, {:.0} events/s, {} left",
+            p.finished,
+            p.found,
+            p.events_per_sec,
+            p.eta_secs
+                .map_or("time unknown".to_string(), |s| format!("about {s} s"))
+        ));
+    }
+}
+
+/// Every few seconds: silence checks, backfill progress.
+pub(super) async fn watch_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let alarm = core.config.silence_alarm;
+    let tick = if alarm.is_zero() {
+        PROGRESS_EVERY
+    } else {
+        (alarm / 4).clamp(Duration::from_secs(1), PROGRESS_EVERY)
+    };
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        core.observe
+            .freshness
+            .check(EventTime::now().secs(), &core.log);
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            core.log_backfill();
+            last_progress = std::time::Instant::now();
+        }
+    }
+}

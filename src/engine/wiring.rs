@@ -1,0 +1,203 @@
+//! Start-up: opens the ledger, builds the clients and the discovery, and starts the
+//! engine's threads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+use super::progress::watch_loop;
+use super::sqs_side::settle_loop;
+use super::worker::run;
+use super::{Core, Engine, LastScan, StartError};
+use crate::config::{Config, Source, StartTime};
+use crate::discover::Discovery;
+use crate::discover::bucket::BucketScan;
+use crate::discover::folder::FolderScan;
+use crate::discover::listing::{S3Lister, SystemClock};
+use crate::discover::sqs::{Queue, Tracker};
+use crate::encode::Encoder;
+use crate::engine::handoff::Handoff;
+use crate::ledger::Ledger;
+use crate::log::Logger;
+use crate::observe::Observe;
+use crate::timestamp::EventTime;
+
+impl Engine {
+    /// Opens the state, builds the client and starts scanning.
+    pub fn start(
+        config: Config,
+        encoder: Arc<dyn Encoder>,
+        log: Logger,
+    ) -> Result<Self, StartError> {
+        let now = EventTime::now().secs();
+        let bucket = match &config.source {
+            Source::S3(s3) => s3.bucket.clone(),
+            Source::Dir(_) => None,
+        };
+        let ledger = Ledger::open(config.db.as_deref(), bucket.as_deref(), now)?;
+        if config.db.is_none() {
+            log.warn(format_args!(
+                "no 'db' set: what was shipped is remembered in memory only, so a restart ships the start_time window again"
+            ));
+        }
+        let first_start = ledger.first_start_or(now)?;
+        let start = match config.start_time {
+            StartTime::At(t) => t,
+            StartTime::Before(d) => {
+                let secs = i64::from(first_start) - i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                EventTime::new(secs.max(0), 0).unwrap_or(EventTime::now())
+            }
+        };
+        let lookback = u32::try_from(config.lookback.as_secs()).unwrap_or(u32::MAX);
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(config.workers + 4)
+            .thread_name("cloudtrail-s3")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+
+        let mut endpoints = String::new();
+        let observe = Arc::new(Observe::new(
+            u32::try_from(config.silence_alarm.as_secs()).unwrap_or(u32::MAX),
+        ));
+        // Freshness picks up where the last run left it: each prefix's watermark key names
+        // the newest object finished there.
+        for (_, mark) in ledger.watermarks()? {
+            observe.freshness.seed(&mark);
+        }
+        // Bound before anything starts: an address in use stops start-up with its key.
+        let metrics_listener = match &config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr.as_str())
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| StartError::Listen {
+                        addr: addr.clone(),
+                        source: e,
+                    })?;
+                Some(l)
+            }
+        };
+        let (client, discovery, sqs) = match &config.source {
+            Source::S3(s3) => {
+                let (client, sdk) = runtime.block_on(crate::aws::client::clients(s3));
+                let aws = || {
+                    format!(
+                        "AWS ({})",
+                        sdk.region()
+                            .map_or("region from the SDK chain: none found", |r| r.as_ref())
+                    )
+                };
+                endpoints = format!(
+                    " s3 endpoint={}{}",
+                    s3.endpoint.clone().unwrap_or_else(aws),
+                    s3.sqs.as_ref().map_or(String::new(), |q| format!(
+                        ", sqs endpoint={}",
+                        q.endpoint.clone().unwrap_or_else(aws)
+                    ))
+                );
+                let discovery = s3.bucket.as_ref().map(|bucket| {
+                    Discovery::Bucket(BucketScan::new(
+                        S3Lister {
+                            client: client.clone(),
+                            bucket: bucket.as_str().into(),
+                            observe: observe.clone(),
+                        },
+                        SystemClock,
+                        config.path_expression.clone(),
+                        start,
+                        lookback,
+                        log.clone(),
+                    ))
+                });
+                let sqs = s3.sqs.clone().map(|q| {
+                    Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone(), observe.clone())))
+                });
+                (Some(client), discovery, sqs)
+            }
+            Source::Dir(root) => (
+                None,
+                Some(Discovery::Folder(FolderScan {
+                    root: root.clone(),
+                    clock: SystemClock,
+                    expr: config.path_expression.clone(),
+                    start,
+                    lookback,
+                    log: log.clone(),
+                })),
+                None,
+            ),
+        };
+        log.info(format_args!(
+            "started: {}{endpoints} path_expression={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={}",
+            match &config.source {
+                Source::S3(s) => format!(
+                    "bucket={} sqs.queue_url={}",
+                    s.bucket.as_deref().unwrap_or("-"),
+                    s.sqs.as_ref().map_or("-", |q| q.queue_url.as_str())
+                ),
+                Source::Dir(d) => format!("dir={}", d.display()),
+            },
+            config.path_expression,
+            start.secs(),
+            lookback,
+            config.scan_interval.as_secs(),
+            config.workers,
+            config.batch_bytes,
+        ));
+
+        let chunk_target = (config.batch_bytes / 4).clamp(16 << 10, 1 << 20);
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        let core = Arc::new(Core {
+            queue: Handoff::new(config.buffer_bytes),
+            ledger,
+            log,
+            encoder,
+            client,
+            paused: watch::Sender::new(false),
+            observe,
+            last_scan: LastScan::default(),
+            backfill: Mutex::new(None),
+            unmatched_logged_at: AtomicU64::new(0),
+            chunk_target,
+            tracker: Mutex::new(Tracker::new(
+                sqs.as_ref().map_or(1, |q| q.config.max_receive_count),
+                config.db.is_some(),
+            )),
+            sqs,
+            sqs_idle: AtomicBool::new(false),
+            listing: discovery.is_some(),
+            settling: Arc::new(watch::Sender::new(0)),
+            settle_tx,
+            config,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        if let Some(listener) = metrics_listener {
+            let _guard = runtime.enter();
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Listen {
+                    addr: core.config.metrics_listen.clone().unwrap_or_default(),
+                    source: e,
+                })?;
+            let route_core = core.clone();
+            runtime.spawn(crate::observe::serve::serve(
+                listener,
+                Arc::new(move |path: &str| route_core.answer(path)),
+            ));
+        }
+        if let Some(queue) = &core.sqs {
+            runtime.spawn(settle_loop(queue.clone(), settle_rx, core.settling.clone()));
+        }
+        runtime.spawn(watch_loop(core.clone(), stop_rx.clone()));
+        runtime.spawn(run(core.clone(), discovery, stop_rx));
+        Ok(Self {
+            core,
+            runtime: Some(runtime),
+            stop,
+            closed: AtomicBool::new(false),
+        })
+    }
+}

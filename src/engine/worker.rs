@@ -1,0 +1,447 @@
+//! The workers: fetch, decode, split and encode each object into the handoff queue, and the
+//! commit that records in the ledger what the host now has.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::sqs_side::{heartbeat_loop, receive_loop};
+use super::{CHUNK_START, Core};
+use crate::discover::Discovery;
+use crate::discover::folder;
+use crate::engine::handoff::{Chunk, End, Mark};
+use crate::object::ObjectRef;
+use crate::observe::Observe;
+use crate::observe::metrics::{Metrics, Op, Outcome};
+use crate::read::decode;
+use crate::read::fetch::{FetchError, Opened, open};
+use crate::read::split::{SplitError, SplitOptions, Stop, split};
+use crate::timestamp::EventTime;
+
+impl Core {
+    /// Counts happen here, at delivery, so the totals say what the host has. SQS messages
+    /// are settled only after the ledger has the commit: a message deleted before would be
+    /// lost with its objects if the process died in between.
+    pub(super) fn commit(&self, marks: &[Mark]) {
+        if marks.is_empty() {
+            return;
+        }
+        let m = &self.observe.metrics;
+        let now = EventTime::now().secs();
+        let started = std::time::Instant::now();
+        let committed = self.ledger.commit(marks, now, self.config.retry_backoff);
+        m.commit_seconds.observe(started.elapsed());
+        let ok = match committed {
+            Ok(done) => {
+                Metrics::add(&m.events_shipped, done.events);
+                Metrics::add(&m.objects_shipped, done.done);
+                Metrics::add(&m.objects_failed, done.failed);
+                self.observe.health.commit(now, Ok(()));
+                for mark in marks {
+                    match &mark.end {
+                        Some(End::Done) => self.observe.health.object(now, true, None),
+                        Some(End::Failed(_)) => self.observe.health.object(now, false, None),
+                        _ => {}
+                    }
+                    // Events reached the host: the account and region delivered, whether
+                    // the object ends shipped, damaged after them, or later.
+                    if mark.events > 0 || mark.end == Some(End::Done) {
+                        self.observe
+                            .freshness
+                            .record(&mark.id, mark.newest_event, mark.modified);
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.observe.health.commit(now, Err(e.to_string()));
+                // The host has the events, the ledger does not know: the objects are let
+                // go, to be found again and shipped again (repeated, never lost).
+                self.log.error(format_args!(
+                    "{e}; the {} objects of this batch will be shipped again",
+                    marks.len()
+                ));
+                for m in marks {
+                    self.ledger.let_go(&m.id);
+                }
+                false
+            }
+        };
+        if self.sqs.is_some() {
+            let mut verdicts = Vec::new();
+            let mut t = self.tracker();
+            for m in marks {
+                match &m.end {
+                    Some(End::Done) if ok => verdicts.extend(t.finished(&m.id, None)),
+                    Some(End::Failed(reason)) if ok => {
+                        verdicts.extend(t.finished(&m.id, Some(reason)))
+                    }
+                    // Retried from the ledger, from its position, after its backoff.
+                    Some(End::Abandoned(_)) if ok => {
+                        let wait = match self.ledger.entry(&m.id) {
+                            Ok(Some(e)) => e.not_before.saturating_sub(now),
+                            _ => 0,
+                        };
+                        verdicts.extend(t.entrusted(&m.id, wait))
+                    }
+                    Some(_) => verdicts.extend(t.abandoned(&m.id)),
+                    None => {}
+                }
+            }
+            drop(t);
+            self.settle(verdicts);
+        }
+    }
+
+    pub(super) async fn wait_unpaused(&self) {
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|paused| !paused).await;
+    }
+
+    /// Fetches and splits one object; every outcome ends in the queue or in a release.
+    pub(super) async fn process(self: &Arc<Self>, object: ObjectRef) {
+        self.wait_unpaused().await;
+        let opened = open(self.client.as_ref(), &object, self.config.max_object_bytes).await;
+        if matches!(object.location, crate::object::Location::S3 { .. }) {
+            let outcome = match &opened {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::Failed(e.class()),
+            };
+            self.observe.metrics.request(Op::GetObject, outcome);
+        }
+        if let Err(e) = &opened {
+            let denied = matches!(e, FetchError::Denied(_)).then(|| e.to_string());
+            self.observe
+                .health
+                .object(EventTime::now().secs(), false, denied.as_deref());
+        }
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e @ (FetchError::Transient(_) | FetchError::Denied(_))) => {
+                let denied = matches!(e, FetchError::Denied(_));
+                let (backoff, reason) = match e {
+                    FetchError::Denied(r) => (self.config.denied_backoff, r),
+                    FetchError::Transient(r) | FetchError::Permanent(r) => {
+                        (self.config.retry_backoff, r)
+                    }
+                };
+                match self
+                    .ledger
+                    .release(&object.id, &reason, backoff, EventTime::now().secs())
+                {
+                    Ok(wait) => {
+                        // A denied read is a permission or setting to fix: error level.
+                        if denied {
+                            self.log
+                                .error(format_args!("{object}: {reason}; tried again in {wait} s"));
+                        } else {
+                            self.log
+                                .warn(format_args!("{object}: {reason}; tried again in {wait} s"));
+                        }
+                        // The ledger retries it; its SQS message does not wait.
+                        self.entrust(&object.id, wait);
+                    }
+                    Err(e) => {
+                        self.log.error(format_args!("{object}: {reason}; {e}"));
+                        // The ledger may not know it: its messages go back to the queue.
+                        if self.sqs.is_some() {
+                            let verdicts = self.tracker().abandoned(&object.id);
+                            self.settle(verdicts);
+                        }
+                    }
+                }
+                return;
+            }
+            Err(FetchError::Permanent(reason)) => {
+                self.log
+                    .error(format_args!("{object}: {reason}; object skipped"));
+                let position = self.progress(&object);
+                let _ = self.queue.push(Chunk {
+                    bytes: Vec::new(),
+                    events: 0,
+                    mark: Mark {
+                        id: object.id.clone(),
+                        events: 0,
+                        position,
+                        end: Some(End::Failed(reason)),
+                        newest_event: 0,
+                        modified: object.last_modified.secs(),
+                    },
+                });
+                return;
+            }
+        };
+        let core = self.clone();
+        let id = object.id.clone();
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || core.split_object(&object, opened)).await
+        {
+            self.log
+                .error(format_args!("s3 object {id}: split task failed: {e}"));
+            self.ledger.let_go(&id);
+        }
+    }
+
+    /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
+    pub(super) fn split_object(&self, object: &ObjectRef, opened: Opened) {
+        let skip = self.progress(object);
+        let fallback = opened.last_modified.unwrap_or(object.last_modified);
+        let m = self.observe.clone();
+        let downloaded = Counted {
+            inner: opened.into_reader(),
+            observe: m.clone(),
+            decompressed: false,
+        };
+        let reader = Counted {
+            inner: decode::open_stream(downloaded, self.config.max_object_bytes),
+            observe: m,
+            decompressed: true,
+        };
+        // Chunk buffers start small and grow by doubling: the queue's byte budget counts
+        // lengths, so capacity must stay within 2x of them (objects are mostly small).
+        let mut buf = Vec::with_capacity(CHUNK_START);
+        let mut events = 0u64;
+        let mut newest = 0u32;
+        let options = SplitOptions {
+            skip,
+            fallback,
+            max_event_bytes: self.config.max_event_bytes,
+        };
+        let outcome = split(reader, options, |event| {
+            let before = buf.len();
+            if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
+                buf.truncate(before);
+                Metrics::add(&self.observe.metrics.events_unencodable, 1);
+                self.log.error(format_args!(
+                    "{object}: event {} left out: {e}",
+                    event.index
+                ));
+                return Ok(());
+            }
+            events += 1;
+            newest = newest.max(event.time.secs());
+            if buf.len() < self.chunk_target {
+                return Ok(());
+            }
+            let n = std::mem::take(&mut events);
+            let chunk = Chunk {
+                bytes: std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_START)),
+                events: n,
+                mark: Mark {
+                    id: object.id.clone(),
+                    events: n,
+                    position: event.index + 1,
+                    end: None,
+                    newest_event: std::mem::take(&mut newest),
+                    modified: object.last_modified.secs(),
+                },
+            };
+            self.queue.push(chunk).map_err(|_| Stop)
+        });
+        let stats = outcome.stats;
+        Metrics::add(
+            &self.observe.metrics.events_fallback_time,
+            stats.fallback_time,
+        );
+        if stats.fallback_time > 0 {
+            self.log.debug(format_args!(
+                "{object}: {} events had no usable eventTime and carry the object's LastModified",
+                stats.fallback_time
+            ));
+        }
+        if stats.not_objects > 0 {
+            self.log.warn(format_args!(
+                "{object}: {} elements of Records are not JSON objects (or not UTF-8) and were left out",
+                stats.not_objects
+            ));
+        }
+        let end = match outcome.error {
+            None => {
+                self.log
+                    .debug(format_args!("{object}: {} events", stats.events));
+                End::Done
+            }
+            Some(SplitError::Stopped) => return,
+            Some(SplitError::Download(reason)) => {
+                self.log.warn(format_args!(
+                    "{object}: {reason}; {} events so far are shipped, the rest follows on a later try",
+                    skip + stats.events
+                ));
+                End::Abandoned(reason)
+            }
+            Some(e) if !folder::unchanged(object) => {
+                self.log.warn(format_args!(
+                    "{object}: {e}, and the file changed while it was read; tried again later"
+                ));
+                End::Abandoned(format!("changed while read: {e}"))
+            }
+            Some(e) => {
+                if e.is_not_cloudtrail() {
+                    self.log.warn(format_args!("{object}: skipped, {e}"));
+                } else {
+                    self.log.error(format_args!(
+                        "{object}: {e}; {} events before the damage were shipped, the rest is skipped",
+                        skip + stats.events
+                    ));
+                }
+                End::Failed(e.to_string())
+            }
+        };
+        buf.shrink_to_fit();
+        let _ = self.queue.push(Chunk {
+            bytes: buf,
+            events,
+            mark: Mark {
+                id: object.id.clone(),
+                events,
+                position: stats.position,
+                end: Some(end),
+                newest_event: newest,
+                modified: object.last_modified.secs(),
+            },
+        });
+    }
+}
+
+impl Core {
+    /// Events of the object already committed. A store that cannot be read is logged and
+    /// counts as none: the object is shipped again from its start (repeated, never lost).
+    pub(super) fn progress(&self, object: &ObjectRef) -> u64 {
+        match self.ledger.entry(&object.id) {
+            Ok(entry) => entry.map_or(0, |e| e.position),
+            Err(e) => {
+                self.log.error(format_args!(
+                    "{object}: {e}; its progress is unknown, so it is shipped from its start"
+                ));
+                0
+            }
+        }
+    }
+}
+
+/// Feeds the workers from the listing and from SQS until told to stop.
+pub(super) async fn run(
+    core: Arc<Core>,
+    discovery: Option<Discovery>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, rx) = mpsc::channel::<ObjectRef>(core.config.workers * 2);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..core.config.workers {
+        let core = core.clone();
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                match next {
+                    Some(object) => core.process(object).await,
+                    None => return,
+                }
+            }
+        });
+    }
+    if let Some(queue) = core.sqs.clone() {
+        tokio::spawn(receive_loop(
+            core.clone(),
+            queue.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
+        if discovery.is_none() {
+            // No listing to re-queue them: objects that failed transiently are tried
+            // again from the ledger once their backoff has passed.
+            tokio::spawn(requeue_loop(core.clone(), tx.clone(), stop.clone()));
+        }
+    }
+    let Some(mut discovery) = discovery else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = core.wait_unpaused() => {}
+            _ = stop.changed() => return,
+        }
+        let m = &core.observe.metrics;
+        let (keys, calls) = (
+            m.keys_listed.load(Ordering::Relaxed),
+            m.requests_of(Op::ListObjects),
+        );
+        let found = discovery.scan(&core.ledger, &core.log).await;
+        core.last_scan.keys_listed.store(
+            m.keys_listed.load(Ordering::Relaxed) - keys,
+            Ordering::Relaxed,
+        );
+        core.last_scan
+            .list_calls
+            .store(m.requests_of(Op::ListObjects) - calls, Ordering::Relaxed);
+        core.start_backfill(found.len());
+        core.log.debug(format_args!(
+            "{discovery}: scan found {} new objects",
+            found.len()
+        ));
+        for object in found {
+            tokio::select! {
+                sent = tx.send(object) => if sent.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+        core.observe.metrics.scans.fetch_add(1, Ordering::AcqRel);
+        tokio::select! {
+            _ = tokio::time::sleep(core.config.scan_interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often SQS-only discovery looks for objects due for another try.
+pub(super) const REQUEUE_EVERY: Duration = Duration::from_secs(2);
+
+/// SQS alone: puts open objects whose backoff has passed back in line.
+pub(super) async fn requeue_loop(
+    core: Arc<Core>,
+    tx: mpsc::Sender<ObjectRef>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REQUEUE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = core.wait_unpaused() => {}
+            _ = stop.changed() => return,
+        }
+        let due = crate::discover::requeue(&core.ledger, EventTime::now().secs(), None, &core.log);
+        for object in due {
+            tokio::select! {
+                sent = tx.send(object) => if sent.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Counts the bytes read through it into the metrics: downloaded (compressed) or
+/// decompressed.
+pub(super) struct Counted<R> {
+    inner: R,
+    observe: Arc<Observe>,
+    decompressed: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let m = &self.observe.metrics;
+        let counter = if self.decompressed {
+            &m.bytes_decompressed
+        } else {
+            &m.bytes_downloaded
+        };
+        Metrics::add(counter, n as u64);
+        Ok(n)
+    }
+}
