@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::discover::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
 use crate::discover::listing::{Clock, Listed, Lister};
-use crate::discover::{DIGEST_DIR, DiscoverError, window};
-use crate::ledger::{Claimable, Honour, Ledger, Status};
+use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
+use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
 use crate::object::{ObjectRef, s3_id};
 use crate::pathexpr::PathExpression;
@@ -153,13 +153,11 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .map(|o| s3_id(self.bucket(), &o.key))
             .collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let statuses = ledger
-            .statuses(&id_refs)
-            .map_err(|e| self.ledger_error(e))?;
+        let entries = ledger.entries(&id_refs).map_err(|e| self.ledger_error(e))?;
         let items: Vec<(u32, bool)> = wanted
             .iter()
-            .zip(statuses)
-            .map(|(o, s)| (o.last_modified.secs(), finished(s)))
+            .zip(entries)
+            .map(|(o, e)| (o.last_modified.secs(), !holds_watermark(e.as_ref())))
             .collect();
         window::advance(
             ledger,
@@ -333,13 +331,11 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         // not pull the listing position after it.
         let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let statuses = ledger
-            .statuses(&id_refs)
-            .map_err(|e| self.ledger_error(e))?;
+        let entries = ledger.entries(&id_refs).map_err(|e| self.ledger_error(e))?;
         let open: std::collections::HashSet<&str> = wanted
             .iter()
-            .zip(statuses)
-            .filter(|(_, s)| !finished(*s))
+            .zip(entries)
+            .filter(|(_, e)| holds_watermark(e.as_ref()))
             .map(|(o, _)| o.key.as_str())
             .collect();
         let cap = i64::from(now) / 86_400 + 1;
@@ -371,10 +367,6 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
 /// The day of a `YYYY/MM/DD` (forget lines end at the day, without its slash).
 fn day_of(rest: &str) -> Option<i64> {
     key_day(&format!("{rest}/"))
-}
-
-fn finished(s: Option<Status>) -> bool {
-    matches!(s, Some(Status::Done | Status::Failed))
 }
 
 /// The listing horizon of a key's region prefix: keys below it were covered by listings

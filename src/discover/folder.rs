@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::aws::error::err_chain;
 use crate::discover::listing::Clock;
-use crate::discover::{DIGEST_DIR, DiscoverError, window};
+use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
 use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
 use crate::object::ObjectRef;
@@ -96,19 +96,11 @@ impl<C: Clock> FolderScan<C> {
         let now = self.clock.now().secs();
         let claimed = ledger.claim(&claimable, now, Honour::Backoff)?;
         let ids: Vec<&str> = files.iter().map(|f| &*f.object.id).collect();
-        let statuses = ledger.statuses(&ids)?;
+        let entries = ledger.entries(&ids)?;
         let items: Vec<(u32, bool)> = files
             .iter()
-            .zip(statuses)
-            .map(|(f, s)| {
-                (
-                    f.landed,
-                    matches!(
-                        s,
-                        Some(crate::ledger::Status::Done | crate::ledger::Status::Failed)
-                    ),
-                )
-            })
+            .zip(entries)
+            .map(|(f, e)| (f.landed, !holds_watermark(e.as_ref())))
             .collect();
         window::advance(ledger, GROUP, self.lookback, &items, now)?;
         let claimed: std::collections::HashSet<&str> = claimed.iter().map(|s| &**s).collect();

@@ -483,6 +483,7 @@ impl Ledger {
         self.write(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
+            let floors = txn.open_table(FLOORS)?;
             for m in marks {
                 out.events += m.events;
                 let mut e = table
@@ -515,6 +516,13 @@ impl Ledger {
                 }
                 if e.is_finished() {
                     open.remove(&*m.id)?;
+                }
+                // Done below its prefix's forget line (a retry from the ledger that ended
+                // after the watermark had passed it): no listing returns it again, so it is
+                // forgotten now, as the watermark forgot its neighbours.
+                if e.status == Status::Done && below_forget_line(&floors, &m.id)? {
+                    table.remove(&*m.id)?;
+                    continue;
                 }
                 table.insert(&*m.id, e.encode().as_slice())?;
             }
@@ -633,6 +641,16 @@ impl Ledger {
                         .and_then(|v| Entry::decode(v.value()))
                         .map(|e| e.status))
                 })
+                .collect()
+        })
+    }
+
+    /// The entries of these objects, in order (`None`: unknown to the ledger).
+    pub fn entries(&self, ids: &[&str]) -> Result<Vec<Option<Entry>>, LedgerError> {
+        self.read(|txn| {
+            let table = txn.open_table(OBJECTS)?;
+            ids.iter()
+                .map(|id| Ok(table.get(*id)?.and_then(|v| Entry::decode(v.value()))))
                 .collect()
         })
     }
@@ -892,6 +910,20 @@ fn lock(path: &Path) -> Result<fs::File, LedgerError> {
     }
 }
 
+/// Whether `id` lies below the forget line of the listed prefix it is under. Region
+/// prefixes do not nest, so the prefix an id is under is the last forget line key at or
+/// before it.
+fn below_forget_line(
+    floors: &redb::Table<'_, &str, &str>,
+    id: &str,
+) -> Result<bool, redb::StorageError> {
+    let Some(row) = floors.range(..=id)?.next_back() else {
+        return Ok(false);
+    };
+    let (prefix, line) = row?;
+    Ok(id.starts_with(prefix.value()) && id < line.value())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1018,6 +1050,35 @@ mod tests {
         assert!(
             l.entry(&k("10")).unwrap().is_some(),
             "open entries are kept"
+        );
+    }
+
+    #[test]
+    fn an_entry_done_below_the_forget_line_is_forgotten_at_once() {
+        // A retry from the ledger that ends after the watermark passed the object: no
+        // listing returns it again, so its done entry is not kept.
+        let l = Ledger::open(None, None, 0).unwrap();
+        let p = "s3://b/AWSLogs/1/CloudTrail/r/";
+        let other = "s3://b/AWSLogs/2/CloudTrail/r/";
+        let k = |d: &str| format!("{p}2023/07/{d}/x.json.gz");
+        let elsewhere = format!("{other}2023/07/01/x.json.gz");
+        claim(&l, &[&k("01"), &k("10"), &elsewhere], 1);
+        l.advance(p, &k("10"), &format!("{p}2023/07/09")).unwrap();
+        l.commit(
+            &[
+                mark(&k("01"), 1, 1, Some(End::Done)),
+                mark(&k("10"), 1, 1, Some(End::Done)),
+                mark(&elsewhere, 1, 1, Some(End::Done)),
+            ],
+            2,
+            Backoff::TRANSIENT,
+        )
+        .unwrap();
+        assert!(l.entry(&k("01")).unwrap().is_none(), "below the line");
+        assert!(l.is_finished(&k("10")), "above the line: kept");
+        assert!(
+            l.is_finished(&elsewhere),
+            "another prefix's line does not apply"
         );
     }
 

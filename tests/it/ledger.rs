@@ -688,6 +688,64 @@ fn the_state_keeps_only_the_lookback_of_finished_objects() {
     );
 }
 
+#[test]
+fn an_object_denied_for_ever_does_not_pin_its_prefix_listing() {
+    // One object of 07/01 answers 403 AccessDenied for ever (a KMS key the shipper may not
+    // use), ahead of ten days of others, lookback 1 h. It waits in the ledger for its
+    // retries; the watermark passes it, so an idle scan lists from the day before the
+    // watermark's day (07/09 and 07/10: 6 keys), not every day since 07/01 (31), and the
+    // ledger forgets the done entries behind the lookback as before.
+    let proxy = FaultProxy::start();
+    let bucket = server::bucket("ledger-pinned");
+    let denied = key(1, "denied");
+    put_object(&bucket, &denied, 2);
+    proxy.inject(&denied, Fault::Status(403, "AccessDenied"), usize::MAX);
+    let (_, want) = put_days(&bucket, 1..=10, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, db_s) = db_prop(&dir);
+    let props = with(
+        s3_props(&bucket),
+        &[
+            ("endpoint", &proxy.endpoint),
+            ("lookback", "1h"),
+            ("db", &db_s),
+            ("scan_interval", "1"),
+        ],
+    );
+    let (engine, _) = start(&props);
+    let mut got = Vec::new();
+    drain_all(&engine, &mut got, &want, Duration::from_secs(90));
+    exactly_once(
+        "30 objects over ten days behind one object denied for ever",
+        &want,
+        &got,
+    );
+    let listed = engine.stats().last_scan_keys_listed;
+    drop(engine);
+    assert!(
+        listed <= 6,
+        "an idle scan listed {listed} keys: the denied object of 07/01 still pins the listing"
+    );
+    let ledger = Ledger::open(Some(&db), None, 0).unwrap();
+    let prefix = cloudtrail_s3::object::s3_id(&bucket, ACCOUNT);
+    let mark = ledger.watermark(&prefix).unwrap();
+    assert!(
+        mark.as_deref().is_some_and(|m| m.contains("/2023/07/10/")),
+        "the watermark reached 07/10: {mark:?}"
+    );
+    let entry = ledger
+        .entry(&cloudtrail_s3::object::s3_id(&bucket, &denied))
+        .unwrap();
+    assert!(
+        entry.as_ref().is_some_and(|e| e.status == Status::Open
+            && e.attempts >= 1
+            && e.reason.contains("AccessDenied")),
+        "the denied object waits in the ledger for its retry: {entry:?}"
+    );
+    let (_, done, _) = ledger.counts().unwrap();
+    assert!(done <= 6, "{done} done entries kept with lookback 1 h");
+}
+
 // --- The earlier release's JSON state --------------------------------------------------
 
 #[test]
@@ -742,13 +800,14 @@ fn a_json_state_of_the_earlier_release_resumes_where_it_stopped_without_reshippi
     );
 }
 
-// --- SQS alone: a transient failure keeps its message -------------------------------------
+// --- SQS alone: a transient failure is retried from the ledger ----------------------------
 
 #[test]
-fn sqs_alone_retries_a_transient_failure_from_the_ledger_while_the_message_is_held() {
+fn sqs_alone_retries_a_transient_failure_from_the_ledger_never_handing_the_message_back() {
     // Handing the message back at each failure would count a receive per retry and, with a
-    // redrive policy, move it to the dead-letter queue during a short outage. It stays
-    // held; the object is tried again from the ledger after its backoff.
+    // redrive policy, move it to the dead-letter queue during a short outage. The object is
+    // tried again from the ledger after its backoff; its message is deleted once the ledger
+    // has it on disk.
     let proxy = crate::faults::FaultProxy::start();
     let bucket = server::bucket("ledger-sqs-transient");
     let k = key(10, "flaky");

@@ -13,7 +13,8 @@
 //!   the ledger with its reason after its good prefix was shipped;
 //! * events are repeated only after a crash, and at most as many as were delivered and not
 //!   committed at the crashes;
-//! * a watermark never passes a listed object that is not finished, nor the day after today;
+//! * a watermark never passes a listed object that is not finished (unless it failed a try
+//!   and waits in the ledger for the next, which re-queues it), nor the day after today;
 //! * finished entries are forgotten behind the lookback: the ledger stays the lookback's size.
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 4,000, spread over the cores: about a minute and a
@@ -275,8 +276,9 @@ impl Schedule {
             .collect()
     }
 
-    /// A watermark moves only over objects that are finished (those in the bucket when it
-    /// moved: a late one may land behind it), and never past tomorrow.
+    /// A watermark moves only over objects that are finished or wait in the ledger for
+    /// another try after a failed one (those in the bucket when it moved: a late one may
+    /// land behind it), and never past tomorrow.
     fn check_watermarks(&self, run: &Run, before: &BTreeMap<String, String>) -> Result<(), String> {
         let w = self.sim.world();
         let today = i64::from(w.now / DAY);
@@ -295,6 +297,7 @@ impl Schedule {
                     && self.wanted(o)
                     && o.appears <= w.now
                     && !self.out.finished.contains(k)
+                    && !retried_from_the_ledger(&run.ledger, k)
                 {
                     return Err(format!(
                         "watermark moved to {mark}, past {k}, which is not finished"
@@ -675,6 +678,16 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the ledger holds `key` open after a failed try: re-queued from the ledger, so a
+/// watermark may pass it.
+fn retried_from_the_ledger(ledger: &Ledger, key: &str) -> bool {
+    ledger
+        .entry(&s3_id(BUCKET, key))
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.status == Status::Open && e.attempts > 0)
 }
 
 /// A scratch folder for the ledgers, in memory when the machine has one.
