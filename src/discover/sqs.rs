@@ -441,17 +441,20 @@ impl Queue {
     /// [`Queue::delete`]'s retries and logs.
     async fn delete_batch(&self, held: &[Held]) {
         use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
-        let entries: Vec<_> = held
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&h.receipt)
-                    .build()
-                    .ok()
-            })
-            .collect();
+        // Both fields are set, so building cannot fail; an entry that did would be deleted
+        // one by one below, never counted as deleted.
+        let mut unbuilt = Vec::new();
+        let mut entries = Vec::new();
+        for (i, h) in held.iter().enumerate() {
+            match DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(&h.receipt)
+                .build()
+            {
+                Ok(e) => entries.push(e),
+                Err(_) => unbuilt.push(i),
+            }
+        }
         let result = self
             .client
             .delete_message_batch()
@@ -463,11 +466,12 @@ impl Queue {
         let refused: Vec<usize> = match result {
             Ok(out) => {
                 m.request(Op::DeleteMessage, Outcome::Ok);
-                let refused: Vec<usize> = out
+                let mut refused: Vec<usize> = out
                     .failed()
                     .iter()
                     .filter_map(|f| f.id().parse().ok())
                     .collect();
+                refused.extend(&unbuilt);
                 for (i, h) in held.iter().enumerate() {
                     if !refused.contains(&i) {
                         Metrics::add(&m.sqs_deleted, 1);
@@ -497,7 +501,7 @@ impl Queue {
     fn entrusted(&self, h: &Held) {
         Metrics::add(&self.observe.metrics.sqs_entrusted, 1);
         self.log.info(format_args!(
-            "sqs message {}: deleted; {} of its objects wait in the ledger for their retry (`status` lists them)",
+            "sqs message {}: {} of its objects wait in the ledger for their retry (`status` lists them); the message is deleted",
             h.message_id,
             h.entrusted.len()
         ));

@@ -232,8 +232,21 @@ impl Engine {
             });
             if done.is_err() {
                 self.core.log.warn(format_args!(
-                    "sqs: {} message deletes or hand-backs unanswered after 5 s at shutdown; those messages come back after their visibility timeout: this shipper skips them as shipped, another one on the queue would ship them again",
+                    "sqs: {} message deletes or hand-backs unanswered after 5 s at shutdown; those messages come back after their visibility timeout: this shipper skips what it shipped and retries the rest, another one on the queue would ship them again",
                     *self.core.settling.borrow()
+                ));
+            }
+            // Objects whose messages were deleted while they wait for a retry live only in
+            // this ledger now: say so, so the file is kept (or the objects retried by hand).
+            if let Ok(open) = self.core.ledger.open_count()
+                && open > 0
+            {
+                let db = self.core.config.db.as_ref().map_or_else(
+                    || "the ledger (in memory only: lost at exit)".to_string(),
+                    |p| p.display().to_string(),
+                );
+                self.core.log.warn(format_args!(
+                    "{open} objects are open in {db}, waiting for a retry or interrupted; those whose SQS messages were deleted are known only there, so keep it for the next start (`cloudtrail-s3 status --db` lists them)"
                 ));
             }
         }

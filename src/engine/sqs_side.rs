@@ -34,11 +34,15 @@ impl Core {
                 self.log.error(format_args!(
                     "{e}; the SQS messages of objects waiting for a retry are handed back instead of deleted"
                 ));
+                // No message with such objects is deleted (an entrusted one, or a
+                // quarantined one with `delete_quarantined`): each goes back to the queue.
                 self.settle_all(
                     verdicts
                         .into_iter()
                         .map(|v| match v {
-                            Verdict::Entrust(h) => Verdict::Retry(h, Duration::from_secs(10)),
+                            Verdict::Entrust(h) | Verdict::Quarantine(h) if h.entrusted() > 0 => {
+                                Verdict::Retry(h, Duration::from_secs(10))
+                            }
                             v => v,
                         })
                         .collect(),

@@ -207,6 +207,13 @@ fn sqs_denied_account(fb: &FluentBit) -> Result<(), Failed> {
     );
     tally.assert_exactly_once("behind a denied account");
     host.assert_no_errors_except(&["needs s3:GetObject"]);
+    let said = format!("{DENIED_OBJECTS} objects are open in");
+    assert_eq!(
+        host.stderr.count(&said),
+        1,
+        "at exit it says how many objects only the ledger knows now: {}",
+        host.stderr_tail(10)
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
         .args(["status", "--json", "--db"])
