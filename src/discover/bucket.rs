@@ -165,6 +165,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             self.lookback,
             &items,
             self.clock.now().secs(),
+            window::Forget::ByTime,
         )
         .map_err(|e| self.ledger_error(e))
     }

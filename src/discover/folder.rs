@@ -3,11 +3,16 @@
 //!
 //! Only complete CloudTrail object names are read (`*.json.gz`, `*.json`): `aws s3 sync`
 //! and most copy tools write `NAME.json.gz.1a2b3c4d` and rename it once complete. The time a
-//! file landed is its creation (birth) time, which copies cannot back-date (a preserved
-//! mtime can be years old) and which `chmod -R`, `chown -R`, renames and hard links leave
-//! alone: that orders the folder's time window. The inode change time, which all of those
-//! move, would make a permission fix re-ship the whole archive older than the lookback. It
-//! is used only where the filesystem records no birth time (some network filesystems).
+//! file landed is its inode change time, which copies cannot back-date (a preserved mtime
+//! can be years old) and which a move into the folder sets to now: that orders the folder's
+//! time window, and listings skip files that landed more than `lookback` behind it.
+//!
+//! Finished files are remembered while they are in the folder, not for the lookback: the
+//! inode change time also moves with `chmod -R`, `chown -R` and hard links, and a file
+//! forgotten by time would then look new and ship again (a whole archive, after a
+//! permission fix). A done entry is forgotten once its file is gone, so the ledger follows
+//! the folder's size. (The birth time, which those leave alone, is no better: a file moved
+//! in from elsewhere on the same filesystem keeps its old one and would be skipped.)
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ use crate::timestamp::EventTime;
 
 /// The time group of folder entries in the ledger.
 const GROUP: &str = "dir";
+/// What every folder entry's id starts with ([`ObjectRef::file`]).
+const ID_PREFIX: &str = "dir:";
 
 /// Scans one folder.
 pub struct FolderScan<C> {
@@ -59,10 +66,11 @@ impl<C: Clock> FolderScan<C> {
             }
         };
         let (files, errors) = walked;
+        let complete = errors.is_empty();
         for e in errors {
             self.log.error(format_args!("{e}"));
         }
-        match self.claim(ledger, files) {
+        match self.claim(ledger, files, complete) {
             Ok(found) => found,
             Err(e) => {
                 self.log.error(format_args!("{}: {e}", self.root.display()));
@@ -75,7 +83,15 @@ impl<C: Clock> FolderScan<C> {
         &self,
         ledger: &Ledger,
         files: Vec<Found>,
+        complete: bool,
     ) -> Result<Vec<ObjectRef>, crate::ledger::LedgerError> {
+        // Done entries of files no longer in the folder are forgotten; only after a walk
+        // that read every folder, since an unreadable one hides files that are still there.
+        if complete {
+            let present: std::collections::HashSet<&str> =
+                files.iter().map(|f| &*f.object.id).collect();
+            ledger.forget_done_absent(ID_PREFIX, &present)?;
+        }
         let floor = window::floor(ledger, GROUP, self.lookback)?;
         let files: Vec<Found> = files
             .into_iter()
@@ -90,7 +106,7 @@ impl<C: Clock> FolderScan<C> {
                     f.object.last_modified.secs(),
                     f.object.last_modified.nanos(),
                 ),
-                forget_by: Some((GROUP, f.landed)),
+                forget_by: None,
             })
             .collect();
         let now = self.clock.now().secs();
@@ -102,7 +118,14 @@ impl<C: Clock> FolderScan<C> {
             .zip(entries)
             .map(|(f, e)| (f.landed, !holds_watermark(e.as_ref())))
             .collect();
-        window::advance(ledger, GROUP, self.lookback, &items, now)?;
+        window::advance(
+            ledger,
+            GROUP,
+            self.lookback,
+            &items,
+            now,
+            window::Forget::Never,
+        )?;
         let claimed: std::collections::HashSet<&str> = claimed.iter().map(|s| &**s).collect();
         Ok(files
             .into_iter()
@@ -171,7 +194,7 @@ pub fn walk_dir(
                 .ok()
                 .and_then(EventTime::from_system_time)
                 .unwrap_or_else(EventTime::now);
-            let landed = landed(&meta);
+            let landed = u32::try_from(meta.ctime()).unwrap_or(0);
             if mtime >= start {
                 out.push(Found {
                     object: ObjectRef::file(path, rel, meta.len(), mtime),
@@ -182,17 +205,6 @@ pub fn walk_dir(
     }
     out.sort_by(|a, b| a.object.id.cmp(&b.object.id));
     (out, errors)
-}
-
-/// When a file landed in the folder: its birth time, else its inode change time.
-fn landed(meta: &std::fs::Metadata) -> u32 {
-    let born = meta
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
-    let secs = born.unwrap_or_else(|| u64::try_from(meta.ctime()).unwrap_or(0));
-    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// Whether a file is still as it was found (size and modification time): a file that
@@ -244,37 +256,121 @@ mod tests {
         assert!(!is_object_name("x.json.gz.1a2b3c4d") && !is_object_name("x.json.gz.tmp"));
     }
 
-    #[test]
-    fn chmod_chown_and_links_do_not_move_the_landing_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let day = dir.path().join("AWSLogs/1/CloudTrail/r/2023/07/10");
-        std::fs::create_dir_all(&day).unwrap();
-        let file = day.join("a.json.gz");
-        std::fs::write(&file, b"x").unwrap();
-        if std::fs::metadata(&file).unwrap().created().is_err() {
-            eprintln!("this filesystem records no birth time: nothing to check here");
-            return;
+    /// Scans `root` once with a fresh runtime; returns the ids claimed.
+    fn scan_ids(
+        scan: &FolderScan<crate::discover::listing::SystemClock>,
+        ledger: &Ledger,
+    ) -> Vec<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let found = rt.block_on(scan.scan(ledger));
+        found.into_iter().map(|o| o.id.to_string()).collect()
+    }
+
+    fn folder_scan(root: &Path) -> FolderScan<crate::discover::listing::SystemClock> {
+        FolderScan {
+            root: root.to_path_buf(),
+            clock: crate::discover::listing::SystemClock,
+            expr: PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap(),
+            start: EventTime::from_parts(0, 0).unwrap(),
+            lookback: 3600,
+            log: Logger::new(std::sync::Arc::new(
+                crate::log::tests_support::Lines::default(),
+            )),
         }
-        let expr = PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap();
-        let walk = || walk_dir(dir.path(), &expr, EventTime::from_parts(0, 0).unwrap()).0;
-        let before = walk()[0].landed;
-        // The clock moves past the landing second, so a moved time would show.
+    }
+
+    /// Moves the folder's time window so its floor is one second after `landed`, as when
+    /// files landed an hour later, and waits until the clock has passed that floor.
+    fn age_past(ledger: &Ledger, landed: u32) {
+        ledger.advance_time(GROUP, landed + 3600 + 1).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while EventTime::now().secs() <= before {
+        while EventTime::now().secs() <= landed + 1 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the clock did not move"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    fn done(ledger: &Ledger, ids: &[String]) {
+        use crate::engine::handoff::{End, Mark};
+        let marks: Vec<Mark> = ids
+            .iter()
+            .map(|id| Mark {
+                id: id.as_str().into(),
+                end: Some(End::Done),
+                ..Mark::default()
+            })
+            .collect();
+        ledger
+            .commit(
+                &marks,
+                EventTime::now().secs(),
+                crate::ledger::Backoff::TRANSIENT,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_permission_change_never_ships_a_finished_file_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("AWSLogs/1/CloudTrail/r/2023/07/10");
+        std::fs::create_dir_all(&day).unwrap();
+        for name in ["a.json.gz", "b.json.gz"] {
+            std::fs::write(day.join(name), b"x").unwrap();
+        }
+        let ledger = Ledger::open(None, None, 0).unwrap();
+        let scan = folder_scan(dir.path());
+        let first = scan_ids(&scan, &ledger);
+        assert_eq!(first.len(), 2);
+        done(&ledger, &first);
+        let landed = walk_dir(dir.path(), &scan.expr, scan.start).0[0].landed;
+        age_past(&ledger, landed);
+        assert!(scan_ids(&scan, &ledger).is_empty());
+        // chmod -R: every inode change time moves past the window's floor.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::hard_link(&file, dir.path().join("elsewhere")).unwrap();
-        let meta = std::fs::metadata(&file).unwrap();
-        assert!(
-            u32::try_from(meta.ctime()).unwrap() > before,
-            "the inode change time moved, as chmod does"
+        for name in ["a.json.gz", "b.json.gz"] {
+            std::fs::set_permissions(day.join(name), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        for pass in 1..=2 {
+            assert!(
+                scan_ids(&scan, &ledger).is_empty(),
+                "scan {pass} after chmod: finished files are remembered while they are in the folder"
+            );
+        }
+        // A file that is gone is forgotten; the other is kept.
+        std::fs::remove_file(day.join("a.json.gz")).unwrap();
+        assert!(scan_ids(&scan, &ledger).is_empty());
+        assert!(ledger.entry(&first[0]).unwrap().is_none(), "{}", first[0]);
+        assert!(ledger.is_finished(&first[1]));
+    }
+
+    #[test]
+    fn a_file_moved_in_from_elsewhere_ships_however_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("AWSLogs/1/CloudTrail/r/2023/07/10");
+        std::fs::create_dir_all(&day).unwrap();
+        std::fs::write(day.join("a.json.gz"), b"x").unwrap();
+        // Staged beside the folder, on the same filesystem, before the window moved.
+        let staged = dir.path().join("staged.json.gz");
+        std::fs::write(&staged, b"x").unwrap();
+        let ledger = Ledger::open(None, None, 0).unwrap();
+        let scan = folder_scan(dir.path());
+        let first = scan_ids(&scan, &ledger);
+        assert_eq!(first, ["dir:AWSLogs/1/CloudTrail/r/2023/07/10/a.json.gz"]);
+        done(&ledger, &first);
+        let landed = walk_dir(dir.path(), &scan.expr, scan.start).0[0].landed;
+        age_past(&ledger, landed);
+        std::fs::rename(&staged, day.join("late.json.gz")).unwrap();
+        assert_eq!(
+            scan_ids(&scan, &ledger),
+            ["dir:AWSLogs/1/CloudTrail/r/2023/07/10/late.json.gz"],
+            "a move lands the file now"
         );
-        assert_eq!(walk()[0].landed, before, "the landing time did not");
     }
 }

@@ -16,15 +16,24 @@ pub fn floor(ledger: &Ledger, group: &str, lookback: u32) -> Result<Option<u32>,
     Ok(by_mark.max(ledger.time_floor(group)?))
 }
 
+/// Whether [`advance`] forgets the finished entries that fell behind the lookback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    ByTime,
+    /// The caller forgets by other means (a folder: once the file is gone).
+    Never,
+}
+
 /// Moves the group's watermark up to just before the first unfinished object (never past
-/// `now`) and forgets what fell behind the lookback. `items` are the wanted objects of one
-/// listing: (landing time, finished).
+/// `now`) and forgets what fell behind the lookback (with [`Forget::ByTime`]). `items` are
+/// the wanted objects of one listing: (landing time, finished).
 pub fn advance(
     ledger: &Ledger,
     group: &str,
     lookback: u32,
     items: &[(u32, bool)],
     now: u32,
+    forget: Forget,
 ) -> Result<(), LedgerError> {
     let first_open = items
         .iter()
@@ -47,8 +56,10 @@ pub fn advance(
         to = to.min(open - 1);
     }
     ledger.advance_time(group, to)?;
-    let w = ledger.time_watermark(group)?.unwrap_or(to);
-    ledger.forget_older(group, w.saturating_sub(lookback))?;
+    if forget == Forget::ByTime {
+        let w = ledger.time_watermark(group)?.unwrap_or(to);
+        ledger.forget_older(group, w.saturating_sub(lookback))?;
+    }
     Ok(())
 }
 
@@ -89,7 +100,7 @@ mod tests {
         .unwrap();
         // b is open: the watermark stops just before it, and nothing is forgotten yet.
         let items = [(1_000, true), (5_000, false), (9_000, true)];
-        advance(&l, "flat:x", 3_000, &items, 10_000).unwrap();
+        advance(&l, "flat:x", 3_000, &items, 10_000, Forget::ByTime).unwrap();
         assert_eq!(l.time_watermark("flat:x").unwrap(), Some(4_999));
         assert_eq!(floor(&l, "flat:x", 3_000).unwrap(), Some(1_999));
         assert!(
@@ -101,7 +112,7 @@ mod tests {
         l.commit(&[done("s3://b/b")], 10_001, Backoff::TRANSIENT)
             .unwrap();
         let items = [(5_000, true), (9_000, true)];
-        advance(&l, "flat:x", 3_000, &items, 8_000).unwrap();
+        advance(&l, "flat:x", 3_000, &items, 8_000, Forget::ByTime).unwrap();
         assert_eq!(l.time_watermark("flat:x").unwrap(), Some(8_000));
         // b landed exactly at the floor (5,000): listings still return it, so it is kept.
         assert!(l.entry("s3://b/b").unwrap().is_some());
@@ -109,7 +120,7 @@ mod tests {
             l.entry("s3://b/c").unwrap().is_some(),
             "within the lookback"
         );
-        advance(&l, "flat:x", 3_000, &items, 9_500).unwrap();
+        advance(&l, "flat:x", 3_000, &items, 9_500, Forget::ByTime).unwrap();
         assert_eq!(l.time_watermark("flat:x").unwrap(), Some(9_000));
         assert!(
             l.entry("s3://b/b").unwrap().is_none(),

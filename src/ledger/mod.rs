@@ -785,12 +785,40 @@ impl Ledger {
         })
     }
 
-    /// Entries in the ledger, by status: (open, done, failed).
+    /// Forgets the done entries whose id starts with `id_prefix` and is not in `present`
+    /// (a folder's files that are gone). Returns how many.
+    pub fn forget_done_absent(
+        &self,
+        id_prefix: &str,
+        present: &HashSet<&str>,
+    ) -> Result<usize, LedgerError> {
+        self.write_lazy(|txn| {
+            let mut table = txn.open_table(OBJECTS)?;
+            let mut gone = Vec::new();
+            for row in table.range(id_prefix..)? {
+                let (k, v) = row?;
+                let id = k.value();
+                if !id.starts_with(id_prefix) {
+                    break;
+                }
+                let done = Entry::decode(v.value()).is_some_and(|e| e.status == Status::Done);
+                if done && !present.contains(id) {
+                    gone.push(id.to_string());
+                }
+            }
+            for id in &gone {
+                table.remove(id.as_str())?;
+            }
+            Ok(gone.len())
+        })
+    }
+
     /// Open entries, from the index of them (cheap, unlike [`Ledger::counts`]).
     pub fn open_count(&self) -> Result<u64, LedgerError> {
         self.read(|txn| Ok(txn.open_table(OPEN)?.len()?))
     }
 
+    /// Entries in the ledger, by status: (open, done, failed).
     pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
         self.read(|txn| {
             let table = txn.open_table(OBJECTS)?;
