@@ -24,7 +24,7 @@ use crate::abi::{
     ProxyDefWithConfigMap,
 };
 use crate::host_version;
-use crate::instance::Instance;
+use crate::instance::{HostServices, Instance};
 
 /// Runs `$body`, turning a panic into `$fallback` so it never unwinds into Fluent Bit.
 macro_rules! ffi_boundary {
@@ -206,9 +206,11 @@ impl Host {
         // SAFETY: checked non-NULL in `from_init`; the table outlives every instance.
         unsafe { &*self.api }
     }
+}
 
+impl HostServices for Host {
     /// A property's value; `None` when unset or empty (the host does not tell them apart).
-    pub fn property(&self, key: &str) -> Option<String> {
+    fn property(&self, key: &str) -> Option<String> {
         let get = self.api().input_get_property?;
         let key = CString::new(key).ok()?;
         // SAFETY: the host function takes a NUL-terminated key and this instance.
@@ -226,7 +228,7 @@ impl Host {
     }
 
     /// The most verbose level the instance's `log_level` lets through.
-    pub fn max_level(&self) -> Level {
+    fn max_level(&self) -> Level {
         let Some(check) = self.api().input_log_check else {
             return Level::Info;
         };
@@ -238,7 +240,7 @@ impl Host {
     }
 
     /// Prints one line through the host's logger (`log_print(level, NULL, 0, "%s", msg)`).
-    pub fn log(&self, level: Level, message: &str) {
+    fn log(&self, level: Level, message: &str) {
         let Some(print) = self.api().log_print else {
             eprintln!(
                 "[{}] [input:{}] {message}",

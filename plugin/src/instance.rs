@@ -20,7 +20,6 @@ use cloudtrail_s3::engine::handoff::{Batch, Mark};
 use cloudtrail_s3::log::{Level, LogSink, Logger};
 use cloudtrail_s3::{Engine, Settings};
 
-use crate::ffi::Host;
 use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
 
 /// Log lines waiting to be printed on the instance thread: Fluent Bit only routes lines
@@ -63,8 +62,20 @@ enum PanicAt {
     FirstCollect,
 }
 
+/// What an instance needs from its host: property lookup and logging. In Fluent Bit that is
+/// `ffi::Host`, over the host's API table; a trait, so this file never reaches into the FFI
+/// layer (which holds the instances) and the dependency runs one way.
+pub trait HostServices {
+    /// A property's value; `None` when unset or empty.
+    fn property(&self, key: &str) -> Option<String>;
+    /// The most verbose level the instance's `log_level` lets through.
+    fn max_level(&self) -> Level;
+    /// Prints one line through the host's logger.
+    fn log(&self, level: Level, message: &str);
+}
+
 pub struct Instance {
-    host: Host,
+    host: Box<dyn HostServices>,
     logs: Arc<LogQueue>,
     engine: Engine,
     batch_bytes: usize,
@@ -78,7 +89,7 @@ pub struct Instance {
 impl Instance {
     /// Reads and validates the properties and starts the engine. The error is the message
     /// for the user; it has already been printed.
-    pub fn init(host: Host) -> Result<Box<Instance>, String> {
+    pub fn init(host: Box<dyn HostServices>) -> Result<Box<Instance>, String> {
         let logs = Arc::new(LogQueue {
             max_level: host.max_level(),
             lines: Mutex::default(),

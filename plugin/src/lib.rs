@@ -54,7 +54,7 @@ pub unsafe extern "C" fn FLBPluginInit(plugin: *mut c_void) -> c_int {
             );
             return FLB_ERROR;
         };
-        match Instance::init(host) {
+        match Instance::init(Box::new(host)) {
             Ok(instance) => {
                 // SAFETY: `slot` came from `from_init` for this call.
                 unsafe { ffi::install(instance, slot) };

@@ -10,8 +10,6 @@
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::read::fetch::FetchError;
-
 /// What to do about a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
@@ -90,15 +88,6 @@ where
         ),
         _ => (ErrorClass::Transient, err_chain(err)),
     }
-}
-
-/// Sorts an S3 SDK error with no operation-specific hint (prefer [`describe`]).
-pub fn classify_sdk_error<E>(err: SdkError<E, HttpResponse>) -> FetchError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let (class, text) = describe(Operation::S3, &err);
-    FetchError::new(class, text)
 }
 
 /// Error codes whose request may succeed when simply tried again.
@@ -503,12 +492,10 @@ mod tests {
         let build: SdkError<GetObjectError, HttpResponse> =
             SdkError::construction_failure("bad input");
         assert_eq!(describe(GET, &build).0, Permanent);
-        assert!(matches!(
-            classify_sdk_error(SdkError::<GetObjectError, HttpResponse>::service_error(
-                GetObjectError::generic(meta("AccessDenied", "x")),
-                raw(403)
-            )),
-            FetchError::Denied(_)
-        ));
+        let denied = SdkError::<GetObjectError, HttpResponse>::service_error(
+            GetObjectError::generic(meta("AccessDenied", "x")),
+            raw(403),
+        );
+        assert_eq!(describe(Operation::S3, &denied).0, Denied);
     }
 }
