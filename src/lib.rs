@@ -12,6 +12,7 @@ pub mod config;
 pub mod discover;
 pub mod encode;
 pub mod engine;
+pub mod layout;
 pub mod ledger;
 pub mod log;
 pub mod object;

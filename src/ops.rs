@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::discover::layout::{day_path, file_time, key_day, region_prefix};
+use crate::layout::{day_path, file_time, key_day, region_prefix};
 use crate::ledger::{Entry, Ledger, LedgerError, Status};
 use crate::timestamp::civil_from_days;
 

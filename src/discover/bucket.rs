@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::discover::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
 use crate::discover::listing::{Clock, Listed, Lister};
 use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
+use crate::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
 use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
 use crate::object::{ObjectRef, s3_id};

@@ -13,7 +13,6 @@ use crate::timestamp::EventTime;
 
 pub mod bucket;
 pub mod folder;
-pub mod layout;
 pub mod listing;
 pub mod notify;
 pub mod sqs;

@@ -355,8 +355,8 @@ impl Core {
         let crate::object::Location::S3 { bucket, key } = &object.location else {
             return Some(("sqs".to_string(), now));
         };
-        if crate::discover::layout::base(&self.config.path_expression).is_some()
-            && crate::discover::layout::region_prefix(key).is_some()
+        if crate::layout::base(&self.config.path_expression).is_some()
+            && crate::layout::region_prefix(key).is_some()
         {
             None
         } else {

@@ -286,11 +286,11 @@ impl Ledger {
                 for (prefix, day) in &old.newest_days {
                     // The old listing resumed one day before the newest day it saw, and had
                     // forgotten what was finished before: that is where listings start.
-                    let Some(days) = crate::discover::layout::key_day(&format!("{day}/")) else {
+                    let Some(days) = crate::layout::key_day(&format!("{day}/")) else {
                         continue;
                     };
                     let id = crate::object::s3_id(bucket, prefix);
-                    let floor = format!("{id}{}", crate::discover::layout::day_path(days - 1));
+                    let floor = format!("{id}{}", crate::layout::day_path(days - 1));
                     floors.insert(id.as_str(), floor.as_str())?;
                 }
             }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::discover::layout::{account_region, file_time};
+use crate::layout::{account_region, file_time};
 use crate::log::Logger;
 use crate::observe::metrics::label;
 

@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cloudtrail_s3::discover::bucket::BucketScan;
-use cloudtrail_s3::discover::layout::{day_path, key_day, region_prefix};
 use cloudtrail_s3::discover::listing::{Clock, Listed, Lister};
 use cloudtrail_s3::discover::{DiscoverError, requeue};
 use cloudtrail_s3::engine::handoff::{End, Mark};
+use cloudtrail_s3::layout::{day_path, key_day, region_prefix};
 use cloudtrail_s3::ledger::{Backoff, Ledger, Status};
 use cloudtrail_s3::log::{Level, LogSink, Logger};
 use cloudtrail_s3::object::{ObjectRef, s3_id};

@@ -8,8 +8,8 @@
 
 use std::io::Write;
 
-use crate::discover::layout::account_region;
 use crate::engine::handoff::Batch;
+use crate::layout::account_region;
 
 /// Account and region of lines whose key has no CloudTrail layout (a folder of other
 /// files).

@@ -2,7 +2,8 @@
 //!
 //! Listings follow it: accounts and regions are enumerated with delimiter listings, and each
 //! `…/CloudTrail/REGION/` prefix is listed by day. These helpers read the layout out of an
-//! expression and out of keys.
+//! expression and out of keys. A base module, like `timestamp`: discovery, the ledger's
+//! forget lines, freshness, `status` and the HTTP output's fields all read keys this way.
 
 use crate::pathexpr::PathExpression;
 use crate::timestamp::{civil_from_days, days_from_civil};
