@@ -9,21 +9,25 @@
 //! leaves the last committed transaction whole. Without `db` the same tables live in memory.
 //! A JSON state file of earlier releases is converted once at start (kept beside as
 //! `<db>.v1.json`).
+//!
+//! This file holds the entries' API (claim, release, commit, retry, due); `store.rs` the file
+//! and its transactions; `marks.rs` where listings stand (watermarks, forget lines, time
+//! windows); `entry.rs` one entry's form.
 
 mod entry;
 mod legacy;
+mod marks;
+mod store;
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use entry::{Entry, Status};
+use marks::{below_forget_line, time_key};
 
 use crate::engine::handoff::{End, Mark};
 
@@ -134,213 +138,6 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger at `path` (created when missing), or one in memory. A JSON state
-    /// file of an earlier release is converted; `bucket` names the bucket its listing
-    /// positions belong to.
-    pub fn open(path: Option<&Path>, bucket: Option<&str>, now: u32) -> Result<Self, LedgerError> {
-        let Some(path) = path else {
-            let db = Database::builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| store_err(Path::new(":memory:"), e))?;
-            return Self::init(db, None, None);
-        };
-        let lock = lock(path)?;
-        let io = |source| LedgerError::Io {
-            path: path.into(),
-            source,
-        };
-        // A conversion that stopped between its two renames: the old file is already kept
-        // aside and the converted ledger is complete; finish it.
-        let converting = with_suffix(path, ".converting");
-        if !path.exists() && converting.exists() && with_suffix(path, ".v1.json").exists() {
-            fs::rename(&converting, path).map_err(io)?;
-            sync_dir(path).map_err(io)?;
-        }
-        let old = match fs::read(path) {
-            Ok(bytes) if legacy::is_json(&bytes) => Some(legacy::parse(&bytes).map_err(
-                |reason| LedgerError::Corrupt {
-                    path: path.into(),
-                    reason,
-                },
-            )?),
-            Ok(_) => None,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io(e)),
-        };
-        if let Some(old) = old {
-            let fresh = with_suffix(path, ".converting");
-            let _ = fs::remove_file(&fresh);
-            let db = Database::create(&fresh).map_err(|e| store_err(&fresh, e))?;
-            let ledger = Self::init(db, None, None)?;
-            ledger.import(&old, bucket, now)?;
-            drop(ledger);
-            fs::rename(path, with_suffix(path, ".v1.json")).map_err(io)?;
-            fs::rename(&fresh, path).map_err(io)?;
-            sync_dir(path).map_err(io)?;
-        }
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(LedgerError::InUse { path: path.into() });
-            }
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => return Err(io(e)),
-            Err(e) => {
-                return Err(LedgerError::Corrupt {
-                    path: path.into(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let mut ledger = Self::init(db, Some(path.into()), Some(lock))?;
-        // Pages freed by forgetting are reused, but the file only shrinks by compaction:
-        // once per start, while nothing else reads it (a second per million entries).
-        ledger.compact()?;
-        Ok(ledger)
-    }
-
-    fn init(
-        db: Database,
-        path: Option<PathBuf>,
-        lock: Option<fs::File>,
-    ) -> Result<Self, LedgerError> {
-        let ledger = Self {
-            db,
-            path,
-            inflight: Mutex::default(),
-            _lock: lock,
-        };
-        // Creates the tables and proves the location is writable before any data moves.
-        ledger.write(|txn| {
-            txn.open_table(OBJECTS)?;
-            txn.open_table(OPEN)?;
-            txn.open_table(WATERMARKS)?;
-            txn.open_table(TIMES)?;
-            txn.open_table(FLOORS)?;
-            let mut meta = txn.open_table(META)?;
-            let version = meta.get("version")?.map(|v| v.value());
-            match version {
-                None => {
-                    meta.insert("version", FORMAT_VERSION)?;
-                }
-                Some(FORMAT_VERSION) => {}
-                Some(v) => return Err(Fail::Refused(format!("format version {v}"))),
-            }
-            Ok(())
-        })?;
-        Ok(ledger)
-    }
-
-    /// Writes a converted JSON state in one transaction.
-    fn import(
-        &self,
-        old: &legacy::StateV1,
-        bucket: Option<&str>,
-        now: u32,
-    ) -> Result<(), LedgerError> {
-        self.write(|txn| {
-            let mut objects = txn.open_table(OBJECTS)?;
-            let mut open = txn.open_table(OPEN)?;
-            let mut meta = txn.open_table(META)?;
-            if let Some(first) = old.first_start {
-                meta.insert("first_start", u64::from(first))?;
-            }
-            let mut put = |id: &str, e: Entry| -> Result<(), Fail> {
-                if e.status == Status::Open {
-                    open.insert(id, ())?;
-                }
-                objects.insert(id, e.encode().as_slice())?;
-                Ok(())
-            };
-            for id in &old.done {
-                put(
-                    id,
-                    Entry {
-                        status: Status::Done,
-                        ..Entry::open(0, (0, 0), now)
-                    },
-                )?;
-            }
-            for (id, reason) in &old.failed {
-                put(
-                    id,
-                    Entry {
-                        status: Status::Failed,
-                        reason: reason.clone(),
-                        ..Entry::open(0, (0, 0), now)
-                    },
-                )?;
-            }
-            for (id, position) in &old.progress {
-                put(
-                    id,
-                    Entry {
-                        position: *position,
-                        ..Entry::open(0, (0, 0), now)
-                    },
-                )?;
-            }
-            drop(objects);
-            drop(open);
-            if let Some(bucket) = bucket {
-                let mut floors = txn.open_table(FLOORS)?;
-                for (prefix, day) in &old.newest_days {
-                    // The old listing resumed one day before the newest day it saw, and had
-                    // forgotten what was finished before: that is where listings start.
-                    let Some(days) = crate::layout::key_day(&format!("{day}/")) else {
-                        continue;
-                    };
-                    let id = crate::object::s3_id(bucket, prefix);
-                    let floor = format!("{id}{}", crate::layout::day_path(days - 1));
-                    floors.insert(id.as_str(), floor.as_str())?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
-    ) -> Result<T, LedgerError> {
-        self.write_with(Durability::Immediate, f)
-    }
-
-    /// A transaction whose loss in a crash costs nothing but a repeat of work: claims
-    /// (listings and redeliveries find the objects again) and backoffs. It reaches the disk
-    /// with the next durable commit.
-    fn write_lazy<T>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
-    ) -> Result<T, LedgerError> {
-        self.write_with(Durability::None, f)
-    }
-
-    fn write_with<T>(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, Fail>,
-    ) -> Result<T, LedgerError> {
-        let path = self.path.as_deref().unwrap_or(Path::new(":memory:"));
-        let mut txn = self.db.begin_write().map_err(|e| store_err(path, e))?;
-        txn.set_durability(durability)
-            .map_err(|e| LedgerError::Store {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
-        let out = f(&txn).map_err(|e| e.into_error(path))?;
-        txn.commit().map_err(|e| store_err(path, e))?;
-        Ok(out)
-    }
-
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, Fail>,
-    ) -> Result<T, LedgerError> {
-        let path = self.path.as_deref().unwrap_or(Path::new(":memory:"));
-        let txn = self.db.begin_read().map_err(|e| store_err(path, e))?;
-        f(&txn).map_err(|e| e.into_error(path))
-    }
-
     fn inflight(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -656,163 +453,6 @@ impl Ledger {
         })
     }
 
-    /// The low watermark of a listed prefix.
-    pub fn watermark(&self, prefix_id: &str) -> Result<Option<String>, LedgerError> {
-        self.read(|txn| {
-            let t = txn.open_table(WATERMARKS)?;
-            Ok(t.get(prefix_id)?.map(|v| v.value().to_string()))
-        })
-    }
-
-    /// Every watermark, by prefix id.
-    pub fn watermarks(&self) -> Result<Vec<(String, String)>, LedgerError> {
-        self.read(|txn| {
-            let t = txn.open_table(WATERMARKS)?;
-            let mut out = Vec::new();
-            for row in t.iter()? {
-                let (k, v) = row?;
-                out.push((k.value().to_string(), v.value().to_string()));
-            }
-            Ok(out)
-        })
-    }
-
-    /// Moves a prefix's watermark forward (never back) and forgets the finished entries
-    /// below `forget_below` under the prefix: no listing returns them again. Failed and
-    /// open entries are kept.
-    pub fn advance(
-        &self,
-        prefix_id: &str,
-        to: &str,
-        forget_below: &str,
-    ) -> Result<(), LedgerError> {
-        self.write(|txn| {
-            let mut marks = txn.open_table(WATERMARKS)?;
-            let current = marks.get(prefix_id)?.map(|v| v.value().to_string());
-            if current.as_deref().is_none_or(|c| c < to) {
-                marks.insert(prefix_id, to)?;
-            }
-            if forget_below > prefix_id {
-                let mut table = txn.open_table(OBJECTS)?;
-                table.retain_in(prefix_id..forget_below, |_, v| {
-                    Entry::decode(v).is_none_or(|e| e.status != Status::Done)
-                })?;
-                let mut floors = txn.open_table(FLOORS)?;
-                let floor = floors.get(prefix_id)?.map(|v| v.value().to_string());
-                if floor.as_deref().is_none_or(|f| f < forget_below) {
-                    floors.insert(prefix_id, forget_below)?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// The forget line of a listed prefix: an id below which listings never start.
-    pub fn floor(&self, prefix_id: &str) -> Result<Option<String>, LedgerError> {
-        self.read(|txn| {
-            let t = txn.open_table(FLOORS)?;
-            Ok(t.get(prefix_id)?.map(|v| v.value().to_string()))
-        })
-    }
-
-    /// The forget line of a time group: listings skip objects that landed before it.
-    pub fn time_floor(&self, group: &str) -> Result<Option<u32>, LedgerError> {
-        self.read(|txn| {
-            let t = txn.open_table(FLOORS)?;
-            Ok(t.get(time_mark(group).as_str())?
-                .and_then(|v| v.value().parse().ok()))
-        })
-    }
-
-    /// The time watermark of a group (flat listings, folders): every wanted object modified
-    /// at or before it is finished.
-    pub fn time_watermark(&self, group: &str) -> Result<Option<u32>, LedgerError> {
-        self.watermark(&time_mark(group))
-            .map(|w| w.and_then(|s| s.parse().ok()))
-    }
-
-    /// Moves a group's time watermark forward (never back).
-    pub fn advance_time(&self, group: &str, to: u32) -> Result<(), LedgerError> {
-        let key = time_mark(group);
-        self.write(|txn| {
-            let mut marks = txn.open_table(WATERMARKS)?;
-            let current = marks
-                .get(key.as_str())?
-                .and_then(|v| v.value().parse::<u32>().ok());
-            if current.is_none_or(|c| c < to) {
-                marks.insert(key.as_str(), format!("{to:010}").as_str())?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Forgets the done entries of a time group whose time is before `before`, and raises
-    /// the group's forget line to it.
-    pub fn forget_older(&self, group: &str, before: u32) -> Result<usize, LedgerError> {
-        self.write(|txn| {
-            let mut floors = txn.open_table(FLOORS)?;
-            let key = time_mark(group);
-            let floor = floors
-                .get(key.as_str())?
-                .and_then(|v| v.value().parse::<u32>().ok());
-            if floor.is_none_or(|f| f < before) {
-                floors.insert(key.as_str(), format!("{before:010}").as_str())?;
-            }
-            drop(floors);
-            let mut times = txn.open_table(TIMES)?;
-            let mut table = txn.open_table(OBJECTS)?;
-            let lo = format!("{group}\0");
-            let hi = time_key(group, before, "");
-            let mut stale = Vec::new();
-            for row in times.range(lo.as_str()..hi.as_str())? {
-                let (k, _) = row?;
-                stale.push(k.value().to_string());
-            }
-            let mut n = 0;
-            for k in stale {
-                let id = k.rsplit_once('\0').map_or("", |(_, id)| id);
-                let done = table
-                    .get(id)?
-                    .and_then(|v| Entry::decode(v.value()))
-                    .is_none_or(|e| e.status == Status::Done);
-                if done {
-                    table.remove(id)?;
-                    times.remove(k.as_str())?;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
-    }
-
-    /// Forgets the done entries whose id starts with `id_prefix` and is not in `present`
-    /// (a folder's files that are gone). Returns how many.
-    pub fn forget_done_absent(
-        &self,
-        id_prefix: &str,
-        present: &HashSet<&str>,
-    ) -> Result<usize, LedgerError> {
-        self.write_lazy(|txn| {
-            let mut table = txn.open_table(OBJECTS)?;
-            let mut gone = Vec::new();
-            for row in table.range(id_prefix..)? {
-                let (k, v) = row?;
-                let id = k.value();
-                if !id.starts_with(id_prefix) {
-                    break;
-                }
-                let done = Entry::decode(v.value()).is_some_and(|e| e.status == Status::Done);
-                if done && !present.contains(id) {
-                    gone.push(id.to_string());
-                }
-            }
-            for id in &gone {
-                table.remove(id.as_str())?;
-            }
-            Ok(gone.len())
-        })
-    }
-
     /// Open entries, from the index of them (cheap, unlike [`Ledger::counts`]).
     pub fn open_count(&self) -> Result<u64, LedgerError> {
         self.read(|txn| Ok(txn.open_table(OPEN)?.len()?))
@@ -836,20 +476,6 @@ impl Ledger {
         })
     }
 
-    /// Gives the file's free pages back to the file system (pages freed by forgetting are
-    /// reused by later writes, but the file does not shrink by itself). Needs the ledger to
-    /// itself: run at start-up, before anything else reads it.
-    pub fn compact(&mut self) -> Result<bool, LedgerError> {
-        let path = self
-            .path
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(":memory:"));
-        self.db.compact().map_err(|e| LedgerError::Store {
-            path,
-            reason: e.to_string(),
-        })
-    }
-
     /// Lets a claim go without writing anything (a commit that failed, a task that died):
     /// the object is found again by the next scan or redelivery.
     pub fn let_go(&self, id: &str) {
@@ -862,107 +488,11 @@ impl Ledger {
     }
 }
 
-/// The watermark row of a time group (not an object id: those start `s3://` or `dir:`).
-fn time_mark(group: &str) -> String {
-    format!("time:{group}")
-}
-
-/// The key of a time-index row.
-fn time_key(group: &str, secs: u32, id: &str) -> String {
-    format!("{group}\0{secs:010}\0{id}")
-}
-
-/// A failure inside a transaction.
-enum Fail {
-    Store(String),
-    Refused(String),
-}
-
-impl<E: Into<redb::Error>> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail::Store(e.into().to_string())
-    }
-}
-
-impl Fail {
-    fn into_error(self, path: &Path) -> LedgerError {
-        match self {
-            Fail::Store(reason) => LedgerError::Store {
-                path: path.into(),
-                reason,
-            },
-            Fail::Refused(reason) => LedgerError::Corrupt {
-                path: path.into(),
-                reason,
-            },
-        }
-    }
-}
-
-fn store_err(path: &Path, e: impl Into<redb::Error>) -> LedgerError {
-    LedgerError::Store {
-        path: path.into(),
-        reason: e.into().to_string(),
-    }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::File::open(dir)?.sync_all()
-}
-
-/// An exclusive lock on `<db>.lock`, held while the ledger is open: two instances on one
-/// state would undo each other's work. (redb refuses a second opener too; this lock gives
-/// the clearer message, and the folder is created here.)
-fn lock(path: &Path) -> Result<fs::File, LedgerError> {
-    let io = |source| LedgerError::Io {
-        path: path.into(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io)?;
-    }
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(with_suffix(path, ".lock"))
-        .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(LedgerError::InUse { path: path.into() }),
-        Err(fs::TryLockError::Error(e)) => Err(io(e)),
-    }
-}
-
-/// Whether `id` lies below the forget line of the listed prefix it is under. Region
-/// prefixes do not nest, so the prefix an id is under is the last forget line key at or
-/// before it.
-fn below_forget_line(
-    floors: &redb::Table<'_, &str, &str>,
-    id: &str,
-) -> Result<bool, redb::StorageError> {
-    let Some(row) = floors.range(..=id)?.next_back() else {
-        return Ok(false);
-    };
-    let (prefix, line) = row?;
-    Ok(id.starts_with(prefix.value()) && id < line.value())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn mark(id: &str, events: u64, position: u64, end: Option<End>) -> Mark {
+    pub(super) fn mark(id: &str, events: u64, position: u64, end: Option<End>) -> Mark {
         Mark {
             id: id.into(),
             events,
@@ -972,7 +502,7 @@ mod tests {
         }
     }
 
-    fn claim(l: &Ledger, ids: &[&str], now: u32) -> Vec<String> {
+    pub(super) fn claim(l: &Ledger, ids: &[&str], now: u32) -> Vec<String> {
         let objs: Vec<Claimable<'_>> = ids
             .iter()
             .map(|id| Claimable {
@@ -987,35 +517,6 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect()
-    }
-
-    #[test]
-    fn survives_reopen_with_every_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/state.db");
-        let l = Ledger::open(Some(&path), None, 100).unwrap();
-        assert_eq!(l.first_start_or(100).unwrap(), 100);
-        claim(&l, &["s3://b/k1", "s3://b/k2", "s3://b/k3"], 100);
-        l.commit(
-            &[
-                mark("s3://b/k1", 10, 10, None),
-                mark("s3://b/k2", 5, 5, Some(End::Done)),
-                mark("s3://b/k3", 2, 2, Some(End::Failed("gzip: bad".into()))),
-            ],
-            101,
-            Backoff::TRANSIENT,
-        )
-        .unwrap();
-        drop(l);
-        let l = Ledger::open(Some(&path), None, 200).unwrap();
-        assert_eq!(l.first_start_or(200).unwrap(), 100, "first start kept");
-        assert_eq!(l.progress("s3://b/k1"), 10);
-        assert!(l.is_finished("s3://b/k2") && l.is_finished("s3://b/k3"));
-        let failed = l.entry("s3://b/k3").unwrap().unwrap();
-        assert_eq!((failed.reason.as_str(), failed.position), ("gzip: bad", 2));
-        // The crash-open object is due again; finished ones are not.
-        let due: Vec<String> = l.due(200, 10).unwrap().into_iter().map(|d| d.0).collect();
-        assert_eq!(due, ["s3://b/k1"]);
     }
 
     #[test]
@@ -1056,161 +557,5 @@ mod tests {
         assert_eq!(l.retry(None, 5).unwrap(), 1);
         assert_eq!(claim(&l, &["x"], 6), ["x"]);
         assert_eq!(l.progress("x"), 3, "the good prefix is not shipped again");
-    }
-
-    #[test]
-    fn watermarks_only_move_forward_and_forget_done_entries_below() {
-        let l = Ledger::open(None, None, 0).unwrap();
-        let p = "s3://b/AWSLogs/1/CloudTrail/r/";
-        let k = |d: &str| format!("{p}2023/07/{d}/x.json.gz");
-        claim(&l, &[&k("08"), &k("09"), &k("10")], 1);
-        l.commit(
-            &[
-                mark(&k("08"), 1, 1, Some(End::Done)),
-                mark(&k("09"), 1, 1, Some(End::Failed("bad".into()))),
-            ],
-            2,
-            Backoff::TRANSIENT,
-        )
-        .unwrap();
-        l.advance(p, &k("09"), &format!("{p}2023/07/10")).unwrap();
-        l.advance(p, &k("08"), p).unwrap();
-        assert_eq!(l.watermark(p).unwrap().as_deref(), Some(k("09").as_str()));
-        assert!(
-            l.entry(&k("08")).unwrap().is_none(),
-            "done and below: forgotten"
-        );
-        assert!(l.is_finished(&k("09")), "failed entries are kept");
-        assert!(
-            l.entry(&k("10")).unwrap().is_some(),
-            "open entries are kept"
-        );
-    }
-
-    #[test]
-    fn an_entry_done_below_the_forget_line_is_forgotten_at_once() {
-        // A retry from the ledger that ends after the watermark passed the object: no
-        // listing returns it again, so its done entry is not kept.
-        let l = Ledger::open(None, None, 0).unwrap();
-        let p = "s3://b/AWSLogs/1/CloudTrail/r/";
-        let other = "s3://b/AWSLogs/2/CloudTrail/r/";
-        let k = |d: &str| format!("{p}2023/07/{d}/x.json.gz");
-        let elsewhere = format!("{other}2023/07/01/x.json.gz");
-        claim(&l, &[&k("01"), &k("10"), &elsewhere], 1);
-        l.advance(p, &k("10"), &format!("{p}2023/07/09")).unwrap();
-        l.commit(
-            &[
-                mark(&k("01"), 1, 1, Some(End::Done)),
-                mark(&k("10"), 1, 1, Some(End::Done)),
-                mark(&elsewhere, 1, 1, Some(End::Done)),
-            ],
-            2,
-            Backoff::TRANSIENT,
-        )
-        .unwrap();
-        assert!(l.entry(&k("01")).unwrap().is_none(), "below the line");
-        assert!(l.is_finished(&k("10")), "above the line: kept");
-        assert!(
-            l.is_finished(&elsewhere),
-            "another prefix's line does not apply"
-        );
-    }
-
-    #[test]
-    fn time_groups_forget_only_old_done_entries() {
-        let l = Ledger::open(None, None, 0).unwrap();
-        let objs = [
-            Claimable {
-                id: "s3://b/old",
-                size: 1,
-                modified: (0, 0),
-                forget_by: Some(("sqs", 100)),
-            },
-            Claimable {
-                id: "s3://b/new",
-                size: 1,
-                modified: (0, 0),
-                forget_by: Some(("sqs", 300)),
-            },
-            Claimable {
-                id: "s3://b/open",
-                size: 1,
-                modified: (0, 0),
-                forget_by: Some(("sqs", 100)),
-            },
-        ];
-        l.claim(&objs, 1, Honour::Backoff).unwrap();
-        l.commit(
-            &[
-                mark("s3://b/old", 1, 1, Some(End::Done)),
-                mark("s3://b/new", 1, 1, Some(End::Done)),
-            ],
-            2,
-            Backoff::TRANSIENT,
-        )
-        .unwrap();
-        assert_eq!(l.forget_older("sqs", 200).unwrap(), 1);
-        assert!(l.entry("s3://b/old").unwrap().is_none());
-        assert!(l.is_finished("s3://b/new"));
-        assert!(l.entry("s3://b/open").unwrap().is_some());
-    }
-
-    #[test]
-    fn one_state_file_one_instance_and_other_files_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let first = Ledger::open(Some(&path), None, 0).unwrap();
-        let err = Ledger::open(Some(&path), None, 0).unwrap_err().to_string();
-        assert!(err.contains("in use by another running instance"), "{err}");
-        drop(first);
-        Ledger::open(Some(&path), None, 0).expect("free again once the first is closed");
-        let junk = dir.path().join("junk");
-        fs::write(
-            &junk,
-            b"not a database at all, and long enough to be read as one",
-        )
-        .unwrap();
-        let err = Ledger::open(Some(&junk), None, 0).unwrap_err().to_string();
-        assert!(err.contains("junk"), "{err}");
-        fs::write(&junk, b"{\"done\": [").unwrap();
-        let err = Ledger::open(Some(&junk), None, 0).unwrap_err().to_string();
-        assert!(err.contains("not a state file"), "{err}");
-    }
-
-    #[test]
-    fn a_json_state_of_the_earlier_release_is_converted_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        fs::write(
-            &path,
-            r#"{"version":1,"first_start":1688900000,"done":["s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/a"],"failed":{"s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/f":"gzip: bad"},"progress":{"s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/p":4},"newest_days":{"AWSLogs/1/CloudTrail/r/":"2023/07/10"}}"#,
-        )
-        .unwrap();
-        let l = Ledger::open(Some(&path), Some("b"), 5).unwrap();
-        assert_eq!(l.first_start_or(5).unwrap(), 1_688_900_000);
-        assert!(l.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/a"));
-        assert_eq!(
-            l.entry("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/f")
-                .unwrap()
-                .unwrap()
-                .reason,
-            "gzip: bad"
-        );
-        assert_eq!(l.progress("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/p"), 4);
-        // The old listing's start is the forget line: listings never start before it.
-        assert_eq!(
-            l.floor("s3://b/AWSLogs/1/CloudTrail/r/")
-                .unwrap()
-                .as_deref(),
-            Some("s3://b/AWSLogs/1/CloudTrail/r/2023/07/09")
-        );
-        assert_eq!(l.watermark("s3://b/AWSLogs/1/CloudTrail/r/").unwrap(), None);
-        drop(l);
-        assert!(
-            dir.path().join("state.json.v1.json").exists(),
-            "the old file is kept"
-        );
-        let again = Ledger::open(Some(&path), Some("b"), 6).unwrap();
-        assert!(again.is_finished("s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/a"));
     }
 }
