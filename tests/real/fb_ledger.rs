@@ -44,7 +44,7 @@ pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
 const DAYS: usize = 6;
 /// The newest folder is this many days before today (UTC); the oldest is `DAYS` more.
 const NEWEST_DAYS_AGO: i64 = 2;
-/// Relative to the first start, so all six folders are in the window (config.rs resolves
+/// Relative to the first start, so all six folders are in the window (config/mod.rs resolves
 /// `-Nd` against the first start, which the state file remembers).
 const START_TIME: &str = "-10d";
 /// Small batches spread the catch-up over many collects (one a second; 2,900 events of

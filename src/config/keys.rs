@@ -1,0 +1,269 @@
+//! The table of every key, its kind, default and help text (Fluent Bit 5.1.1+ shows it as
+//! the plugin's `config_map`), and the defaults the validation uses.
+
+/// What kind of value a key takes: Fluent Bit 5.1.1+ shows it in its help output (the
+/// plugin registers the table as its `config_map`); the values themselves are parsed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Str,
+    Int,
+    Bool,
+    /// Bytes, with `K`, `M`, `G`.
+    Size,
+    /// Seconds, with `s`, `m`, `h`, `d`.
+    Time,
+}
+
+/// One setting: its name, kind, default as text (what the help shows) and a one-line doc.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: KeyKind,
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn key(
+    name: &'static str,
+    kind: KeyKind,
+    default: Option<&'static str>,
+    doc: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        doc,
+    }
+}
+
+use KeyKind::{Bool, Int, Size, Str, Time};
+
+/// Every key a user can set, in the order the README documents them. The Fluent Bit plugin
+/// asks the host for exactly these and registers them as its `config_map`, so this list and
+/// [`Settings`] must agree (a test walks both). Defaults are written so that Fluent Bit's
+/// own parsers accept them (`false`, plain numbers, `4M`), or it refuses to start.
+pub const KEYS: &[Key] = &[
+    key(
+        "bucket",
+        Str,
+        None,
+        "S3 bucket the trail writes to (or 'dir', or 'sqs.queue_url')",
+    ),
+    key(
+        "dir",
+        Str,
+        None,
+        "local folder laid out like the bucket, read instead of S3",
+    ),
+    key(
+        "path_expression",
+        Str,
+        Some(DEFAULT_PATH_EXPRESSION),
+        "keys to ship; '*' matches any run of characters including '/'",
+    ),
+    key(
+        "region",
+        Str,
+        None,
+        "AWS region of the bucket (default: the SDK chain)",
+    ),
+    key("endpoint", Str, None, "custom S3 endpoint URL"),
+    key(
+        "force_path_style",
+        Bool,
+        Some("false"),
+        "path-style S3 addressing (most S3-compatible stores)",
+    ),
+    key(
+        "profile",
+        Str,
+        None,
+        "shared-config profile for credentials and region",
+    ),
+    key(
+        "role_arn",
+        Str,
+        None,
+        "role to assume through STS before reading",
+    ),
+    key(
+        "external_id",
+        Str,
+        None,
+        "external ID for role_arn (never logged)",
+    ),
+    key(
+        "sts_endpoint",
+        Str,
+        None,
+        "custom STS endpoint URL for role_arn",
+    ),
+    key(
+        "access_key_id",
+        Str,
+        None,
+        "static credentials (default: the SDK chain)",
+    ),
+    key(
+        "secret_access_key",
+        Str,
+        None,
+        "static credentials (never logged)",
+    ),
+    key(
+        "session_token",
+        Str,
+        None,
+        "static credentials (never logged)",
+    ),
+    key(
+        "scan_interval",
+        Time,
+        Some("60"),
+        "seconds between listings (s, m, h, d)",
+    ),
+    key(
+        "lookback",
+        Time,
+        Some("172800"),
+        "seconds (or m, h, d) behind its position each listing looks for late objects",
+    ),
+    key(
+        "metrics.listen",
+        Str,
+        None,
+        "address for /metrics (Prometheus) and /health, e.g. 127.0.0.1:2021",
+    ),
+    key(
+        "silence_alarm",
+        Time,
+        Some("3600"),
+        "seconds without a new object before an account/region counts as silent (0: never)",
+    ),
+    key(
+        "retry_backoff",
+        Time,
+        Some("5"),
+        "first wait before an object that failed transiently is tried again (doubles, to 15 min)",
+    ),
+    key(
+        "denied_backoff",
+        Time,
+        Some("300"),
+        "first wait before a denied object is tried again (doubles, to 1 h)",
+    ),
+    key(
+        "request_timeout",
+        Time,
+        Some("60"),
+        "seconds a request may wait before it is retried",
+    ),
+    key(
+        "start_time",
+        Str,
+        Some("-24h"),
+        "skip objects delivered before this: RFC 3339, or -24h, -7d from the first start",
+    ),
+    key(
+        "db",
+        Str,
+        None,
+        "state file (what was shipped); in memory only when unset",
+    ),
+    key(
+        "batch_bytes",
+        Size,
+        Some("4M"),
+        "most bytes handed to Fluent Bit per collect (64K-512M)",
+    ),
+    key(
+        "buffer_bytes",
+        Size,
+        None,
+        "encoded records held ready (default: 2 x batch_bytes)",
+    ),
+    key(
+        "workers",
+        Int,
+        Some("4"),
+        "objects downloaded and split in parallel (1-64)",
+    ),
+    key(
+        "max_object_bytes",
+        Size,
+        Some("1G"),
+        "largest object accepted, after decompression",
+    ),
+    key("max_event_bytes", Size, Some("16M"), "largest single event"),
+    key(
+        "metadata_key",
+        Str,
+        None,
+        "when set, each record gets {bucket, key} of its object under this key",
+    ),
+    key(
+        "sqs.queue_url",
+        Str,
+        None,
+        "SQS queue with the bucket's object notifications",
+    ),
+    key(
+        "sqs.endpoint",
+        Str,
+        None,
+        "custom SQS endpoint URL (default: the queue URL's host when it is not AWS)",
+    ),
+    key(
+        "sqs.wait_time_secs",
+        Int,
+        Some("20"),
+        "long-poll wait per receive (0-20)",
+    ),
+    key(
+        "sqs.visibility_timeout_secs",
+        Int,
+        Some("300"),
+        "visibility timeout asked for on receive, renewed while held",
+    ),
+    key(
+        "sqs.max_receive_count",
+        Int,
+        Some("5"),
+        "receives after which a failing message is quarantined",
+    ),
+    key(
+        "sqs.delete_quarantined",
+        Bool,
+        Some("false"),
+        "delete quarantined messages instead of leaving them to the redrive policy",
+    ),
+    key(
+        "sqs.max_messages_in_flight",
+        Int,
+        Some("100"),
+        "messages held at once",
+    ),
+];
+
+/// Default `path_expression`: CloudTrail logs of any account (organization trails included)
+/// and region, but not `CloudTrail-Digest/` or `CloudTrail-Insight/`.
+/// The leading `*` lets trails written under an S3 key prefix (`myorg/AWSLogs/…`) work
+/// unconfigured.
+pub const DEFAULT_PATH_EXPRESSION: &str = "*AWSLogs/*/CloudTrail/*";
+/// Two days: CloudTrail delivers most files within 15 minutes but guarantees no bound, and
+/// a replicated bucket can lag by hours; a late file lands in its own day's folder, up to a
+/// day behind the newest (`docs/delivery.md`).
+pub(super) const DEFAULT_LOOKBACK_SECS: u64 = 48 * 3600;
+/// An hour: CloudTrail writes a file per account and region about every 5 minutes while
+/// there is activity, so an hour is a dozen missed deliveries, while a region that is quiet
+/// for minutes at a time does not raise it.
+pub(super) const DEFAULT_SILENCE_ALARM_SECS: u64 = 3600;
+pub(super) const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
+pub(super) const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
+pub(super) const DEFAULT_WORKERS: usize = 4;
+pub(super) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
+pub(super) const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;
+/// How far back the first run reaches when `start_time` is not set.
+pub(super) const DEFAULT_START_LOOKBACK_SECS: u64 = 24 * 3600;
