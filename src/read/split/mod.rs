@@ -15,11 +15,21 @@
 //! LastModified) is used and counted by reason. Errors after some events were handed over
 //! still report how many were: the caller ships those and records why the rest could not be
 //! read.
+//!
+//! `scan.rs` finds where strings and values end; `event_time.rs` reads an event's time and
+//! says why the fallback was used; this file runs the split over a window of the stream.
 
 use std::io::{self, Read};
 
+mod event_time;
+mod scan;
+
+use event_time::event_time;
+pub use event_time::{FallbackReason, FallbackReasons};
+use scan::{Scan, punct, skip_ws, string_end, ws_value};
+
 use crate::read::decode::LimitExceeded;
-use crate::timestamp::{EventTime, TimeError};
+use crate::timestamp::EventTime;
 
 /// One event of an object, borrowed for the duration of the callback.
 #[derive(Debug, Clone, Copy)]
@@ -46,81 +56,6 @@ pub struct SplitStats {
     pub fallback: FallbackReasons,
     /// Elements of `Records` that were not JSON objects (or not UTF-8) and were left out.
     pub not_objects: u64,
-}
-
-/// Why an event's `eventTime` was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FallbackReason {
-    /// No `eventTime` key at the event's top level (nor a `timeWindow.windowStart`).
-    Missing,
-    /// Not a string, or not an RFC 3339 time.
-    Unreadable,
-    /// Before 1970-01-01T00:00:00Z.
-    Before1970,
-    /// 2106-02-07T06:28:14Z or later: past Fluent Bit's u32 seconds, or one of its group
-    /// markers (seconds 0xFFFFFFFE and 0xFFFFFFFF).
-    BeyondHost,
-}
-
-impl From<TimeError> for FallbackReason {
-    fn from(e: TimeError) -> Self {
-        match e {
-            TimeError::Unreadable => FallbackReason::Unreadable,
-            TimeError::Before1970 => FallbackReason::Before1970,
-            TimeError::BeyondHost => FallbackReason::BeyondHost,
-        }
-    }
-}
-
-/// Events stamped with the fallback time, by reason. Its `Display` is one phrase for a log
-/// line: `2 without eventTime, 1 from 2106-02-07T06:28:14Z on (beyond Fluent Bit's range)`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FallbackReasons {
-    pub missing: u64,
-    pub unreadable: u64,
-    pub before_1970: u64,
-    pub beyond_host: u64,
-}
-
-impl FallbackReasons {
-    pub fn total(&self) -> u64 {
-        self.missing + self.unreadable + self.before_1970 + self.beyond_host
-    }
-
-    fn count(&mut self, reason: FallbackReason) {
-        match reason {
-            FallbackReason::Missing => self.missing += 1,
-            FallbackReason::Unreadable => self.unreadable += 1,
-            FallbackReason::Before1970 => self.before_1970 += 1,
-            FallbackReason::BeyondHost => self.beyond_host += 1,
-        }
-    }
-}
-
-impl std::fmt::Display for FallbackReasons {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts = [
-            (self.missing, "without eventTime"),
-            (self.unreadable, "with an unreadable eventTime"),
-            (self.before_1970, "with an eventTime before 1970"),
-            (
-                self.beyond_host,
-                "with an eventTime from 2106-02-07T06:28:14Z on (beyond Fluent Bit's range)",
-            ),
-        ];
-        let mut first = true;
-        for (n, what) in parts.into_iter().filter(|(n, _)| *n > 0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{n} {what}")?;
-        }
-        if first {
-            f.write_str("none")?;
-        }
-        Ok(())
-    }
 }
 
 /// Why an object could not be read to its end.
@@ -314,227 +249,6 @@ fn find_inner<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
             }
             None
         })
-}
-
-enum Scan<T> {
-    /// The value and how many bytes it used.
-    Done(T, usize),
-    /// The input ends inside the token.
-    More,
-    Bad(&'static str),
-}
-
-fn skip_ws(b: &[u8]) -> usize {
-    b.iter()
-        .position(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
-        .unwrap_or(b.len())
-}
-
-/// After optional white space, one of `expected`: returns which byte it was.
-fn punct(expected: &'static [u8], what: &'static str) -> impl Fn(&[u8], bool) -> Scan<u8> {
-    move |b, _eof| {
-        let i = skip_ws(b);
-        match b.get(i) {
-            None => Scan::More,
-            Some(c) if expected.contains(c) => Scan::Done(*c, i + 1),
-            Some(_) => Scan::Bad(what),
-        }
-    }
-}
-
-/// The end of a string that starts at `b[0] == '"'`: the index after the closing quote.
-#[inline]
-fn string_end(b: &[u8]) -> Option<usize> {
-    // Most strings in CloudTrail events are short: eight bytes at a time (a word-wide test
-    // for '"' or '\\') finds their end before a vectorized search would have been set up;
-    // longer ones and escapes go to `memchr2`.
-    let mut i = 1;
-    while i + 8 <= b.len().min(65) {
-        let word = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-        let hits = has_byte(word, b'"') | has_byte(word, b'\\');
-        if hits != 0 {
-            let at = i + (hits.trailing_zeros() / 8) as usize;
-            return if b[at] == b'"' {
-                Some(at + 1)
-            } else {
-                string_end_long(b, at)
-            };
-        }
-        i += 8;
-    }
-    string_end_long(b, i)
-}
-
-/// High bit set in each byte of `word` equal to `byte`; the lowest set bit is exact.
-#[inline]
-fn has_byte(word: u64, byte: u8) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let x = word ^ (LO * u64::from(byte));
-    x.wrapping_sub(LO) & !x & HI
-}
-
-fn string_end_long(b: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let j = memchr::memchr2(b'"', b'\\', &b[i..])?;
-        if b[i + j] == b'"' {
-            return Some(i + j + 1);
-        }
-        i += j + 2;
-        if i > b.len() {
-            return None;
-        }
-    }
-}
-
-/// The length of the JSON value at `b[0]` (not white space), by structure.
-fn value_len(b: &[u8], eof: bool) -> Scan<usize> {
-    match b.first() {
-        None => Scan::More,
-        Some(b'"') => match string_end(b) {
-            Some(n) => Scan::Done(n, n),
-            None => Scan::More,
-        },
-        Some(b'{' | b'[') => {
-            // One bit per open bracket (1 = object), so a `]` cannot close a `{`: 128
-            // levels, as deep as the encoders' parser goes anyway.
-            let mut kinds: u128 = 0;
-            let mut depth = 0u32;
-            let mut i = 0;
-            while i < b.len() {
-                match b[i] {
-                    b'"' => match string_end(&b[i..]) {
-                        Some(n) => {
-                            i += n;
-                            continue;
-                        }
-                        None => return Scan::More,
-                    },
-                    open @ (b'{' | b'[') => {
-                        if depth == 128 {
-                            return Scan::Bad("nested deeper than 128 levels");
-                        }
-                        kinds = (kinds << 1) | u128::from(open == b'{');
-                        depth += 1;
-                    }
-                    close @ (b'}' | b']') => {
-                        if (kinds & 1 == 1) != (close == b'}') {
-                            return Scan::Bad("mismatched brackets");
-                        }
-                        kinds >>= 1;
-                        depth -= 1;
-                        if depth == 0 {
-                            return Scan::Done(i + 1, i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            Scan::More
-        }
-        Some(c) if c.is_ascii_digit() || matches!(c, b'-' | b't' | b'f' | b'n') => {
-            match b
-                .iter()
-                .position(|c| matches!(c, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t'))
-            {
-                Some(n) => Scan::Done(n, n),
-                None if eof => Scan::Done(b.len(), b.len()),
-                None => Scan::More,
-            }
-        }
-        Some(_) => Scan::Bad("expected a value"),
-    }
-}
-
-/// After optional white space, a whole value: `(start, len)` relative to the scan input.
-fn ws_value(b: &[u8], eof: bool) -> Scan<(usize, usize)> {
-    let i = skip_ws(b);
-    if i == b.len() {
-        return Scan::More;
-    }
-    match value_len(&b[i..], eof) {
-        Scan::Done(n, _) => Scan::Done((i, n), i + n),
-        Scan::More => Scan::More,
-        Scan::Bad(w) => Scan::Bad(w),
-    }
-}
-
-/// The time of an event: its `eventTime`, or for an aggregated event (CloudTrail's
-/// `AwsAggregatedEvent`, a summary of a window of data events, which has no `eventTime`)
-/// the start of its window, `timeWindow.windowStart`.
-fn event_time(json: &str) -> Result<EventTime, FallbackReason> {
-    match find_event_time(json) {
-        Ok(text) => Ok(EventTime::parse(text)?),
-        Err(FallbackReason::Missing) => match window_start(json) {
-            Some(text) => Ok(EventTime::parse(&text)?),
-            None => Err(FallbackReason::Missing),
-        },
-        Err(reason) => Err(reason),
-    }
-}
-
-/// `timeWindow.windowStart` of an event, when it has one. Parsed fully, since only events
-/// without `eventTime` (rare) come here.
-fn window_start(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Aggregated {
-        #[serde(rename = "timeWindow")]
-        time_window: Option<TimeWindow>,
-    }
-    #[derive(serde::Deserialize)]
-    struct TimeWindow {
-        #[serde(rename = "windowStart")]
-        window_start: Option<String>,
-    }
-    serde_json::from_str::<Aggregated>(json)
-        .ok()?
-        .time_window?
-        .window_start
-}
-
-/// Finds `eventTime` among the top-level keys of an event object, walking its structure
-/// only as far as that key.
-fn find_event_time(event: &str) -> Result<&str, FallbackReason> {
-    let b = event.as_bytes();
-    let mut i = 1; // past '{'
-    let mut depth = 1usize;
-    let mut expect_key = true;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let Some(n) = string_end(&b[i..]) else {
-                    return Err(FallbackReason::Missing);
-                };
-                if depth == 1 && expect_key {
-                    let key = &b[i + 1..i + n - 1];
-                    let after = i + n + skip_ws(&b[i + n..]);
-                    if key == b"eventTime" && b.get(after) == Some(&b':') {
-                        let v = after + 1 + skip_ws(&b[after + 1..]);
-                        if b.get(v) != Some(&b'"') {
-                            return Err(FallbackReason::Unreadable);
-                        }
-                        let m = string_end(&b[v..]).ok_or(FallbackReason::Unreadable)?;
-                        let text = &event[v + 1..v + m - 1];
-                        if text.contains('\\') {
-                            return Err(FallbackReason::Unreadable);
-                        }
-                        return Ok(text);
-                    }
-                    expect_key = false;
-                }
-                i += n;
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth -= 1,
-            b',' if depth == 1 => expect_key = true,
-            _ => {}
-        }
-        i += 1;
-    }
-    Err(FallbackReason::Missing)
 }
 
 struct Splitter<R, F> {
@@ -752,78 +466,11 @@ mod tests {
     }
 
     #[test]
-    fn string_ends_at_every_length_and_escape_position() {
-        for len in 0usize..80 {
-            for esc in [None, Some(0), Some(len / 2), Some(len.saturating_sub(1))] {
-                let mut body: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-                if let Some(at) = esc.filter(|_| len > 0) {
-                    body.splice(at..at, *b"\\\"");
-                }
-                let mut text = vec![b'"'];
-                text.extend_from_slice(&body);
-                text.extend_from_slice(b"\",\"next\"");
-                assert_eq!(
-                    string_end(&text),
-                    Some(body.len() + 2),
-                    "{}",
-                    String::from_utf8_lossy(&text)
-                );
-                // Cut anywhere before the closing quote: not found yet.
-                for cut in 1..body.len() + 1 {
-                    assert_eq!(string_end(&text[..cut]), None);
-                }
-            }
-        }
-    }
-
-    #[test]
     fn skip_resumes_after_shipped_events() {
         let (got, out) = run(r#"{"Records":[{"i":0},{"i":1},{"i":2}]}"#, 2);
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![2]);
         assert_eq!(out.stats.position, 3);
         assert_eq!(out.stats.events, 1);
-    }
-
-    #[test]
-    fn event_time_only_at_the_top_level() {
-        assert_eq!(
-            find_event_time(r#"{"a":{"eventTime":"x"},"eventTime":"y"}"#),
-            Ok("y")
-        );
-        assert_eq!(
-            find_event_time(r#"{"a":"eventTime","b":1}"#),
-            Err(FallbackReason::Missing)
-        );
-        assert_eq!(find_event_time(r#"{"eventTime" : "z"}"#), Ok("z"));
-    }
-
-    #[test]
-    fn an_aggregated_event_takes_the_start_of_its_window() {
-        // The shape of CloudTrail's documented aggregated event record (AwsAggregatedEvent).
-        let aggregated = r#"{"eventVersion":"1.0","accountId":"111122223333","eventId":"7b3a5d1e-2f4c-4a8b-9e6d-0c1f2a3b4c5d","eventCategory":"Aggregated","eventType":"AwsAggregatedEvent","awsRegion":"us-east-1","eventSource":"s3.amazonaws.com","timeWindow":{"windowStart":"2025-11-19T18:05:00Z","windowEnd":"2025-11-19T18:10:00Z","windowSize":"PT5M"},"summary":{"primaryDimension":{"dimension":"eventName","statistics":[{"name":"GetObject","value":120}]}}}"#;
-        assert_eq!(
-            event_time(aggregated).map(|t| t.secs()),
-            Ok(EventTime::parse("2025-11-19T18:05:00Z").unwrap().secs())
-        );
-        // eventTime wins when both are there; neither is still missing; a bad window start
-        // is unreadable, like a bad eventTime.
-        let both = r#"{"eventTime":"2023-07-10T11:42:36Z","timeWindow":{"windowStart":"2025-11-19T18:05:00Z"}}"#;
-        assert_eq!(
-            event_time(both).map(|t| t.secs()),
-            Ok(EventTime::parse("2023-07-10T11:42:36Z").unwrap().secs())
-        );
-        assert_eq!(
-            event_time(r#"{"a":1}"#).map(|t| t.secs()),
-            Err(FallbackReason::Missing)
-        );
-        assert_eq!(
-            event_time(r#"{"timeWindow":{"windowStart":"soon"}}"#).map(|t| t.secs()),
-            Err(FallbackReason::Unreadable)
-        );
-        assert_eq!(
-            find_event_time(r#"{"eventTime":12}"#),
-            Err(FallbackReason::Unreadable)
-        );
     }
 
     #[test]
