@@ -1,97 +1,15 @@
-//! The operator's commands over a stopped shipper's ledger: `status` (how far each listed
-//! prefix has got, how far behind it is, what failed and what waits to be tried again) and
-//! `retry` (put failed objects back in line).
-//!
-//! Both open the ledger itself, so they need the shipper stopped: the ledger takes one
-//! process at a time, since two writers would undo each other's work. [`open`] says so
-//! plainly rather than waiting or reading a file that changes under it.
+//! `cloudtrail-s3 status`: per account and region, where the listing stands and how far
+//! behind it is, the time windows, and every failed and open object, as text or JSON.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::{self, Write as _};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
+use super::{human_duration, prefix_parts, rfc3339};
 use crate::layout::{day_path, file_time, key_day, region_prefix};
 use crate::ledger::{Entry, Ledger, LedgerError, Status};
-use crate::timestamp::civil_from_days;
-
-/// Why an operator command could not open the ledger.
-#[derive(Debug)]
-pub enum OpenError {
-    /// No file at the path (never created by these commands).
-    Missing(PathBuf),
-    /// A JSON state file of an earlier release: the shipper converts it at its next start.
-    Legacy(PathBuf),
-    /// A running shipper holds it.
-    InUse(PathBuf),
-    Ledger(LedgerError),
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpenError::Missing(p) => write!(
-                f,
-                "there is no ledger at {} (check the path: it is the 'db' setting)",
-                p.display()
-            ),
-            OpenError::Legacy(p) => write!(
-                f,
-                "{} is a JSON state file of an earlier release; start the shipper once to \
-                 convert it, stop it, then run this again",
-                p.display()
-            ),
-            OpenError::InUse(p) => write!(
-                f,
-                "the ledger {} is held by a running shipper.\n\
-                 Only one process may open it at a time, because two writers would undo each \
-                 other's work.\n\
-                 Stop the shipper (the cloudtrail-s3 command, or the Fluent Bit using the \
-                 plugin) first, then run this again.",
-                p.display()
-            ),
-            OpenError::Ledger(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for OpenError {}
-
-/// Opens an existing ledger for an operator command: never creates one, and refuses a
-/// ledger held by a running shipper with [`OpenError::InUse`].
-pub fn open(path: &Path, now: u32) -> Result<Ledger, OpenError> {
-    match path.try_exists() {
-        Ok(true) => {}
-        Ok(false) => return Err(OpenError::Missing(path.into())),
-        Err(source) => {
-            return Err(OpenError::Ledger(LedgerError::Io {
-                path: path.into(),
-                source,
-            }));
-        }
-    }
-    // Opening converts an earlier release's JSON file, and without the bucket that file's
-    // listing positions belong to; leave that to the shipper, which knows the bucket.
-    if path.is_file() {
-        let mut head = Vec::with_capacity(256);
-        let read = std::fs::File::open(path).and_then(|f| f.take(256).read_to_end(&mut head));
-        if let Err(source) = read {
-            return Err(OpenError::Ledger(LedgerError::Io {
-                path: path.into(),
-                source,
-            }));
-        }
-        if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return Err(OpenError::Legacy(path.into()));
-        }
-    }
-    Ledger::open(Some(path), None, now).map_err(|e| match e {
-        LedgerError::InUse { path } => OpenError::InUse(path),
-        e => OpenError::Ledger(e),
-    })
-}
 
 /// Entries by status.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -327,47 +245,6 @@ fn window_location(group: &str) -> (&'static str, String) {
     }
 }
 
-/// The parts of a CloudTrail prefix id `s3://BUCKET/[P/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PrefixParts<'a> {
-    pub bucket: Option<&'a str>,
-    /// Everything up to the account: `s3://BUCKET/[P/]AWSLogs/[o-ORG/]`.
-    pub trail: Option<&'a str>,
-    pub organization: Option<&'a str>,
-    pub account: Option<&'a str>,
-    pub region: Option<&'a str>,
-}
-
-pub fn prefix_parts(prefix: &str) -> PrefixParts<'_> {
-    let bucket = prefix
-        .strip_prefix("s3://")
-        .and_then(|r| r.split('/').next())
-        .filter(|b| !b.is_empty());
-    let mut parts = PrefixParts {
-        bucket,
-        ..PrefixParts::default()
-    };
-    let Some(at) = prefix.find("AWSLogs/").map(|i| i + "AWSLogs/".len()) else {
-        return parts;
-    };
-    let levels: Vec<&str> = prefix[at..].split('/').collect();
-    let Some(ct) = levels.iter().position(|l| *l == "CloudTrail") else {
-        return parts;
-    };
-    parts.region = levels.get(ct + 1).copied().filter(|r| !r.is_empty());
-    if ct >= 1 {
-        let account = levels[ct - 1];
-        parts.account = Some(account);
-        if ct >= 2 && levels[ct - 2].starts_with("o-") {
-            parts.organization = Some(levels[ct - 2]);
-        }
-        // The account level starts right after the levels before it.
-        let before: usize = levels[..ct - 1].iter().map(|l| l.len() + 1).sum();
-        parts.trail = Some(&prefix[..at + before]);
-    }
-    parts
-}
-
 fn prefix_status(prefix: &str, watermark: Option<&str>, now: u32) -> PrefixStatus {
     let parts = prefix_parts(prefix);
     let day = watermark
@@ -393,36 +270,6 @@ fn prefix_status(prefix: &str, watermark: Option<&str>, now: u32) -> PrefixStatu
         lag_secs: time.map(|t| i64::from(now) - i64::from(t)),
         counts: Counts::default(),
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(secs: u32) -> String {
-    let days = i64::from(secs / 86_400);
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// A duration for people: `45s`, `12m`, `3h 05m`, `2d 04h`; negative ones (a clock ahead)
-/// with a minus.
-pub fn human_duration(secs: i64) -> String {
-    let sign = if secs < 0 { "-" } else { "" };
-    let s = secs.unsigned_abs();
-    let text = if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m", s / 60)
-    } else if s < 86_400 {
-        format!("{}h {:02}m", s / 3600, s / 60 % 60)
-    } else {
-        format!("{}d {:02}h", s / 86_400, s / 3600 % 24)
-    };
-    format!("{sign}{text}")
 }
 
 /// How many open objects the text form lists (the JSON form lists all).
@@ -622,167 +469,9 @@ fn render(rows: &[Vec<String>], indent: &str) -> String {
     out
 }
 
-/// Which objects `retry` puts back.
-#[derive(Debug, Clone)]
-pub enum Selection {
-    /// These ids (`s3://BUCKET/KEY`, `dir:PATH`).
-    Ids(Vec<String>),
-    AllFailed,
-}
-
-/// Why a named object was not put back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum NotPutBack {
-    /// Neither `s3://BUCKET/KEY` nor `dir:PATH`.
-    NotAnId,
-    /// The ledger has no entry (never seen, or shipped and forgotten).
-    Unknown,
-    /// Already waiting to be shipped.
-    Open,
-    /// Shipped.
-    Done,
-}
-
-impl fmt::Display for NotPutBack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NotPutBack::NotAnId => {
-                "not an object id (ids look like s3://BUCKET/KEY or dir:PATH, as `status` prints them)"
-            }
-            NotPutBack::Unknown => {
-                "not in the ledger (never found, or shipped and forgotten after the lookback)"
-            }
-            NotPutBack::Open => "not failed: already open, waiting to be shipped",
-            NotPutBack::Done => "not failed: already shipped",
-        })
-    }
-}
-
-/// What `retry` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RetryOutcome {
-    /// Put back in line: (id, the position it resumes from).
-    pub put_back: Vec<(String, u64)>,
-    pub not_put_back: Vec<(String, NotPutBack)>,
-}
-
-impl RetryOutcome {
-    /// Every named object was put back.
-    pub fn all_put_back(&self) -> bool {
-        self.not_put_back.is_empty()
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let n = self.put_back.len();
-        if n == 0 {
-            out.push_str("no objects put back in line\n");
-        } else {
-            let _ = writeln!(
-                out,
-                "put {n} failed object{} back in line ({}shipped from its position when the \
-                 shipper runs):",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "" } else { "each " }
-            );
-            for (id, position) in &self.put_back {
-                let _ = writeln!(out, "  {id} (from position {position})");
-            }
-        }
-        if !self.not_put_back.is_empty() {
-            let _ = writeln!(out, "not put back ({}):", self.not_put_back.len());
-            for (id, why) in &self.not_put_back {
-                let _ = writeln!(out, "  {id}: {why}");
-            }
-        }
-        out
-    }
-}
-
-/// Puts failed objects back in line (status open, position kept, no backoff), one
-/// transaction; objects that are not failed are reported, not put back.
-pub fn retry(ledger: &Ledger, which: &Selection, now: u32) -> Result<RetryOutcome, LedgerError> {
-    let mut outcome = RetryOutcome::default();
-    let mut targets: Vec<String> = Vec::new();
-    match which {
-        Selection::AllFailed => {
-            for (id, e) in ledger.entries_under("")? {
-                if e.status == Status::Failed {
-                    outcome.put_back.push((id.clone(), e.position));
-                    targets.push(id);
-                }
-            }
-        }
-        Selection::Ids(ids) => {
-            let mut seen = BTreeSet::new();
-            for id in ids {
-                if !seen.insert(id.as_str()) {
-                    continue;
-                }
-                if !(id.starts_with("s3://") || id.starts_with("dir:")) {
-                    outcome.not_put_back.push((id.clone(), NotPutBack::NotAnId));
-                    continue;
-                }
-                match ledger.entry(id)? {
-                    None => outcome.not_put_back.push((id.clone(), NotPutBack::Unknown)),
-                    Some(e) => match e.status {
-                        Status::Failed => {
-                            outcome.put_back.push((id.clone(), e.position));
-                            targets.push(id.clone());
-                        }
-                        Status::Open => outcome.not_put_back.push((id.clone(), NotPutBack::Open)),
-                        Status::Done => outcome.not_put_back.push((id.clone(), NotPutBack::Done)),
-                    },
-                }
-            }
-        }
-    }
-    if !targets.is_empty() {
-        // The ledger is this process's alone, so what was failed above is failed still.
-        let n = ledger.retry(Some(&targets), now)?;
-        debug_assert_eq!(n, targets.len());
-    }
-    Ok(outcome)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parts_of_prefixes() {
-        let p = prefix_parts("s3://b/logs/AWSLogs/o-abc123/111122223333/CloudTrail/eu-west-1/");
-        assert_eq!(
-            p,
-            PrefixParts {
-                bucket: Some("b"),
-                trail: Some("s3://b/logs/AWSLogs/o-abc123/"),
-                organization: Some("o-abc123"),
-                account: Some("111122223333"),
-                region: Some("eu-west-1"),
-            }
-        );
-        let p = prefix_parts("s3://b/AWSLogs/1/CloudTrail/us-east-1/");
-        assert_eq!(
-            (p.trail, p.organization, p.account, p.region),
-            (Some("s3://b/AWSLogs/"), None, Some("1"), Some("us-east-1"))
-        );
-        assert_eq!(prefix_parts("dir:").account, None);
-    }
-
-    #[test]
-    fn times_in_file_names_and_for_people() {
-        let k = "s3://b/AWSLogs/1/CloudTrail/r/2023/07/10/1_CloudTrail_r_20230710T1142Z_Ab.json.gz";
-        assert_eq!(file_time(k), Some(1_688_989_320));
-        assert_eq!(rfc3339(1_688_989_356), "2023-07-10T11:42:36Z");
-        assert_eq!(file_time("s3://b/x/20230710T1199Z_a"), None);
-        assert_eq!(file_time("s3://b/x/a.json.gz"), None);
-        assert_eq!(human_duration(45), "45s");
-        assert_eq!(human_duration(750), "12m");
-        assert_eq!(human_duration(3 * 3600 + 5 * 60), "3h 05m");
-        assert_eq!(human_duration(2 * 86_400 + 4 * 3600), "2d 04h");
-        assert_eq!(human_duration(-120), "-2m");
-    }
 
     #[test]
     fn lag_falls_back_to_the_end_of_the_watermark_day() {
