@@ -33,7 +33,7 @@ pub use tracker::{Held, Tracker, Verdict};
 
 use crate::aws::error::{ErrorClass, Operation, describe};
 use crate::config::SqsConfig;
-use crate::log::Logger;
+use crate::log::{Level, Logger};
 use crate::observe::Observe;
 use crate::observe::metrics::{Metrics, Op, Outcome};
 
@@ -100,7 +100,8 @@ impl Queue {
                 m.request(Op::ReceiveMessage, Outcome::Ok);
                 Metrics::add(&m.sqs_received, out.messages().len() as u64);
                 self.observe.health.receive(now, Ok(()));
-                if !out.messages().is_empty() {
+                // The id list is built only when debug lines are kept.
+                if !out.messages().is_empty() && self.log.enabled(Level::Debug) {
                     self.log.debug(format_args!(
                         "sqs: received {}",
                         out.messages()
