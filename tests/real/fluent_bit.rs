@@ -345,8 +345,11 @@ impl Fb {
     }
 }
 
-/// Unix milliseconds of a Fluent Bit log line (`[2026/11/24 16:25:26.376] ...`, 5.x;
-/// 4.x prints nanoseconds), read as UTC.
+/// Unix milliseconds of a Fluent Bit log line, read as UTC. 5.1.1 prints milliseconds
+/// (`[2026/11/24 16:25:26.376] ...`); 4.1.2 prints the nanoseconds with `%03ld`, so not
+/// padded to nine digits: `26.82860916` is 26 s and 82,860,916 ns, not 26.828 s. Three
+/// digits are read as milliseconds (on 4.1.2 that misreads only a time in the first
+/// microsecond of a second).
 pub fn log_time_ms(line: &str) -> Option<i64> {
     let inner = line.strip_prefix('[')?.split(']').next()?;
     let (date, time) = inner.split_once(' ')?;
@@ -355,9 +358,12 @@ pub fn log_time_ms(line: &str) -> Option<i64> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
     let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
-    let ms = format!("{:0<3}", &frac[..frac.len().min(3)])
-        .parse::<i64>()
-        .ok()?;
+    let frac_value = frac.parse::<i64>().ok()?;
+    let ms = if frac.len() <= 3 {
+        frac_value
+    } else {
+        frac_value / 1_000_000
+    };
     let date =
         time::Date::from_calendar_date(y as i32, time::Month::try_from(mo as u8).ok()?, da as u8)
             .ok()?;

@@ -69,6 +69,13 @@ fn fluent_bit_log_time() -> Result<(), Failed> {
         Some(want),
         "4.x prints nanoseconds"
     );
+    // 4.1.2 prints tv_nsec with %03ld: 82,860,916 ns after 16:25:26 (seen in its log,
+    // between lines at .82147118 and .578903835).
+    assert_eq!(
+        log_time_ms("[2026/11/24 16:25:26.82860916] [debug] x"),
+        Some(want - 376 + 82),
+        "4.x does not pad the nanoseconds"
+    );
     assert_eq!(log_time_ms("Fluent Bit v5.1.1"), None);
     Ok(())
 }
