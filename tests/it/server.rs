@@ -40,13 +40,24 @@ pub fn endpoint() -> &'static str {
     })
 }
 
-fn start() -> Result<String, String> {
-    let exe = std::env::var_os("MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
-    if !exe.exists() {
-        return Err(format!("{} does not exist", exe.display()));
+/// The command that starts moto: `MOTO_SERVER` as given, or else `tests/moto_server.py`
+/// (moto with its SQS delete made thread-safe; see that file) on the `.venv` Python.
+fn moto_command() -> Result<Command, String> {
+    if let Some(exe) = std::env::var_os("MOTO_SERVER") {
+        return Ok(Command::new(exe));
     }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python3");
+    if !python.exists() {
+        return Err(format!("{} does not exist", python.display()));
+    }
+    let mut cmd = Command::new(python);
+    cmd.arg(root.join("tests/moto_server.py"));
+    Ok(cmd)
+}
+
+fn start() -> Result<String, String> {
+    let mut cmd = moto_command()?;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -57,7 +68,6 @@ fn start() -> Result<String, String> {
     // is forked from a thread that lives as long as the test process.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut cmd = Command::new(&exe);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
