@@ -130,6 +130,12 @@ pub const KEYS: &[Key] = &[
         "seconds (or m, h, d) behind its position each listing looks for late objects",
     ),
     key(
+        "list_concurrency",
+        Int,
+        Some("16"),
+        "S3 listings in flight at once during a scan (1-256)",
+    ),
+    key(
         "metrics.listen",
         Str,
         None,
@@ -262,6 +268,11 @@ pub(super) const DEFAULT_SILENCE_ALARM_SECS: u64 = 3600;
 pub(super) const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 pub(super) const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 pub(super) const DEFAULT_WORKERS: usize = 4;
+/// Listings in flight during a scan. A scan lists every region prefix, and each LIST is a
+/// round trip of tens of milliseconds to S3: one at a time, 1,700 prefixes took 99 s with
+/// 30 ms per request (issue 20). Sixteen divides the round trips' wait by up to sixteen
+/// and stays far below S3's 5,500 GET/LIST requests a second per prefix.
+pub(super) const DEFAULT_LIST_CONCURRENCY: u64 = 16;
 pub(super) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
 pub(super) const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;

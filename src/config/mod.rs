@@ -69,6 +69,9 @@ pub struct Settings {
     /// finished objects are remembered.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub lookback: Option<u64>,
+    /// S3 listings in flight at once during a scan.
+    #[serde(default, deserialize_with = "de::opt_count")]
+    pub list_concurrency: Option<u64>,
     /// First wait before an object that failed transiently is tried again.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub retry_backoff: Option<u64>,
@@ -203,6 +206,8 @@ pub struct Config {
     /// Late objects are found this far behind each listing's position (see
     /// `docs/delivery.md`); finished objects are remembered as long.
     pub lookback: Duration,
+    /// S3 listings a scan keeps in flight at once (region prefixes, accounts).
+    pub list_concurrency: usize,
     /// How objects that failed transiently are retried.
     pub retry_backoff: Backoff,
     /// Where `/metrics` and `/health` are served, if anywhere.
@@ -261,6 +266,7 @@ mod tests {
         assert_eq!(c.batch_bytes, 4 << 20);
         assert_eq!(c.buffer_bytes, 8 << 20);
         assert_eq!(c.workers, 4);
+        assert_eq!(c.list_concurrency, 16);
         assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
     }
 
@@ -293,6 +299,14 @@ mod tests {
             (&[("bucket", "s3://x")][..], "'bucket'"),
             (&[("bucket", "abc"), ("dir", "/x")][..], "'bucket'"),
             (&[("bucket", "abc"), ("workers", "0")][..], "'workers'"),
+            (
+                &[("bucket", "abc"), ("list_concurrency", "0")][..],
+                "'list_concurrency'",
+            ),
+            (
+                &[("bucket", "abc"), ("list_concurrency", "257")][..],
+                "'list_concurrency'",
+            ),
             (&[("bucket", "abc"), ("workers", "many")][..], "'workers'"),
             (
                 &[("bucket", "abc"), ("batch_bytes", "1")][..],

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::keys::{
-    DEFAULT_BATCH_BYTES, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES,
-    DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS,
-    DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
+    DEFAULT_BATCH_BYTES, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS,
+    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
 };
 use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, Source, SqsConfig, StartTime,
@@ -217,6 +217,11 @@ impl Settings {
             return Err(bad("lookback", "must be between 1 hour and 30 days"));
         }
 
+        let list_concurrency = self.list_concurrency.unwrap_or(DEFAULT_LIST_CONCURRENCY);
+        if !(1..=256).contains(&list_concurrency) {
+            return Err(bad("list_concurrency", "must be between 1 and 256"));
+        }
+
         let backoff = |key: &'static str, value: Option<u64>, default: Backoff| {
             let first = value.unwrap_or(u64::from(default.first));
             if !(1..=3600).contains(&first) {
@@ -295,6 +300,7 @@ impl Settings {
             path_expression,
             scan_interval: Duration::from_secs(scan_interval),
             lookback: Duration::from_secs(lookback),
+            list_concurrency: list_concurrency as usize,
             retry_backoff,
             denied_backoff,
             metrics_listen: self.metrics_listen,

@@ -6,7 +6,10 @@
 //! keys, never past the day after today, and each scan lists from `lookback` before its day.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+
+use futures_util::{StreamExt, stream};
 
 use crate::discover::listing::{Clock, Listed, Lister};
 use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
@@ -38,6 +41,10 @@ pub struct BucketScan<L, C> {
     /// When accounts and regions were last enumerated (Unix seconds); `None` before the
     /// first time.
     enumerated_at: Option<u32>,
+    /// Listings in flight at once: region prefixes during a scan, accounts during an
+    /// enumeration. Each LIST is a round trip to S3; one at a time, a scan of an
+    /// organization's thousands of prefixes takes minutes.
+    concurrency: NonZeroUsize,
 }
 
 impl<L: Lister, C: Clock> BucketScan<L, C> {
@@ -58,7 +65,14 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             log,
             regions: BTreeSet::new(),
             enumerated_at: None,
+            concurrency: NonZeroUsize::MIN,
         }
+    }
+
+    /// Lists up to `n` prefixes at once (one when `n` is zero).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self
     }
 
     fn bucket(&self) -> &Arc<str> {
@@ -201,9 +215,16 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .filter(|r| self.expr.may_match_below(r))
             .cloned()
             .collect();
-        for region in regions {
-            if let Err(e) = self.scan_region(&region, ledger, found).await {
-                self.log.error(format_args!("{e}"));
+        // Each prefix's listing, claims and watermark are its own: they run side by side,
+        // and only the order in which prefixes finish changes.
+        let this = &*self;
+        let mut scans = stream::iter(regions)
+            .map(|region| async move { this.scan_region(&region, ledger).await })
+            .buffer_unordered(this.concurrency.get());
+        while let Some(result) = scans.next().await {
+            match result {
+                Ok(objects) => found.extend(objects),
+                Err(e) => this.log.error(format_args!("{e}")),
             }
         }
         Ok(())
@@ -217,6 +238,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             None => self.find_bases().await,
         };
         let mut accounts = Vec::new();
+        let mut orgs = Vec::new();
         for base in bases {
             let dirs = match self.lister.list_dirs(&base).await {
                 Ok(d) => d,
@@ -231,30 +253,48 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 }
                 if is_account(dir[base.len()..].trim_end_matches('/')) {
                     accounts.push(dir);
-                    continue;
-                }
-                // An organization trail's level (`o-…`): its children are the accounts.
-                match self.lister.list_dirs(&dir).await {
-                    Ok(children) => accounts.extend(children.into_iter().filter(|c| {
-                        is_account(c[dir.len()..].trim_end_matches('/'))
-                            && self.expr.may_match_below(c)
-                    })),
-                    Err(e) => self.log.error(format_args!("{e}")),
+                } else {
+                    // An organization trail's level (`o-…`): its children are the accounts.
+                    orgs.push(dir);
                 }
             }
         }
-        for account in accounts {
-            let trail = format!("{account}CloudTrail/");
-            if !self.expr.may_match_below(&trail) {
-                continue;
-            }
-            match self.lister.list_dirs(&trail).await {
-                Ok(regions) => self
-                    .regions
-                    .extend(regions.into_iter().filter(|r| self.expr.may_match_below(r))),
-                Err(e) => self.log.error(format_args!("{e}")),
-            }
+        for (org, children) in self.list_each(orgs).await {
+            accounts.extend(children.into_iter().filter(|c| {
+                is_account(c[org.len()..].trim_end_matches('/')) && self.expr.may_match_below(c)
+            }));
         }
+        let trails: Vec<String> = accounts
+            .into_iter()
+            .map(|account| format!("{account}CloudTrail/"))
+            .filter(|trail| self.expr.may_match_below(trail))
+            .collect();
+        for (_, regions) in self.list_each(trails).await {
+            self.regions
+                .extend(regions.into_iter().filter(|r| self.expr.may_match_below(r)));
+        }
+    }
+
+    /// The sub-"folders" of each prefix, listed [`Self::concurrency`] at a time; a failed
+    /// listing is logged and left out.
+    async fn list_each(&self, prefixes: Vec<String>) -> Vec<(String, Vec<String>)> {
+        stream::iter(prefixes)
+            .map(|prefix| async move {
+                let dirs = self.lister.list_dirs(&prefix).await;
+                (prefix, dirs)
+            })
+            .buffer_unordered(self.concurrency.get())
+            .filter_map(|(prefix, dirs)| async move {
+                match dirs {
+                    Ok(d) => Some((prefix, d)),
+                    Err(e) => {
+                        self.log.error(format_args!("{e}"));
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await
     }
 
     /// The `…AWSLogs/` folders at the top of the bucket and up to [`SEARCH_DEPTH`] folders
@@ -292,8 +332,8 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         &self,
         region: &str,
         ledger: &Ledger,
-        found: &mut Vec<ObjectRef>,
-    ) -> Result<(), DiscoverError> {
+    ) -> Result<Vec<ObjectRef>, DiscoverError> {
+        let mut found = Vec::new();
         let bucket = self.bucket().clone();
         let now = self.clock.now().secs();
         let start_day = i64::from(self.start.secs()) / 86_400;
@@ -325,7 +365,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             self.wanted(o) && key_day(&o.key[region.len()..]).is_none_or(|d| d >= start_day)
         };
         let wanted: Vec<&Listed> = listed.iter().filter(|o| wanted_at(o)).collect();
-        self.claim(ledger, &wanted, None, found)?;
+        self.claim(ledger, &wanted, None, &mut found)?;
 
         // The watermark moves over finished keys only, and never into the future: a key
         // dated after tomorrow (a clock gone wrong, a hand-written key) is shipped but does
@@ -353,15 +393,16 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 None => {}
             }
         }
-        let Some(to) = to else { return Ok(()) };
+        let Some(to) = to else { return Ok(found) };
         let to = s3_id(&bucket, to);
         if mark.as_deref().is_some_and(|m| m >= to.as_str()) {
-            return Ok(());
+            return Ok(found);
         }
         let forget_below = format!("{prefix_id}{}", day_path(from_day(Some(&to))));
         ledger
             .advance(&prefix_id, &to, &forget_below)
-            .map_err(|e| self.ledger_error(e))
+            .map_err(|e| self.ledger_error(e))?;
+        Ok(found)
     }
 }
 

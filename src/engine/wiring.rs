@@ -100,18 +100,21 @@ impl Engine {
                     ))
                 );
                 let discovery = s3.bucket.as_ref().map(|bucket| {
-                    Discovery::Bucket(BucketScan::new(
-                        S3Lister {
-                            client: client.clone(),
-                            bucket: bucket.as_str().into(),
-                            observe: observe.clone(),
-                        },
-                        SystemClock,
-                        config.path_expression.clone(),
-                        start,
-                        lookback,
-                        log.clone(),
-                    ))
+                    Discovery::Bucket(
+                        BucketScan::new(
+                            S3Lister {
+                                client: client.clone(),
+                                bucket: bucket.as_str().into(),
+                                observe: observe.clone(),
+                            },
+                            SystemClock,
+                            config.path_expression.clone(),
+                            start,
+                            lookback,
+                            log.clone(),
+                        )
+                        .with_concurrency(config.list_concurrency),
+                    )
                 });
                 let sqs = s3.sqs.clone().map(|q| {
                     Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone(), observe.clone())))

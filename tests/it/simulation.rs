@@ -107,6 +107,15 @@ impl SimLister {
         }
         Ok(())
     }
+
+    /// Lets the scan's other listings run first, a seeded number of times, so prefixes
+    /// listed side by side finish in a seeded order.
+    async fn interleave(&self) {
+        let turns = self.sim.world().rng.below(3);
+        for _ in 0..turns {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Lister for SimLister {
@@ -115,6 +124,7 @@ impl Lister for SimLister {
     }
 
     async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, DiscoverError> {
+        self.interleave().await;
         self.fails(prefix)?;
         let w = self.sim.world();
         let mut dirs = BTreeSet::new();
@@ -137,6 +147,7 @@ impl Lister for SimLister {
         prefix: &str,
         start_after: Option<&str>,
     ) -> Result<Vec<Listed>, DiscoverError> {
+        self.interleave().await;
         self.fails(prefix)?;
         let mut w = self.sim.world();
         let from = start_after.unwrap_or("").max(prefix).to_string();
@@ -209,6 +220,8 @@ struct Schedule {
     expr: PathExpression,
     start: EventTime,
     lookback: u32,
+    /// Listings in flight at once (the scan's `list_concurrency`).
+    concurrency: usize,
     log: Logger,
     transient: u64,
     out: Outcome,
@@ -239,7 +252,8 @@ impl Schedule {
             self.start,
             self.lookback,
             self.log.clone(),
-        );
+        )
+        .with_concurrency(self.concurrency);
         Run {
             ledger,
             scan,
@@ -519,6 +533,7 @@ fn run_seed(
     let _ = std::fs::remove_file(&db);
     let mut s = Schedule {
         transient: [0, 100, 300][rng.below(3) as usize],
+        concurrency: [1, 2, 16][rng.below(3) as usize],
         rng,
         sim: Sim(Arc::new(Mutex::new(world))),
         db: db.clone(),
