@@ -18,6 +18,9 @@ mod host;
 #[allow(dead_code)]
 mod server;
 
+#[path = "stages/org_listing.rs"]
+mod org_listing;
+
 #[path = "../tests/real/receiver.rs"]
 #[allow(dead_code)]
 mod receiver;
@@ -354,6 +357,10 @@ fn run_stage(stage: &str) {
                 before as f64 / 1024.0
             );
             result(stage, events, json_bytes, secs, &note)
+        }
+        "org-listing" => {
+            let (secs, note) = org_listing::run();
+            result(stage, 0, 0, Duration::from_secs_f64(secs), &note)
         }
         "sqs-latency" => {
             // Upload to handoff through S3 -> SQS notifications on loopback (moto), one
@@ -734,6 +741,7 @@ fn main() {
         "plugin-1s-tick",
         "huge-object",
         "sqs-latency",
+        "org-listing",
     ] {
         if !wanted(stage) {
             continue;

@@ -1,0 +1,187 @@
+//! The `org-listing` stage: an organization's bucket listed through a proxy that adds a
+//! round trip's latency to every S3 request, one listing at a time against
+//! `list_concurrency`'s default, side by side in one run.
+//!
+//! The bucket holds `ACCOUNTS` x `REGIONS` region prefixes with one object each (moto on
+//! loopback). Each side gets its own scan and in-memory ledger: the first scan enumerates
+//! accounts and regions and claims every object; the second, an idle scan, is what every
+//! `scan_interval` costs afterwards (one LIST per prefix).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudtrail_s3::discover::bucket::BucketScan;
+use cloudtrail_s3::discover::listing::{S3Lister, SystemClock};
+use cloudtrail_s3::ledger::Ledger;
+use cloudtrail_s3::log::{Level, LogSink, Logger};
+use cloudtrail_s3::observe::Observe;
+use cloudtrail_s3::pathexpr::PathExpression;
+use cloudtrail_s3::timestamp::EventTime;
+use futures_util::{StreamExt, stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server;
+
+pub const ACCOUNTS: usize = 100;
+pub const REGIONS: usize = 17;
+/// Added before each request reaches the server: S3's own latency from a nearby region.
+pub const LATENCY: Duration = Duration::from_millis(30);
+
+struct Quiet;
+
+impl LogSink for Quiet {
+    fn max_level(&self) -> Level {
+        Level::Error
+    }
+    fn write(&self, _: Level, _: &str) {}
+}
+
+/// Forwards loopback connections to `upstream`, each client write held `LATENCY` first
+/// (a listing request is one write; the answers flow back at once).
+async fn latency_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    tokio::time::sleep(LATENCY).await;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn key(account: usize, region: usize, day: &str) -> String {
+    format!(
+        "AWSLogs/{:012}/CloudTrail/region-{region:02}/{day}/{:012}_CloudTrail_region-{region:02}_x.json.gz",
+        100_000_000_000 + account,
+        100_000_000_000 + account
+    )
+}
+
+/// Seconds of the first and the idle scan with `concurrency` listings in flight, and the
+/// objects the first found.
+fn scans(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    bucket: &str,
+    concurrency: usize,
+) -> (f64, f64, usize) {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            server::ACCESS_KEY,
+            server::SECRET_KEY,
+            None,
+            None,
+            "bench",
+        ))
+        .build();
+    let now = EventTime::now();
+    let ledger = Ledger::open(None, Some(bucket), now.secs()).unwrap();
+    let mut scan = BucketScan::new(
+        S3Lister {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: bucket.into(),
+            observe: Arc::new(Observe::new(3600)),
+        },
+        SystemClock,
+        PathExpression::new(cloudtrail_s3::config::DEFAULT_PATH_EXPRESSION).unwrap(),
+        EventTime::new(i64::from(now.secs()) - 86_400, 0).unwrap(),
+        48 * 3600,
+        Logger::new(Arc::new(Quiet)),
+    )
+    .with_concurrency(concurrency);
+    let t = Instant::now();
+    let found = rt.block_on(scan.scan(&ledger)).len();
+    let first = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    rt.block_on(scan.scan(&ledger));
+    (first, t.elapsed().as_secs_f64(), found)
+}
+
+/// The note of the stage's row: both sides' times and their ratio.
+pub fn run() -> (f64, String) {
+    let bucket = server::bucket("bench-org");
+    let day = time_path(EventTime::now());
+    let keys: Vec<String> = (0..ACCOUNTS)
+        .flat_map(|a| (0..REGIONS).map(move |r| (a, r)))
+        .map(|(a, r)| key(a, r, &day))
+        .collect();
+    let client = server::client();
+    server::block_on(
+        stream::iter(&keys)
+            .map(|k| {
+                client
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(k)
+                    .body(b"{\"Records\":[]}".to_vec().into())
+                    .send()
+            })
+            .buffer_unordered(16)
+            .for_each(|r| async move {
+                r.expect("put");
+            }),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = server::endpoint().trim_start_matches("http://").to_string();
+    let proxy = rt.block_on(latency_proxy(upstream));
+    let (first1, idle1, found1) = scans(&rt, &proxy, &bucket, 1);
+    let (first16, idle16, found16) = scans(&rt, &proxy, &bucket, 16);
+    assert_eq!(
+        (found1, found16),
+        (keys.len(), keys.len()),
+        "every object found"
+    );
+    (
+        idle16,
+        format!(
+            "{} prefixes, {} ms added per request: idle scan {idle16:.1} s at list_concurrency 16 vs {idle1:.1} s at 1 ({:.1}x); first scan (enumeration) {first16:.1} s vs {first1:.1} s",
+            keys.len(),
+            LATENCY.as_millis(),
+            idle1 / idle16
+        ),
+    )
+}
+
+fn time_path(t: EventTime) -> String {
+    let days = i64::from(t.secs()) / 86_400;
+    let date = time::Date::from_julian_day((days + 2_440_588) as i32).unwrap();
+    format!(
+        "{:04}/{:02}/{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
