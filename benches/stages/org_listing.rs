@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use cloudtrail_s3::discover::bucket::BucketScan;
 use cloudtrail_s3::discover::listing::{S3Lister, SystemClock};
+use cloudtrail_s3::layout::day_path;
 use cloudtrail_s3::ledger::Ledger;
-use cloudtrail_s3::log::{Level, LogSink, Logger};
+use cloudtrail_s3::log::{Level, Logger, StderrSink};
 use cloudtrail_s3::observe::Observe;
 use cloudtrail_s3::pathexpr::PathExpression;
 use cloudtrail_s3::timestamp::EventTime;
@@ -27,15 +28,6 @@ pub const ACCOUNTS: usize = 100;
 pub const REGIONS: usize = 17;
 /// Added before each request reaches the server: S3's own latency from a nearby region.
 pub const LATENCY: Duration = Duration::from_millis(30);
-
-struct Quiet;
-
-impl LogSink for Quiet {
-    fn max_level(&self) -> Level {
-        Level::Error
-    }
-    fn write(&self, _: Level, _: &str) {}
-}
 
 /// Forwards loopback connections to `upstream`, each client write held `LATENCY` first
 /// (a listing request is one write; the answers flow back at once).
@@ -90,24 +82,11 @@ fn scans(
     bucket: &str,
     concurrency: usize,
 ) -> (f64, f64, usize) {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            server::ACCESS_KEY,
-            server::SECRET_KEY,
-            None,
-            None,
-            "bench",
-        ))
-        .build();
     let now = EventTime::now();
     let ledger = Ledger::open(None, Some(bucket), now.secs()).unwrap();
     let mut scan = BucketScan::new(
         S3Lister {
-            client: aws_sdk_s3::Client::from_conf(conf),
+            client: server::client_at(endpoint),
             bucket: bucket.into(),
             observe: Arc::new(Observe::new(3600)),
         },
@@ -115,7 +94,7 @@ fn scans(
         PathExpression::new(cloudtrail_s3::config::DEFAULT_PATH_EXPRESSION).unwrap(),
         EventTime::new(i64::from(now.secs()) - 86_400, 0).unwrap(),
         48 * 3600,
-        Logger::new(Arc::new(Quiet)),
+        Logger::new(Arc::new(StderrSink(Level::Error))),
     )
     .with_concurrency(concurrency);
     let t = Instant::now();
@@ -129,7 +108,7 @@ fn scans(
 /// The note of the stage's row: both sides' times and their ratio.
 pub fn run() -> (f64, String) {
     let bucket = server::bucket("bench-org");
-    let day = time_path(EventTime::now());
+    let day = day_path(i64::from(EventTime::now().secs()) / 86_400);
     let keys: Vec<String> = (0..ACCOUNTS)
         .flat_map(|a| (0..REGIONS).map(move |r| (a, r)))
         .map(|(a, r)| key(a, r, &day))
@@ -172,16 +151,5 @@ pub fn run() -> (f64, String) {
             LATENCY.as_millis(),
             idle1 / idle16
         ),
-    )
-}
-
-fn time_path(t: EventTime) -> String {
-    let days = i64::from(t.secs()) / 86_400;
-    let date = time::Date::from_julian_day((days + 2_440_588) as i32).unwrap();
-    format!(
-        "{:04}/{:02}/{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
     )
 }

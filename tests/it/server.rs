@@ -116,10 +116,15 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 pub fn client() -> Client {
+    client_at(endpoint())
+}
+
+/// A client of the test server reached through `endpoint` (a proxy in front of it).
+pub fn client_at(endpoint: &str) -> Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .force_path_style(true)
         .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
         .build();
