@@ -21,6 +21,7 @@ pub mod ops;
 pub mod output;
 pub mod pathexpr;
 pub mod read;
+pub mod select;
 pub mod timestamp;
 
 pub use config::{Config, Settings};

@@ -17,6 +17,7 @@ use cloudtrail_s3::ledger::Ledger;
 use cloudtrail_s3::log::{Level, Logger, StderrSink};
 use cloudtrail_s3::observe::Observe;
 use cloudtrail_s3::pathexpr::PathExpression;
+use cloudtrail_s3::select::Selection;
 use cloudtrail_s3::timestamp::EventTime;
 use futures_util::{StreamExt, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,7 +92,9 @@ fn scans(
             observe: Arc::new(Observe::new(3600)),
         },
         SystemClock,
-        PathExpression::new(cloudtrail_s3::config::DEFAULT_PATH_EXPRESSION).unwrap(),
+        Selection::events(
+            PathExpression::new(cloudtrail_s3::config::DEFAULT_PATH_EXPRESSION).unwrap(),
+        ),
         EventTime::new(i64::from(now.secs()) - 86_400, 0).unwrap(),
         48 * 3600,
         Logger::new(Arc::new(StderrSink(Level::Error))),

@@ -12,6 +12,13 @@ enum NumOrStr {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
+enum ListOrStr {
+    List(Vec<String>),
+    Str(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
 enum BoolOrStr {
     Bool(bool),
     Str(String),
@@ -51,6 +58,20 @@ pub fn opt_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
 
 pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     with(d, "a whole number", |s| s.parse().ok())
+}
+
+/// A list of names: a TOML or YAML list, or one string separated by commas (Fluent Bit).
+pub fn opt_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match Option::<ListOrStr>::deserialize(d)? {
+        None => None,
+        Some(ListOrStr::List(items)) => Some(items.iter().map(|s| s.trim().to_string()).collect()),
+        Some(ListOrStr::Str(s)) => Some(
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        ),
+    })
 }
 
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {

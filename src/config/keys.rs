@@ -63,6 +63,12 @@ pub const KEYS: &[Key] = &[
         "keys to ship; '*' matches any run of characters including '/'",
     ),
     key(
+        "event_kinds",
+        Str,
+        Some("events"),
+        "what to ship: events (management and data), insights, network_activity, aggregated, or all",
+    ),
+    key(
         "region",
         Str,
         None,
@@ -253,7 +259,8 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
-/// and region, but not `CloudTrail-Digest/` or `CloudTrail-Insight/`.
+/// and region. Other kinds' folders (`CloudTrail-Insight/`, …) are read through it when
+/// `event_kinds` turns them on; `CloudTrail-Digest/` never is.
 /// The leading `*` lets trails written under an S3 key prefix (`myorg/AWSLogs/…`) work
 /// unconfigured.
 pub const DEFAULT_PATH_EXPRESSION: &str = "*AWSLogs/*/CloudTrail/*";

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::ledger::Backoff;
-use crate::pathexpr::PathExpression;
+use crate::select::Selection;
 use crate::timestamp::EventTime;
 
 pub(crate) mod de;
@@ -40,6 +40,10 @@ pub struct Settings {
     pub dir: Option<PathBuf>,
     /// Which keys to ship; `*` matches any run of characters including `/`.
     pub path_expression: Option<String>,
+    /// What the trail wrote to ship: `events` (management and data events, the default),
+    /// `insights`, `network_activity`, `aggregated`, or `all`.
+    #[serde(default, deserialize_with = "de::opt_list")]
+    pub event_kinds: Option<Vec<String>>,
     /// AWS region of the bucket; default from the SDK chain (`AWS_REGION`, profile).
     pub region: Option<String>,
     /// Custom S3 endpoint URL (S3-compatible stores, VPC endpoints, tests).
@@ -201,7 +205,8 @@ pub struct StaticCredentials {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: Source,
-    pub path_expression: PathExpression,
+    /// `path_expression` over the folders of `event_kinds`.
+    pub selection: Selection,
     pub scan_interval: Duration,
     /// Late objects are found this far behind each listing's position (see
     /// `docs/delivery.md`); finished objects are remembered as long.
@@ -261,13 +266,31 @@ mod tests {
     #[test]
     fn defaults() {
         let c = props(&[("bucket", "my-trail")]).unwrap();
-        assert_eq!(c.path_expression.as_str(), DEFAULT_PATH_EXPRESSION);
+        assert_eq!(c.selection.as_str(), DEFAULT_PATH_EXPRESSION);
+        assert_eq!(c.selection.kinds(), crate::layout::Kinds::EVENTS);
         assert_eq!(c.scan_interval, Duration::from_secs(60));
         assert_eq!(c.batch_bytes, 4 << 20);
         assert_eq!(c.buffer_bytes, 8 << 20);
         assert_eq!(c.workers, 4);
         assert_eq!(c.list_concurrency, 16);
         assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn event_kinds_as_a_list_or_all() {
+        use crate::layout::{Kind, Kinds};
+        let c = props(&[("bucket", "bkt"), ("event_kinds", "insights, events")]).unwrap();
+        assert_eq!(
+            c.selection.kinds(),
+            Kinds::of([Kind::Events, Kind::Insights])
+        );
+        let c = props(&[("bucket", "bkt"), ("event_kinds", "all")]).unwrap();
+        assert_eq!(c.selection.kinds(), Kinds::ALL);
+        let e = props(&[("bucket", "bkt"), ("event_kinds", "insight")]).unwrap_err();
+        assert!(
+            e.contains("events, insights, network_activity, aggregated, all"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -308,6 +331,21 @@ mod tests {
                 "'list_concurrency'",
             ),
             (&[("bucket", "abc"), ("workers", "many")][..], "'workers'"),
+            (
+                &[("bucket", "abc"), ("event_kinds", "events,insight")][..],
+                "'event_kinds'",
+            ),
+            (
+                &[("bucket", "abc"), ("event_kinds", " , ")][..],
+                "'event_kinds'",
+            ),
+            (
+                &[
+                    ("bucket", "abc"),
+                    ("path_expression", "AWSLogs/*/CloudTrail-Insight/*"),
+                ][..],
+                "'event_kinds'",
+            ),
             (
                 &[("bucket", "abc"), ("batch_bytes", "1")][..],
                 "'batch_bytes'",

@@ -12,8 +12,10 @@ use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, Source, SqsConfig, StartTime,
     StaticCredentials, de,
 };
+use crate::layout::{Kind, Kinds};
 use crate::ledger::Backoff;
 use crate::pathexpr::PathExpression;
+use crate::select::Selection;
 use crate::timestamp::EventTime;
 
 fn bad(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -203,6 +205,32 @@ impl Settings {
                 .unwrap_or(DEFAULT_PATH_EXPRESSION),
         )
         .map_err(|r| bad("path_expression", r))?;
+        let kinds = match &self.event_kinds {
+            None => Kinds::EVENTS,
+            Some(names) => event_kinds(names)?,
+        };
+        // An expression written for another kind's folder ships nothing unless that kind is
+        // on. (`CloudTrail` is every kind's level in the default expression.)
+        let left_out = Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Events && !kinds.contains(*k));
+        for kind in left_out {
+            if path_expression
+                .as_str()
+                .split('/')
+                .any(|level| level == kind.folder())
+            {
+                return Err(bad(
+                    "event_kinds",
+                    format!(
+                        "path_expression names {}/ folders, which event_kinds ({kinds}) leaves out: add '{}'",
+                        kind.folder(),
+                        kind.name()
+                    ),
+                ));
+            }
+        }
+        let selection = Selection::new(path_expression, kinds);
 
         let scan_interval = self.scan_interval.unwrap_or(DEFAULT_SCAN_INTERVAL_SECS);
         if !(1..=86_400).contains(&scan_interval) {
@@ -297,7 +325,7 @@ impl Settings {
 
         Ok(Config {
             source,
-            path_expression,
+            selection,
             scan_interval: Duration::from_secs(scan_interval),
             lookback: Duration::from_secs(lookback),
             list_concurrency: list_concurrency as usize,
@@ -315,6 +343,32 @@ impl Settings {
             metadata_key: self.metadata_key,
         })
     }
+}
+
+/// `event_kinds`: kind names, or `all`.
+fn event_kinds(names: &[String]) -> Result<Kinds, ConfigError> {
+    let mut kinds = Vec::new();
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        if name == "all" {
+            return Ok(Kinds::ALL);
+        }
+        kinds.push(Kind::from_name(name).ok_or_else(|| {
+            bad(
+                "event_kinds",
+                format!(
+                    "'{name}' is not a kind: use events, insights, network_activity, aggregated, all"
+                ),
+            )
+        })?);
+    }
+    let kinds = Kinds::of(kinds);
+    if kinds.is_empty() {
+        return Err(bad(
+            "event_kinds",
+            "names no kind (the default is 'events')",
+        ));
+    }
+    Ok(kinds)
 }
 
 fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {

@@ -18,6 +18,7 @@ use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
 use crate::object::{ObjectRef, s3_id};
 use crate::pathexpr::PathExpression;
+use crate::select::Selection;
 use crate::timestamp::EventTime;
 
 /// Accounts and regions are enumerated again at the first scan this many seconds after the
@@ -30,7 +31,8 @@ pub const ENUMERATE_EVERY_SECS: u32 = 600;
 pub struct BucketScan<L, C> {
     pub lister: L,
     pub clock: C,
-    pub expr: PathExpression,
+    /// `path_expression` over the chosen kinds' folders.
+    pub select: Selection,
     /// Objects that landed before this are not shipped (`start_time`).
     pub start: EventTime,
     /// Seconds behind the watermark that late objects are still found.
@@ -51,7 +53,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     pub fn new(
         lister: L,
         clock: C,
-        expr: PathExpression,
+        select: Selection,
         start: EventTime,
         lookback: u32,
         log: Logger,
@@ -59,7 +61,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         Self {
             lister,
             clock,
-            expr,
+            select,
             start,
             lookback,
             log,
@@ -84,7 +86,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     /// listing failed stays where it was.
     pub async fn scan(&mut self, ledger: &Ledger) -> Vec<ObjectRef> {
         let mut found = Vec::new();
-        let base = layout::base(&self.expr).map(|b| match b {
+        let base = layout::base(self.select.expr()).map(|b| match b {
             Base::Literal(s) => Some(s.to_string()),
             Base::Search => None,
         });
@@ -106,7 +108,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     }
 
     fn wanted(&self, o: &Listed) -> bool {
-        self.expr.matches(&o.key) && !o.key.contains(DIGEST_DIR) && o.last_modified >= self.start
+        self.select.matches(&o.key) && !o.key.contains(DIGEST_DIR) && o.last_modified >= self.start
     }
 
     /// Claims the wanted objects of a listing; `forget_by` names their time group, if any.
@@ -152,8 +154,8 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         ledger: &Ledger,
         found: &mut Vec<ObjectRef>,
     ) -> Result<(), DiscoverError> {
-        let prefix = self.expr.literal_prefix().to_string();
-        let group = flat_group(self.bucket(), &self.expr);
+        let prefix = self.select.expr().literal_prefix().to_string();
+        let group = flat_group(self.bucket(), self.select.expr());
         let floor =
             window::floor(ledger, &group, self.lookback).map_err(|e| self.ledger_error(e))?;
         let listed = self.lister.list_objects(&prefix, None).await?;
@@ -212,7 +214,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         let regions: Vec<String> = self
             .regions
             .iter()
-            .filter(|r| self.expr.may_match_below(r))
+            .filter(|r| self.select.may_match_below(r))
             .cloned()
             .collect();
         // Each prefix's listing, claims and watermark are its own: they run side by side,
@@ -248,7 +250,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 }
             };
             for dir in dirs {
-                if !self.expr.may_match_below(&dir) {
+                if !self.select.may_match_below(&dir) {
                     continue;
                 }
                 if is_account(dir[base.len()..].trim_end_matches('/')) {
@@ -261,17 +263,24 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         }
         for (org, children) in self.list_each(orgs).await {
             accounts.extend(children.into_iter().filter(|c| {
-                is_account(c[org.len()..].trim_end_matches('/')) && self.expr.may_match_below(c)
+                is_account(c[org.len()..].trim_end_matches('/')) && self.select.may_match_below(c)
             }));
         }
+        // Each chosen kind's folder under each account (`CloudTrail/`, `CloudTrail-Insight/`, …).
         let trails: Vec<String> = accounts
-            .into_iter()
-            .map(|account| format!("{account}CloudTrail/"))
-            .filter(|trail| self.expr.may_match_below(trail))
+            .iter()
+            .flat_map(|account| {
+                let kinds = self.select.kinds().iter();
+                kinds.map(move |kind| format!("{account}{}/", kind.folder()))
+            })
+            .filter(|trail| self.select.may_match_below(trail))
             .collect();
         for (_, regions) in self.list_each(trails).await {
-            self.regions
-                .extend(regions.into_iter().filter(|r| self.expr.may_match_below(r)));
+            self.regions.extend(
+                regions
+                    .into_iter()
+                    .filter(|r| self.select.may_match_below(r)),
+            );
         }
     }
 
@@ -315,7 +324,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 for dir in dirs {
                     if dir[prefix.len()..] == *"AWSLogs/" {
                         bases.push(dir);
-                    } else if depth < SEARCH_DEPTH && self.expr.may_match_below(&dir) {
+                    } else if depth < SEARCH_DEPTH && self.select.may_match_below(&dir) {
                         next.push(dir);
                     }
                 }

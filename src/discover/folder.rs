@@ -23,7 +23,7 @@ use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
 use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
 use crate::object::ObjectRef;
-use crate::pathexpr::PathExpression;
+use crate::select::Selection;
 use crate::timestamp::EventTime;
 
 /// The time group of folder entries in the ledger.
@@ -35,7 +35,7 @@ const ID_PREFIX: &str = "dir:";
 pub struct FolderScan<C> {
     pub root: PathBuf,
     pub clock: C,
-    pub expr: PathExpression,
+    pub select: Selection,
     pub start: EventTime,
     pub lookback: u32,
     pub log: Logger,
@@ -55,16 +55,16 @@ pub fn is_object_name(name: &str) -> bool {
 impl<C: Clock> FolderScan<C> {
     pub async fn scan(&self, ledger: &Ledger) -> Vec<ObjectRef> {
         let root = self.root.clone();
-        let expr = self.expr.clone();
+        let select = self.select.clone();
         let start = self.start;
-        let walked = match tokio::task::spawn_blocking(move || walk_dir(&root, &expr, start)).await
-        {
-            Ok(w) => w,
-            Err(e) => {
-                self.log.error(format_args!("folder scan failed: {e}"));
-                return Vec::new();
-            }
-        };
+        let walked =
+            match tokio::task::spawn_blocking(move || walk_dir(&root, &select, start)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.log.error(format_args!("folder scan failed: {e}"));
+                    return Vec::new();
+                }
+            };
         let (files, errors) = walked;
         let complete = errors.is_empty();
         for e in errors {
@@ -139,7 +139,7 @@ impl<C: Clock> FolderScan<C> {
 /// object's, modified at or after `start`.
 pub fn walk_dir(
     root: &Path,
-    expr: &PathExpression,
+    select: &Selection,
     start: EventTime,
 ) -> (Vec<Found>, Vec<DiscoverError>) {
     // An unreadable entry is reported and skipped; the rest of the folder is still scanned.
@@ -186,7 +186,7 @@ pub fn walk_dir(
                 continue;
             };
             let name = rel.rsplit('/').next().unwrap_or(&rel);
-            if !is_object_name(name) || !expr.matches(&rel) || rel.contains(DIGEST_DIR) {
+            if !is_object_name(name) || !select.matches(&rel) || rel.contains(DIGEST_DIR) {
                 continue;
             }
             let mtime = meta
@@ -222,6 +222,7 @@ pub fn unchanged(object: &ObjectRef) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pathexpr::PathExpression;
 
     #[test]
     fn folder_walk_reports_a_bad_entry_and_keeps_the_rest() {
@@ -232,8 +233,8 @@ mod tests {
         std::os::unix::fs::symlink("/nonexistent/target", day.join("broken.json.gz")).unwrap();
         std::fs::write(day.join("z.json.gz"), b"x").unwrap();
         std::fs::write(day.join("t.json.gz.1a2b3c4d"), b"x").unwrap();
-        let expr = PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap();
-        let (files, errors) = walk_dir(dir.path(), &expr, EventTime::from_parts(0, 0).unwrap());
+        let select = Selection::events(PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap());
+        let (files, errors) = walk_dir(dir.path(), &select, EventTime::from_parts(0, 0).unwrap());
         let ids: Vec<&str> = files.iter().map(|f| &*f.object.id).collect();
         assert_eq!(
             ids,
@@ -273,7 +274,7 @@ mod tests {
         FolderScan {
             root: root.to_path_buf(),
             clock: crate::discover::listing::SystemClock,
-            expr: PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap(),
+            select: Selection::events(PathExpression::new("*AWSLogs/*/CloudTrail/*").unwrap()),
             start: EventTime::from_parts(0, 0).unwrap(),
             lookback: 3600,
             log: Logger::new(std::sync::Arc::new(
@@ -328,7 +329,7 @@ mod tests {
         let first = scan_ids(&scan, &ledger);
         assert_eq!(first.len(), 2);
         done(&ledger, &first);
-        let landed = walk_dir(dir.path(), &scan.expr, scan.start).0[0].landed;
+        let landed = walk_dir(dir.path(), &scan.select, scan.start).0[0].landed;
         age_past(&ledger, landed);
         assert!(scan_ids(&scan, &ledger).is_empty());
         // chmod -R: every inode change time moves past the window's floor.
@@ -364,7 +365,7 @@ mod tests {
         let first = scan_ids(&scan, &ledger);
         assert_eq!(first, ["dir:AWSLogs/1/CloudTrail/r/2023/07/10/a.json.gz"]);
         done(&ledger, &first);
-        let landed = walk_dir(dir.path(), &scan.expr, scan.start).0[0].landed;
+        let landed = walk_dir(dir.path(), &scan.select, scan.start).0[0].landed;
         age_past(&ledger, landed);
         std::fs::rename(&staged, day.join("late.json.gz")).unwrap();
         assert_eq!(

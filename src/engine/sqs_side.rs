@@ -201,8 +201,7 @@ impl Core {
         };
         let mut candidates = Vec::new();
         for a in announced {
-            if !self.config.path_expression.matches(&a.key)
-                || a.key.contains(crate::discover::DIGEST_DIR)
+            if !self.config.selection.matches(&a.key) || a.key.contains(crate::discover::DIGEST_DIR)
             {
                 self.unmatched(&m.message_id, &a.bucket, &a.key, now);
                 continue;
@@ -345,7 +344,7 @@ impl Core {
     pub(super) fn forget_rule(&self, object: &ObjectRef, now: u32) -> Option<(String, u32)> {
         let listed = match (&self.config.source, &object.location) {
             (Source::S3(s3), crate::object::Location::S3 { bucket, key }) if self.listing => {
-                s3.bucket.as_deref() == Some(&**bucket) && self.config.path_expression.matches(key)
+                s3.bucket.as_deref() == Some(&**bucket) && self.config.selection.matches(key)
             }
             _ => false,
         };
@@ -355,13 +354,13 @@ impl Core {
         let crate::object::Location::S3 { bucket, key } = &object.location else {
             return Some(("sqs".to_string(), now));
         };
-        if crate::layout::base(&self.config.path_expression).is_some()
+        if crate::layout::base(self.config.selection.expr()).is_some()
             && crate::layout::region_prefix(key).is_some()
         {
             None
         } else {
             Some((
-                crate::discover::bucket::flat_group(bucket, &self.config.path_expression),
+                crate::discover::bucket::flat_group(bucket, self.config.selection.expr()),
                 object.last_modified.secs(),
             ))
         }
@@ -383,10 +382,17 @@ impl Core {
         self.unmatched_logged_at
             .store(u64::from(now).max(1), Ordering::Relaxed);
         let matched = c.notices_matched.load(Ordering::Relaxed);
-        let hint = if matched == 0 {
+        let left_out = self.config.selection.left_out_kind(key);
+        let hint = if let Some(kind) = left_out {
+            format!(
+                ": a {}/ file, which 'event_kinds' ({}) leaves out ({n} unmatched keys so far, {matched} matched)",
+                kind.folder(),
+                self.config.selection.kinds()
+            )
+        } else if matched == 0 {
             format!(
                 "; none of the {n} keys received so far matches: 'path_expression' ({}) probably misses the trail's S3 key prefix (the default '{}' finds any prefix)",
-                self.config.path_expression,
+                self.config.selection.as_str(),
                 crate::config::DEFAULT_PATH_EXPRESSION
             )
         } else {

@@ -108,7 +108,7 @@ impl Engine {
                                 observe: observe.clone(),
                             },
                             SystemClock,
-                            config.path_expression.clone(),
+                            config.selection.clone(),
                             start,
                             lookback,
                             log.clone(),
@@ -126,7 +126,7 @@ impl Engine {
                 Some(Discovery::Folder(FolderScan {
                     root: root.clone(),
                     clock: SystemClock,
-                    expr: config.path_expression.clone(),
+                    select: config.selection.clone(),
                     start,
                     lookback,
                     log: log.clone(),
@@ -135,7 +135,7 @@ impl Engine {
             ),
         };
         log.info(format_args!(
-            "started: {}{endpoints} path_expression={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={}",
+            "started: {}{endpoints} path_expression={} event_kinds={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={}",
             match &config.source {
                 Source::S3(s) => format!(
                     "bucket={} sqs.queue_url={}",
@@ -144,7 +144,8 @@ impl Engine {
                 ),
                 Source::Dir(d) => format!("dir={}", d.display()),
             },
-            config.path_expression,
+            config.selection.as_str(),
+            config.selection.kinds(),
             start.secs(),
             lookback,
             config.scan_interval.as_secs(),

@@ -97,7 +97,8 @@ pub fn open(path: &Path, now: u32) -> Result<Ledger, OpenError> {
     })
 }
 
-/// The parts of a CloudTrail prefix id `s3://BUCKET/[P/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/`.
+/// The parts of a CloudTrail prefix id `s3://BUCKET/[P/]AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/`
+/// (`KIND` is `CloudTrail` or another kind's folder, `CloudTrail-Insight`, …).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PrefixParts<'a> {
     pub bucket: Option<&'a str>,
@@ -121,7 +122,10 @@ pub fn prefix_parts(prefix: &str) -> PrefixParts<'_> {
         return parts;
     };
     let levels: Vec<&str> = prefix[at..].split('/').collect();
-    let Some(ct) = levels.iter().position(|l| *l == "CloudTrail") else {
+    let Some(ct) = levels
+        .iter()
+        .position(|l| crate::layout::Kind::from_folder(l).is_some())
+    else {
         return parts;
     };
     parts.region = levels.get(ct + 1).copied().filter(|r| !r.is_empty());
@@ -186,6 +190,8 @@ mod tests {
                 region: Some("eu-west-1"),
             }
         );
+        let p = prefix_parts("s3://b/AWSLogs/1/CloudTrail-Insight/us-east-1/");
+        assert_eq!((p.account, p.region), (Some("1"), Some("us-east-1")));
         let p = prefix_parts("s3://b/AWSLogs/1/CloudTrail/us-east-1/");
         assert_eq!(
             (p.trail, p.organization, p.account, p.region),

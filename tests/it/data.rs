@@ -112,3 +112,51 @@ pub fn upload_all(bucket: &str, prefix: &str) {
         crate::server::put(bucket, &format!("{prefix}{}", o.key), o.gz.clone());
     }
 }
+
+/// One event of each kind a trail writes, in the shape of CloudTrail's documented record
+/// contents for that kind (management events; Insights events for trails; network activity
+/// events; aggregated events, which have `eventId` and no `eventTime`), and the time each
+/// must be stamped with.
+pub struct KindExample {
+    /// The kind's folder under the account.
+    pub folder: &'static str,
+    /// `eventID` (`eventId` for aggregated events).
+    pub id: &'static str,
+    /// RFC 3339: `eventTime`, or for an aggregated event `timeWindow.windowStart`.
+    pub time: &'static str,
+    pub json: &'static str,
+}
+
+impl KindExample {
+    /// A gzipped log file holding the one event.
+    pub fn object(&self) -> Vec<u8> {
+        gzip(format!(r#"{{"Records":[{}]}}"#, self.json).as_bytes())
+    }
+}
+
+pub const KIND_EXAMPLES: [KindExample; 4] = [
+    KindExample {
+        folder: "CloudTrail",
+        id: "mgmt-1",
+        time: "2023-07-10T11:42:36Z",
+        json: r#"{"eventVersion":"1.09","eventTime":"2023-07-10T11:42:36Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","eventID":"mgmt-1","eventType":"AwsApiCall","eventCategory":"Management","recipientAccountId":"111122223333"}"#,
+    },
+    KindExample {
+        folder: "CloudTrail-Insight",
+        id: "insight-1",
+        time: "2023-07-10T12:51:00Z",
+        json: r#"{"eventVersion":"1.07","eventTime":"2023-07-10T12:51:00Z","awsRegion":"us-east-1","eventID":"insight-1","eventType":"AwsCloudTrailInsight","recipientAccountId":"111122223333","sharedEventID":"12edc982-3348-4794-83d3-a3db26525049","insightDetails":{"state":"Start","eventSource":"ssm.amazonaws.com","eventName":"UpdateInstanceAssociationStatus","insightType":"ApiCallRateInsight","insightContext":{"statistics":{"baseline":{"average":1.79},"insight":{"average":3.0},"insightDuration":1},"attributions":[{"attribute":"userIdentityArn","insight":[{"value":"arn:aws:sts::111122223333:assumed-role/Admin","average":3.0}],"baseline":[{"value":"arn:aws:sts::111122223333:assumed-role/Admin","average":1.79}]}]}},"eventCategory":"Insight"}"#,
+    },
+    KindExample {
+        folder: "CloudTrail-NetworkActivity",
+        id: "network-1",
+        time: "2023-07-10T13:07:14Z",
+        json: r#"{"eventVersion":"1.10","userIdentity":{"type":"AWSAccount","principalId":"","accountId":"444455556666"},"eventTime":"2023-07-10T13:07:14Z","eventSource":"cloudtrail.amazonaws.com","eventName":"ListTrails","awsRegion":"us-east-1","sourceIPAddress":"10.0.0.5","errorCode":"VpceAccessDenied","eventID":"network-1","eventType":"AwsVpceEvent","recipientAccountId":"111122223333","sharedEventID":"ff8b3ab6-cd6b-4b76-9e46-5ba1a2f2e1b7","vpcEndpointId":"vpce-0a1b2c3d4e5f67890","vpcEndpointAccountId":"111122223333","eventCategory":"NetworkActivity"}"#,
+    },
+    KindExample {
+        folder: "CloudTrail-Aggregated",
+        id: "aggregated-1",
+        time: "2023-07-10T14:05:00Z",
+        json: r#"{"eventVersion":"1.0","accountId":"111122223333","eventId":"aggregated-1","eventCategory":"Aggregated","eventType":"AwsAggregatedEvent","awsRegion":"us-east-1","eventSource":"s3.amazonaws.com","timeWindow":{"windowStart":"2023-07-10T14:05:00Z","windowEnd":"2023-07-10T14:10:00Z","windowSize":"PT5M"},"summary":{"primaryDimension":{"dimension":"eventName","statistics":[{"name":"GetObject","value":120}]},"details":[{"dimension":"userIdentity.arn","statistics":[{"name":"arn:aws:iam::111122223333:role/Reader","value":120}]}]}}"#,
+    },
+];

@@ -362,3 +362,84 @@ fn an_event_with_a_number_beyond_f64_ships_with_it_as_text() {
     assert_eq!(b.str("n"), Some("-1E+999"));
     assert_eq!(engine.stats().events_unencodable, 0);
 }
+
+/// `event_kinds`: each kind's folder is found by the same account/region walk (one LIST per
+/// kind and region prefix on an idle scan, not a flat listing of the bucket), each event is
+/// stamped with its kind's time (`eventTime`; an aggregated event's `timeWindow.windowStart`),
+/// digests are never shipped, and the default ships management and data events only.
+#[test]
+fn event_kinds_ship_each_kind_from_its_folder_with_its_time() {
+    let bucket = server::bucket("kinds");
+    let account = "AWSLogs/o-abc123def4/111122223333";
+    let day = "us-east-1/2023/07/10";
+    for k in data::KIND_EXAMPLES {
+        let key = format!("{account}/{}/{day}/{}.json.gz", k.folder, k.folder);
+        server::put(&bucket, &key, k.object());
+    }
+    server::put(
+        &bucket,
+        &format!("{account}/CloudTrail-Digest/{day}/digest.json.gz"),
+        data::gzip(br#"{"awsAccountId":"111122223333","digestStartTime":"2023-07-10T11:00:00Z","logFiles":[]}"#),
+    );
+
+    let run = |kinds: Option<&str>| {
+        let mut props = s3_props(&bucket);
+        if let Some(k) = kinds {
+            props.push(("event_kinds", k.to_string()));
+        }
+        let settings = Settings::from_properties(|k| {
+            props
+                .iter()
+                .find(|(pk, _)| *pk == k)
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        let engine = Engine::start(
+            settings.validate().unwrap(),
+            Arc::new(NdjsonEncoder {
+                metadata_key: None,
+                time_key: Some("t".into()),
+            }),
+            Logger::new(Arc::new(Lines::default())),
+        )
+        .unwrap();
+        let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
+        // An idle scan after the one that shipped: one LIST per kind's region prefix.
+        let scans = engine.stats().scans;
+        drain_until(&engine, Duration::from_secs(30), |e| {
+            e.stats().scans > scans + 1 && e.is_idle()
+        });
+        let lists = engine.stats().last_scan_list_calls;
+        let mut got: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                let id = e.str("eventID").or_else(|| e.str("eventId")).unwrap();
+                (id.to_string(), e.str("t").unwrap().to_string())
+            })
+            .collect();
+        got.sort();
+        (got, lists)
+    };
+
+    let (all, lists) = run(Some("all"));
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let mut want: Vec<(&str, &str)> = data::KIND_EXAMPLES.iter().map(|k| (k.id, k.time)).collect();
+    want.sort();
+    assert_eq!(all, pairs(&want), "each kind once, at its own time");
+    assert_eq!(
+        lists, 4,
+        "LIST calls of an idle scan: one per kind's region prefix"
+    );
+
+    let (default, lists) = run(None);
+    assert_eq!(default, pairs(&[("mgmt-1", "2023-07-10T11:42:36Z")]));
+    assert_eq!(lists, 1);
+
+    let (some, _) = run(Some("insights,aggregated"));
+    let ids: Vec<&str> = some.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["aggregated-1", "insight-1"]);
+}

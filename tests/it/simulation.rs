@@ -35,6 +35,7 @@ use cloudtrail_s3::ledger::{Backoff, Ledger, Status};
 use cloudtrail_s3::log::{Level, LogSink, Logger};
 use cloudtrail_s3::object::{ObjectRef, s3_id};
 use cloudtrail_s3::pathexpr::PathExpression;
+use cloudtrail_s3::select::Selection;
 use cloudtrail_s3::timestamp::EventTime;
 
 #[allow(dead_code)]
@@ -248,7 +249,7 @@ impl Schedule {
                 bucket: BUCKET.into(),
             },
             self.sim.clone(),
-            self.expr.clone(),
+            Selection::events(self.expr.clone()),
             self.start,
             self.lookback,
             self.log.clone(),

@@ -392,3 +392,37 @@ fn hybrid_ships_a_late_object_announced_by_cloudtrails_notification() {
         messages_in(&q) == 0
     });
 }
+
+/// SQS with `event_kinds`: a notification for a chosen kind's file ships it; one for a kind
+/// left out is counted unmatched and logged as such (not as a wrong path_expression).
+#[test]
+fn notifications_follow_event_kinds() {
+    let bucket = server::bucket("sqs-kinds");
+    let q = queue("kinds");
+    notify_bucket(&bucket, &q);
+    for k in data::KIND_EXAMPLES {
+        let key = format!(
+            "AWSLogs/111122223333/{}/us-east-1/2023/07/10/{}.json.gz",
+            k.folder, k.folder
+        );
+        server::put(&bucket, &key, k.object());
+    }
+    let props = sqs_props(&q, &[("event_kinds", "events,insights")]);
+    let (engine, lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(60), |e| {
+        e.stats().objects_done == 2 && e.stats().notices_unmatched == 2
+    });
+    let mut ids: Vec<&str> = events.iter().map(|e| e.str("eventID").unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["insight-1", "mgmt-1"]);
+    let said = lines.0.lock().unwrap().clone();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("which 'event_kinds' (events,insights) leaves out")),
+        "{said:?}"
+    );
+    wait_for("the queue to empty", Duration::from_secs(30), || {
+        engine.take(1 << 20, Duration::from_millis(50));
+        messages_in(&q) == 0
+    });
+}
