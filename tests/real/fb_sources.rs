@@ -4,14 +4,16 @@
 //! Bit processes on one queue; and one account whose objects are denied for ever ahead of
 //! another's on the queue.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
-use crate::check::{Expected, Tally, Time};
+use crate::check::{self, Expected, Tally, Time};
 use crate::fluent_bit::{
     Conf, FluentBit, RUN_LIMIT, dir_input, http_output, s3_input, section, stdout_output,
 };
+use crate::json::J;
 use crate::proxy::{AccessDenied, CountingProxy};
 use crate::receiver::Receiver;
 use crate::wait::wait_until;
@@ -22,6 +24,7 @@ pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
     vec![
         ("sources::s3_listing", s3_listing),
         ("sources::folder", folder),
+        ("sources::event_kinds", event_kinds),
         ("sources::sqs_three_hosts_one_queue", sqs_three_hosts),
         (
             "sources::sqs_one_denied_account_stalls_no_other",
@@ -66,6 +69,81 @@ fn folder(fb: &FluentBit) -> Result<(), Failed> {
     let work = Work::new("sources-folder");
     let conf = Conf::new().input(dir_input("cloudtrail", "ct"));
     run_to_stdout(fb, &work, conf, true, "folder");
+    Ok(())
+}
+
+/// `event_kinds all` in the real host (5.1.1 checks the key against the plugin's
+/// `config_map`): one event of each kind in its own folder arrives once, with its kind's time
+/// as the record time (an aggregated event's `timeWindow.windowStart`, as it has no
+/// `eventTime`); the digest beside them is not shipped.
+fn event_kinds(fb: &FluentBit) -> Result<(), Failed> {
+    let work = Work::new("sources-kinds");
+    let bucket = server::bucket("real-kinds");
+    let account = "AWSLogs/111122223333";
+    let day = "eu-west-1/2023/07/10";
+    for k in data::KIND_EXAMPLES {
+        let key = format!("{account}/{}/{day}/{}.json.gz", k.folder, k.folder);
+        server::put(&bucket, &key, k.object());
+    }
+    server::put(
+        &bucket,
+        &format!("{account}/CloudTrail-Digest/{day}/digest.json.gz"),
+        data::gzip(br#"{"awsAccountId":"111122223333","logFiles":[]}"#),
+    );
+    let mut input = s3_input("cloudtrail", "ct", &bucket, server::endpoint());
+    input.push(("event_kinds".into(), "all".into()));
+    let conf = Conf::new()
+        .input(input)
+        .output(stdout_output("*"))
+        .write_yaml(work.path());
+    let mut host = fb.start(work.path(), "event kinds", &conf, &[]);
+    // eventID (eventId for aggregated events) -> the record times it arrived with, in ms.
+    let arrived = |lines: &[String]| {
+        let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+        for line in lines.iter().filter(|l| l.starts_with('{')) {
+            let Ok(j) = serde_json::from_str::<J>(line) else {
+                continue;
+            };
+            let Some(id) = j.str("eventID").or_else(|| j.str("eventId")) else {
+                continue;
+            };
+            let date = match j.get("date") {
+                Some(J::Float(f)) => *f,
+                Some(J::Int(i)) => *i as f64,
+                _ => -1.0,
+            };
+            seen.entry(id.to_string())
+                .or_default()
+                .push((date * 1000.0).round() as i64);
+        }
+        seen
+    };
+    wait_until("one event of each kind on stdout", RUN_LIMIT, || {
+        assert!(host.try_status().is_none(), "{}", host.stderr_tail(40));
+        arrived(&host.stdout.snapshot()).len() >= data::KIND_EXAMPLES.len()
+    });
+    let status = host.stop();
+    assert!(status.success(), "{status}");
+    let lines = host.stdout.snapshot();
+    let seen = arrived(&lines);
+    for k in data::KIND_EXAMPLES {
+        let want = (check::parse_instant(k.time).unwrap() / 1_000_000) as i64;
+        assert_eq!(
+            seen.get(k.id),
+            Some(&vec![want]),
+            "{} ({}) once at {}",
+            k.id,
+            k.folder,
+            k.time
+        );
+    }
+    assert_eq!(seen.len(), data::KIND_EXAMPLES.len(), "{seen:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("awsAccountId")),
+        "a digest was shipped"
+    );
+    eprintln!("{} event kinds: {seen:?}", fb.label());
+    host.assert_no_errors();
     Ok(())
 }
 
