@@ -18,8 +18,17 @@ mod host;
 #[allow(dead_code)]
 mod server;
 
+#[path = "stages/latency.rs"]
+mod latency;
+
 #[path = "stages/org_listing.rs"]
 mod org_listing;
+
+#[path = "stages/sqs_pace.rs"]
+mod sqs_pace;
+
+#[path = "../tests/real/queue.rs"]
+mod queue;
 
 #[path = "../tests/real/receiver.rs"]
 #[allow(dead_code)]
@@ -358,6 +367,10 @@ fn run_stage(stage: &str) {
             );
             result(stage, events, json_bytes, secs, &note)
         }
+        "sqs-pace" => {
+            let (secs, objects, note) = sqs_pace::run();
+            result(stage, objects, 0, Duration::from_secs_f64(secs), &note)
+        }
         "org-listing" => {
             let (secs, note) = org_listing::run();
             result(stage, 0, 0, Duration::from_secs_f64(secs), &note)
@@ -366,7 +379,8 @@ fn run_stage(stage: &str) {
             // Upload to handoff through S3 -> SQS notifications on loopback (moto), one
             // object at a time, collect polled every 2 ms (Fluent Bit polls every second).
             let bucket = server::bucket("latency");
-            let q = sqs_queue_with_notifications(&bucket);
+            let q = queue::create("latency");
+            queue::notify_bucket(&bucket, &q);
             let props: Vec<(&str, String)> = server::s3_props("x")
                 .into_iter()
                 .filter(|(k, _)| *k != "bucket")
@@ -456,57 +470,11 @@ fn count_json_events(json: &[u8]) -> u64 {
     v["Records"].as_array().unwrap().len() as u64
 }
 
-/// A new queue that receives the bucket's ObjectCreated notifications.
-fn sqs_queue_with_notifications(bucket: &str) -> String {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let conf = aws_sdk_sqs::config::Builder::new()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .endpoint_url(server::endpoint())
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            server::ACCESS_KEY,
-            server::SECRET_KEY,
-            None,
-            None,
-            "b",
-        ))
-        .build();
-    let sqs = aws_sdk_sqs::Client::from_conf(conf);
-    server::block_on(async {
-        let url = sqs
-            .create_queue()
-            .queue_name(format!("latency-{}", std::process::id()))
-            .send()
-            .await
-            .unwrap();
-        let url = url.queue_url().unwrap().to_string();
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap();
-        let arn = attrs.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-        let n = NotificationConfiguration::builder()
-            .queue_configurations(
-                QueueConfiguration::builder()
-                    .queue_arn(arn)
-                    .events(Event::S3ObjectCreated)
-                    .build()
-                    .unwrap(),
-            )
-            .build();
-        server::client()
-            .put_bucket_notification_configuration()
-            .bucket(bucket)
-            .notification_configuration(n)
-            .send()
-            .await
-            .unwrap();
-        url
-    })
+/// `data` gzipped.
+fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }
 
 /// Counts events in a collect buffer by walking the msgpack values.
@@ -741,6 +709,7 @@ fn main() {
         "plugin-1s-tick",
         "huge-object",
         "sqs-latency",
+        "sqs-pace",
         "org-listing",
     ] {
         if !wanted(stage) {

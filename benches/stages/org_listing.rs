@@ -8,7 +8,7 @@
 //! `scan_interval` costs afterwards (one LIST per prefix).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cloudtrail_s3::discover::bucket::BucketScan;
 use cloudtrail_s3::discover::listing::{S3Lister, SystemClock};
@@ -20,52 +20,12 @@ use cloudtrail_s3::pathexpr::PathExpression;
 use cloudtrail_s3::select::Selection;
 use cloudtrail_s3::timestamp::EventTime;
 use futures_util::{StreamExt, stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
+use crate::latency::{LATENCY, latency_proxy};
 use crate::server;
 
 pub const ACCOUNTS: usize = 100;
 pub const REGIONS: usize = 17;
-/// Added before each request reaches the server: S3's own latency from a nearby region.
-pub const LATENCY: Duration = Duration::from_millis(30);
-
-/// Forwards loopback connections to `upstream`, each client write held `LATENCY` first
-/// (a listing request is one write; the answers flow back at once).
-async fn latency_proxy(upstream: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                });
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    tokio::time::sleep(LATENCY).await;
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn key(account: usize, region: usize, day: &str) -> String {
     format!(

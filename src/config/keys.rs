@@ -253,8 +253,14 @@ pub const KEYS: &[Key] = &[
     key(
         "sqs.max_messages_in_flight",
         Int,
-        Some("100"),
+        Some("1000"),
         "messages held at once",
+    ),
+    key(
+        "sqs.receivers",
+        Int,
+        Some("4"),
+        "long polls in flight at once (1-16)",
     ),
 ];
 
@@ -280,6 +286,14 @@ pub(super) const DEFAULT_WORKERS: usize = 4;
 /// 30 ms per request (issue 20). Sixteen divides the round trips' wait by up to sixteen
 /// and stays far below S3's 5,500 GET/LIST requests a second per prefix.
 pub(super) const DEFAULT_LIST_CONCURRENCY: u64 = 16;
+/// SQS messages held at once. A message is held from its receive until the host has
+/// committed its objects and the delete is sent: about two of Fluent Bit's one-second
+/// collects. Holding 100 capped one shipper at about 50 objects a second (`scripts/bench
+/// sqs-pace`); 1,000 lets it take several hundred, and costs a few hundred bytes each.
+pub(super) const DEFAULT_SQS_IN_FLIGHT: u64 = 1000;
+/// Long polls in flight at once: one receive returns at most 10 messages per round trip,
+/// so one at a time stops near 10 / round trip (about 190 a second at 30 ms added).
+pub(super) const DEFAULT_SQS_RECEIVERS: u64 = 4;
 pub(super) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
 pub(super) const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;

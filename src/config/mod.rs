@@ -151,6 +151,9 @@ pub struct Settings {
         deserialize_with = "de::opt_count"
     )]
     pub sqs_max_messages_in_flight: Option<u64>,
+    /// Long polls in flight at once.
+    #[serde(rename = "sqs.receivers", default, deserialize_with = "de::opt_count")]
+    pub sqs_receivers: Option<u64>,
 }
 
 /// Event-driven discovery through SQS.
@@ -163,6 +166,9 @@ pub struct SqsConfig {
     pub max_receive_count: u32,
     pub delete_quarantined: bool,
     pub max_messages_in_flight: usize,
+    /// Long polls in flight at once: each returns at most 10 messages and costs a round
+    /// trip, so one at a time caps what a shipper can take from a backlog.
+    pub receivers: usize,
 }
 
 /// Where objects come from.

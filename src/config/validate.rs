@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::keys::{
     DEFAULT_BATCH_BYTES, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS,
-    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
+    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS,
+    DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
 };
 use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, Source, SqsConfig, StartTime,
@@ -82,12 +83,18 @@ impl Settings {
                 if !(1..=1000).contains(&max_receive) {
                     return Err(bad("sqs.max_receive_count", "must be between 1 and 1000"));
                 }
-                let in_flight = self.sqs_max_messages_in_flight.unwrap_or(100);
+                let in_flight = self
+                    .sqs_max_messages_in_flight
+                    .unwrap_or(DEFAULT_SQS_IN_FLIGHT);
                 if !(1..=10_000).contains(&in_flight) {
                     return Err(bad(
                         "sqs.max_messages_in_flight",
                         "must be between 1 and 10000",
                     ));
+                }
+                let receivers = self.sqs_receivers.unwrap_or(DEFAULT_SQS_RECEIVERS);
+                if !(1..=16).contains(&receivers) {
+                    return Err(bad("sqs.receivers", "must be between 1 and 16"));
                 }
                 if request_timeout.as_secs() <= wait {
                     return Err(bad(
@@ -106,6 +113,7 @@ impl Settings {
                     max_receive_count: max_receive as u32,
                     delete_quarantined: self.sqs_delete_quarantined.unwrap_or(false),
                     max_messages_in_flight: in_flight as usize,
+                    receivers: receivers as usize,
                 })
             }
         };

@@ -18,7 +18,7 @@
 //! `answer` serves `/metrics` and `/health`; [`handoff`] is the bounded queue between the
 //! workers and the front end.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,8 +114,10 @@ struct Core {
     /// SQS discovery, when configured; `tracker` holds its messages.
     sqs: Option<Arc<Queue>>,
     tracker: Mutex<Tracker>,
-    /// The last receive returned nothing (for `is_idle`).
-    sqs_idle: AtomicBool,
+    /// Receivers whose last long poll returned messages (for `is_idle`: none).
+    sqs_busy: AtomicUsize,
+    /// Receivers that have polled at least once (for `is_idle`: all of them).
+    sqs_polled: AtomicUsize,
     /// Whether a listing runs (bucket or folder).
     listing: bool,
     /// SQS verdicts (deletes, visibility changes) sent and not answered yet.
@@ -163,7 +165,11 @@ impl Engine {
         let core = &self.core;
         (!core.listing || core.observe.metrics.scans.load(Ordering::Acquire) > 0)
             && (core.sqs.is_none()
-                || (core.sqs_idle.load(Ordering::Acquire) && core.tracker().is_empty()))
+                || (core.sqs_busy.load(Ordering::Acquire) == 0
+                    && core.sqs.as_ref().is_some_and(|q| {
+                        core.sqs_polled.load(Ordering::Acquire) >= q.config.receivers
+                    })
+                    && core.tracker().is_empty()))
             && core.ledger.inflight_count() == 0
             && core.queue.is_empty()
     }

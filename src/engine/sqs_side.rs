@@ -74,7 +74,10 @@ impl Core {
 }
 
 /// Long-polls the queue while the host is not paused and fewer than the allowed number of
-/// messages are held.
+/// messages are held. `sqs.receivers` of these run side by side: each receive returns at
+/// most 10 messages a round trip. Reading messages at once is safe: `hold_message` looks
+/// at the ledger and holds the message under the tracker's lock, and claims are the
+/// ledger's, so an object announced twice is claimed once.
 pub(super) async fn receive_loop(
     core: Arc<Core>,
     queue: Arc<Queue>,
@@ -82,6 +85,8 @@ pub(super) async fn receive_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut failures = 0;
+    let mut polled = false;
+    let mut busy = false;
     loop {
         tokio::select! {
             _ = core.wait_unpaused() => {}
@@ -108,7 +113,19 @@ pub(super) async fn receive_loop(
             }
         };
         failures = 0;
-        core.sqs_idle.store(messages.is_empty(), Ordering::Release);
+        if !polled {
+            polled = true;
+            core.sqs_polled.fetch_add(1, Ordering::AcqRel);
+        }
+        let got = !messages.is_empty();
+        if busy != got {
+            busy = got;
+            if busy {
+                core.sqs_busy.fetch_add(1, Ordering::AcqRel);
+            } else {
+                core.sqs_busy.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         for m in messages {
             let objects = core.take_message(&queue, m).await;
             for object in objects {
@@ -132,7 +149,7 @@ pub(super) async fn settle_loop(
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < crate::discover::sqs::DELETE_BATCH {
+        while batch.len() < crate::discover::sqs::BATCH_LIMIT {
             match rx.try_recv() {
                 Ok(v) => batch.push(v),
                 Err(_) => break,
@@ -163,9 +180,9 @@ pub(super) async fn heartbeat_loop(
             last_forget = std::time::Instant::now();
         }
         let due = core.tracker().due(visibility / 2);
-        for receipt in due {
-            Metrics::add(&core.observe.metrics.sqs_extended, 1);
-            queue.set_visibility(&receipt, visibility).await;
+        for receipts in due.chunks(crate::discover::sqs::BATCH_LIMIT) {
+            Metrics::add(&core.observe.metrics.sqs_extended, receipts.len() as u64);
+            queue.extend_batch(receipts, visibility).await;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Start-up: opens the ledger, builds the clients and the discovery, and starts the
 //! engine's threads.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
@@ -172,7 +172,8 @@ impl Engine {
                 config.db.is_some(),
             )),
             sqs,
-            sqs_idle: AtomicBool::new(false),
+            sqs_busy: AtomicUsize::new(0),
+            sqs_polled: AtomicUsize::new(0),
             listing: discovery.is_some(),
             settling: Arc::new(watch::Sender::new(0)),
             settle_tx,

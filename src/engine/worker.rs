@@ -343,12 +343,14 @@ pub(super) async fn run(
         });
     }
     if let Some(queue) = core.sqs.clone() {
-        tokio::spawn(receive_loop(
-            core.clone(),
-            queue.clone(),
-            tx.clone(),
-            stop.clone(),
-        ));
+        for _ in 0..queue.config.receivers {
+            tokio::spawn(receive_loop(
+                core.clone(),
+                queue.clone(),
+                tx.clone(),
+                stop.clone(),
+            ));
+        }
         tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
         if discovery.is_none() {
             // No listing to re-queue them: objects that failed transiently are tried

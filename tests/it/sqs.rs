@@ -210,16 +210,20 @@ fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
     let bucket = server::bucket("sqs-heartbeat");
     let q = queue("heartbeat");
     notify_bucket(&bucket, &q);
-    let o = &data::objects()[1];
-    server::put(&bucket, &o.key, o.gz.clone());
+    // Three messages held at once: the heartbeat extends them in one batch call.
+    let objects = &data::objects()[1..4];
+    for o in objects {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    let want: usize = objects.iter().map(|o| ids_of(o).len()).sum();
     let props = sqs_props(&q, &[("sqs.visibility_timeout_secs", "2")]);
     let inst = Plugin::load().start(&as_list(&props)).expect("init");
-    // Wait until the plugin holds the message, then stay paused (no collect) for three
+    // Wait until the plugin holds the messages, then stay paused (no collect) for three
     // visibility timeouts while another consumer polls the queue.
     wait_for(
-        "the plugin to take the message",
+        "the plugin to take the messages",
         Duration::from_secs(20),
-        || queue_counts(&q).1 == 1,
+        || queue_counts(&q).1 == objects.len(),
     );
     inst.pause();
     let end = Instant::now() + Duration::from_secs(6);
@@ -236,11 +240,11 @@ fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
         .unwrap();
         stolen += got.messages().len();
     }
-    assert_eq!(stolen, 0, "another consumer got the held message");
+    assert_eq!(stolen, 0, "another consumer got a held message");
     inst.resume();
-    let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= ids_of(o).len());
-    assert_eq!(records.len(), ids_of(o).len());
-    wait_for("the message to be deleted", Duration::from_secs(30), || {
+    let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= want);
+    assert_eq!(records.len(), want);
+    wait_for("the messages to be deleted", Duration::from_secs(30), || {
         inst.collect();
         messages_in(&q) == 0
     });

@@ -37,8 +37,9 @@ use crate::log::{Level, Logger};
 use crate::observe::Observe;
 use crate::observe::metrics::{Metrics, Op, Outcome};
 
-/// The most messages one `DeleteMessageBatch` call takes (SQS's limit).
-pub const DELETE_BATCH: usize = 10;
+/// The most entries one batch call takes (`DeleteMessageBatch`,
+/// `ChangeMessageVisibilityBatch`): SQS's limit.
+pub const BATCH_LIMIT: usize = 10;
 
 /// The SQS side: receiving, deleting, extending.
 pub struct Queue {
@@ -223,6 +224,65 @@ impl Queue {
         }
     }
 
+    /// Extends the visibility of up to [`BATCH_LIMIT`] held messages in one call (the
+    /// heartbeat: an organisation's backlog holds hundreds at once, and one call each would
+    /// take a round trip each); entries the batch could not change are tried one by one.
+    pub async fn extend_batch(&self, receipts: &[String], after: Duration) {
+        use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
+        if let [one] = receipts {
+            return self.set_visibility(one, after).await;
+        }
+        let secs = after.as_secs().min(43_200) as i32;
+        let entries: Vec<_> = receipts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(secs)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let built = entries.len();
+        let result = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.config.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let m = &self.observe.metrics;
+        let retry: Vec<usize> = match result {
+            Ok(out) if built == receipts.len() => {
+                m.request(Op::ChangeMessageVisibility, Outcome::Ok);
+                out.failed()
+                    .iter()
+                    .filter_map(|f| f.id().parse().ok())
+                    .collect()
+            }
+            Ok(_) => {
+                m.request(Op::ChangeMessageVisibility, Outcome::Ok);
+                (0..receipts.len()).collect()
+            }
+            Err(e) => {
+                let (class, text) = describe(self.op(), &e);
+                m.request(Op::ChangeMessageVisibility, Outcome::Failed(class));
+                self.log.debug(format_args!(
+                    "sqs: visibility change of {} messages failed ({text}); one by one",
+                    receipts.len()
+                ));
+                (0..receipts.len()).collect()
+            }
+        };
+        for i in retry {
+            if let Some(r) = receipts.get(i) {
+                self.set_visibility(r, after).await;
+            }
+        }
+    }
+
     /// Carries out verdicts in order; the messages to delete go in one batch call.
     pub async fn settle_many(&self, verdicts: Vec<Verdict>) {
         let mut deletes = Vec::new();
@@ -243,7 +303,7 @@ impl Queue {
         }
     }
 
-    /// Deletes up to [`DELETE_BATCH`] messages in one call; the ones it could not delete
+    /// Deletes up to [`BATCH_LIMIT`] messages in one call; the ones it could not delete
     /// (the whole call failed, or SQS refused some entries) are deleted one by one, with
     /// [`Queue::delete`]'s retries and logs.
     async fn delete_batch(&self, held: &[Held]) {
