@@ -244,10 +244,14 @@ fn the_heartbeat_keeps_a_held_message_from_other_consumers() {
     inst.resume();
     let records = inst.collect_until(Duration::from_secs(30), |r| r.len() >= want);
     assert_eq!(records.len(), want);
-    wait_for("the messages to be deleted", Duration::from_secs(30), || {
-        inst.collect();
-        messages_in(&q) == 0
-    });
+    wait_for(
+        "the messages to be deleted",
+        Duration::from_secs(30),
+        || {
+            inst.collect();
+            messages_in(&q) == 0
+        },
+    );
 }
 
 #[test]
