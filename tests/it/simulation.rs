@@ -6,7 +6,8 @@
 //! time, late (just after midnight into the day before's folder, and behind the listing
 //! position within and beyond the lookback) and out of key order, keys from the future and
 //! keys without a day, listings that fail, reads that fail transiently before or in the
-//! middle of an object, objects damaged for good part-way, one, two or four workers whose
+//! middle of an object, objects damaged for good part-way, objects whose every read is
+//! denied for ever, one, two or four workers whose
 //! chunks interleave, batches delivered and committed late, graceful stops and crashes at
 //! any step. A crash leaves the ledger file as a killed process does: the lazy writes
 //! (claims, backoffs) since the last durable commit are lost. After each schedule the
@@ -19,12 +20,14 @@
 //! * each event repeats only after a crash that came while it was delivered and not
 //!   committed, at most once per such crash; never after a graceful stop;
 //! * a watermark never passes a listed object that is not finished (unless it failed a try
-//!   and waits in the ledger for the next, which re-queues it), nor the day after today;
+//!   and waits in the ledger for the next, which re-queues it), nor the day after today; and
+//!   after the calm it reaches each prefix's newest key (an object denied for ever does not
+//!   pin it), while the denied objects stay open in the ledger with their reason;
 //! * finished entries are forgotten behind the lookback: the ledger stays the lookback's size.
 //!
 //! [`planted_bugs_are_caught`] proves the checks can fail: each bug of [`Mutation`] (a
 //! listing a day late, a watermark past an open key, progress dropped on a retry, a done
-//! mark before the host stored the batch) fails a seed.
+//! mark before the host stored the batch, a denied read not written down) fails a seed.
 //!
 //! Not modelled here (covered by the tests against the S3/SQS server and the real Fluent
 //! Bit): SQS and hybrid notifications, folder sources, and the engine's own worker, which
@@ -75,6 +78,9 @@ struct Obj {
     damaged_at: Option<u64>,
     /// When it appears in listings (its LastModified).
     appears: u32,
+    /// Every read is denied, for ever (a KMS key the shipper may not use): the object stays
+    /// open in the ledger, retried on its backoff, and the watermark passes it.
+    denied: bool,
 }
 
 /// The bucket, the clock and the fault switches, shared with the lister.
@@ -401,6 +407,18 @@ impl Schedule {
             _ => run.ledger.progress(&object.id),
         };
         let now = self.now();
+        if obj.denied && self.mutation == Some(Mutation::DeniedNotRecorded) {
+            // The planted bug: the claim is dropped and the failure not written down.
+            run.ledger.let_go(&object.id);
+            return;
+        }
+        if obj.denied {
+            run.ledger
+                .release(&object.id, "403 AccessDenied (simulated)", BACKOFF, now)
+                .unwrap();
+            self.note(|| format!("{key}: denied"));
+            return;
+        }
         if self.rng.chance(self.transient) {
             run.ledger
                 .release(&object.id, "503 SlowDown (simulated)", BACKOFF, now)
@@ -586,6 +604,7 @@ fn draw_bucket(rng: &mut Rng, day0: u32, days: u32, lookback: u32) -> BTreeMap<S
                 let key = format!("{region}{}/{n:04}.json.gz", day_path(i64::from(day)));
                 let events = 1 + rng.below(6);
                 let damaged_at = rng.chance(60).then(|| rng.below(events));
+                let denied = rng.chance(20);
                 objects.insert(
                     key.clone(),
                     Obj {
@@ -593,6 +612,7 @@ fn draw_bucket(rng: &mut Rng, day0: u32, days: u32, lookback: u32) -> BTreeMap<S
                         events,
                         damaged_at,
                         appears,
+                        denied,
                     },
                 );
             }
@@ -613,6 +633,7 @@ fn draw_bucket(rng: &mut Rng, day0: u32, days: u32, lookback: u32) -> BTreeMap<S
                         events: 1,
                         damaged_at,
                         appears,
+                        denied: false,
                     },
                 );
             }
@@ -630,6 +651,7 @@ fn draw_bucket(rng: &mut Rng, day0: u32, days: u32, lookback: u32) -> BTreeMap<S
             events: 1,
             damaged_at: None,
             appears: day0 * DAY,
+            denied: false,
         },
     );
     objects
@@ -725,8 +747,20 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
             s.deliver(&mut run);
         }
         s.commit(&mut run);
-        let idle =
-            run.ledger.inflight_count() == 0 && run.ledger.due(u32::MAX, 1).unwrap().is_empty();
+        // Denied objects are due again and again for ever: the rest being done is idle.
+        let due_readable = {
+            let w = s.sim.world();
+            run.ledger
+                .due(u32::MAX, usize::MAX)
+                .unwrap()
+                .iter()
+                .any(|(id, _)| {
+                    w.objects
+                        .get(&id[format!("s3://{BUCKET}/").len()..])
+                        .is_none_or(|o| !o.denied)
+                })
+        };
+        let idle = run.ledger.inflight_count() == 0 && !due_readable;
         if idle {
             // One more scan moves the watermarks over what the last one finished.
             s.scan(&mut run, rt)?;
@@ -784,6 +818,22 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
         if !promised(&w.objects, o, s.lookback) {
             continue;
         }
+        if o.denied {
+            // Never read, never lost: open in the ledger with its reason, for `status` and
+            // the next retry.
+            let entry = run.ledger.entry(&id).unwrap();
+            if (0..o.events).any(|i| got(i) > 0)
+                || !entry.as_ref().is_some_and(|e| {
+                    e.status == Status::Open && e.attempts > 0 && e.reason.contains("AccessDenied")
+                })
+            {
+                return Err(format!(
+                    "{}: denied for ever, but not open in the ledger with its reason: {entry:?}",
+                    o.key
+                ));
+            }
+            continue;
+        }
         let shipped_to = o.damaged_at.unwrap_or(o.events);
         if let Some(i) = (0..shipped_to).find(|i| got(*i) == 0) {
             return Err(format!(
@@ -810,9 +860,44 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
     }
     // The ledger remembers finished objects for the lookback only (failed ones for good):
     // no done entry lies more than the lookback behind its prefix's watermark.
+    // Only objects denied for ever stay open, and they do not pin their prefix's
+    // watermark: it reaches the newest key dated tomorrow at the latest, so listings (and
+    // the ledger) follow the lookback again.
     let (open, _done, _failed) = run.ledger.counts().unwrap();
-    if open > 0 {
-        return Err(format!("{open} entries still open after the calm"));
+    let denied_open = w
+        .objects
+        .values()
+        .filter(|o| {
+            o.denied
+                && run
+                    .ledger
+                    .entry(&s3_id(BUCKET, &o.key))
+                    .unwrap()
+                    .is_some_and(|e| e.status == Status::Open)
+        })
+        .count() as u64;
+    if open > denied_open {
+        return Err(format!(
+            "{} entries still open after the calm besides the {denied_open} denied for ever",
+            open - denied_open
+        ));
+    }
+    let tomorrow = i64::from(w.now / DAY) + 1;
+    for (prefix, mark) in s.watermarks(run) {
+        let newest = w
+            .objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, o)| {
+                o.appears <= w.now && key_day(&k[prefix.len()..]).is_some_and(|d| d <= tomorrow)
+            })
+            .map(|(k, _)| k.clone())
+            .last();
+        if newest.as_ref().is_some_and(|n| *n != mark) {
+            return Err(format!(
+                "watermark {mark} stopped short of {newest:?} after the calm"
+            ));
+        }
     }
     let lookback_days = i64::from(s.lookback.div_ceil(DAY));
     for (prefix, mark) in s.watermarks(run) {
@@ -873,20 +958,24 @@ fn promised(objects: &BTreeMap<String, Obj>, o: &Obj, lookback: u32) -> bool {
 ///   the committed position.
 /// * `DoneBeforeStored`: an object's end is committed when its worker reaches it, before
 ///   the host stored its chunks.
+/// * `DeniedNotRecorded`: a denied read drops its claim without writing the failure down
+///   (so the object pins its prefix's watermark and waits for listings to find it again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mutation {
     ListDayLate,
     WatermarkPastOpen,
     ProgressDroppedOnRetry,
     DoneBeforeStored,
+    DeniedNotRecorded,
 }
 
 impl Mutation {
-    const ALL: [Mutation; 4] = [
+    const ALL: [Mutation; 5] = [
         Mutation::ListDayLate,
         Mutation::WatermarkPastOpen,
         Mutation::ProgressDroppedOnRetry,
         Mutation::DoneBeforeStored,
+        Mutation::DeniedNotRecorded,
     ];
 }
 
