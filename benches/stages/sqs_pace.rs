@@ -3,8 +3,15 @@
 //! announced on the queue by S3's own notifications before the shipper starts; the stand-in
 //! host loads the release plugin and collects once a second, as Fluent Bit does; every
 //! request to S3 and SQS goes through a proxy that adds `LATENCY`. The time runs from the
-//! start to the last record handed over, and to the queue's last delete.
+//! start to the last record handed over, and to the queue's last delete. With `FLUENT_BIT`
+//! set (`scripts/bench` sets it to `../shared/fluent-bit/bin/fluent-bit-5.1.1` when that is
+//! there), the real host runs the same backlog at the defaults too, its records counted on
+//! its `stdout` and its peak RSS taken from `VmHWM`.
 
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloudtrail_s3::layout::day_path;
@@ -24,11 +31,25 @@ pub fn run() -> (f64, u64, String) {
         ("sqs.receivers", "1"),
     ]);
     let (all, empty) = pace(&[]);
+    let real = match std::env::var_os("FLUENT_BIT") {
+        Some(fb) => {
+            let (secs, empty, hwm_kb) = pace_fluent_bit(std::path::Path::new(&fb));
+            format!(
+                "; real Fluent Bit ({}) at the defaults: {secs:.0} s ({:.0} objects/s, empty at {empty:.0} s), VmHWM {:.0} MB",
+                std::path::Path::new(&fb)
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+                OBJECTS as f64 / secs,
+                hwm_kb as f64 / 1024.0
+            )
+        }
+        None => "; FLUENT_BIT unset: no real-host run".into(),
+    };
     (
         all,
         OBJECTS as u64,
         format!(
-            "{OBJECTS} objects announced before start, {} ms added per request, 1 collect/s: every record in {all:.0} s ({:.0} objects/s, queue empty at {empty:.0} s) vs {old_all:.0} s ({:.0} objects/s, empty at {old_empty:.0} s) with 100 held and 1 receiver ({:.1}x)",
+            "{OBJECTS} objects announced before start, {} ms added per request, 1 collect/s: every record in {all:.0} s ({:.0} objects/s, queue empty at {empty:.0} s) vs {old_all:.0} s ({:.0} objects/s, empty at {old_empty:.0} s) with 100 held and 1 receiver ({:.1}x){real}",
             LATENCY.as_millis(),
             OBJECTS as f64 / all,
             OBJECTS as f64 / old_all,
@@ -37,9 +58,8 @@ pub fn run() -> (f64, u64, String) {
     )
 }
 
-/// Seconds until every record was handed over, and until the queue was empty, with
-/// `settings` added to the defaults.
-fn pace(settings: &[(&'static str, &str)]) -> (f64, f64) {
+/// A bucket of `OBJECTS` small objects whose notifications wait on a new queue.
+fn backlog() -> (String, String) {
     let bucket = server::bucket("bench-sqs");
     let q = queue::create("pace");
     queue::notify_bucket(&bucket, &q);
@@ -72,7 +92,86 @@ fn pace(settings: &[(&'static str, &str)]) -> (f64, f64) {
     );
     // One notification each, and S3's test event.
     assert_eq!(queue::messages_in(&q), OBJECTS + 1, "one notification each");
+    (bucket, q)
+}
 
+/// The real Fluent Bit at `fb` with the release plugin, at the defaults, on a backlog of its
+/// own: seconds until every record was on its stdout, until the queue was empty, and its
+/// peak RSS in kB.
+fn pace_fluent_bit(fb: &std::path::Path) -> (f64, f64, u64) {
+    let (_bucket, q) = backlog();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = server::endpoint().trim_start_matches("http://").to_string();
+    let proxy = rt.block_on(latency_proxy(upstream));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("fluent-bit.yaml");
+    let so = host::so_path();
+    std::fs::write(
+        &conf,
+        format!(
+            "service:\n  flush: 1\n  log_level: warn\nplugins:\n  - {}\npipeline:\n  inputs:\n    - name: cloudtrail\n      tag: ct\n      endpoint: {proxy}\n      region: us-east-1\n      force_path_style: 'on'\n      access_key_id: {}\n      secret_access_key: {}\n      start_time: '2023-07-01T00:00:00Z'\n      sqs.queue_url: {q}\n      sqs.endpoint: {proxy}\n  outputs:\n    - name: stdout\n      match: '*'\n      format: json_lines\n",
+            so.display(),
+            server::ACCESS_KEY,
+            server::SECRET_KEY,
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(fb)
+        .arg("-c")
+        .arg(&conf)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Fluent Bit");
+    let records = Arc::new(AtomicU64::new(0));
+    let stdout = child.stdout.take().unwrap();
+    let counted = records.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("\"pace-") {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut all_at = None;
+    let mut hwm = 0;
+    loop {
+        hwm = hwm.max(crate::vm_hwm_kb(child.id()));
+        if all_at.is_none() && records.load(Ordering::Relaxed) >= OBJECTS as u64 {
+            all_at = Some(t.elapsed().as_secs_f64());
+        }
+        if all_at.is_some() && queue::messages_in(&q) == 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "Fluent Bit exited early"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(900),
+            "{} of {OBJECTS} records after 900 s",
+            records.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let emptied = t.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(rt);
+    (all_at.unwrap(), emptied, hwm)
+}
+
+/// Seconds until every record was handed over, and until the queue was empty, with
+/// `settings` added to the defaults.
+fn pace(settings: &[(&'static str, &str)]) -> (f64, f64) {
+    let (_bucket, q) = backlog();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
