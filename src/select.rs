@@ -5,9 +5,12 @@
 //! (`*AWSLogs/*/CloudTrail/*` by default), and a user who turns on Insights events should
 //! not have to write a second expression for `CloudTrail-Insight/`: a key in a chosen
 //! kind's folder matches when the expression matches it as it is, or with its kind folder
-//! read as `CloudTrail`. A key in a kind's folder that was not chosen never matches, so the
-//! default ships exactly what it did before kinds existed. Keys outside the layout (flat
-//! expressions such as `logs/*.json.gz`) are matched as they are.
+//! read as `CloudTrail`. A key in a kind's folder that was not chosen never matches. Keys in
+//! no kind's folder (outside the layout, or under `CloudTrail-Digest/`) are matched as they
+//! are. So that no expression ships less than it did before kinds existed, an unset
+//! `event_kinds` chooses, besides management and data events, every kind whose files the
+//! expression matches as written (`AWSLogs/*` keeps shipping Insight files; the default
+//! expression matches none).
 
 use std::borrow::Cow;
 

@@ -292,6 +292,37 @@ mod tests {
         );
         let c = props(&[("bucket", "bkt"), ("event_kinds", "all")]).unwrap();
         assert_eq!(c.selection.kinds(), Kinds::ALL);
+        // A typo is caught wherever it stands.
+        assert!(props(&[("bucket", "bkt"), ("event_kinds", "all,insight")]).is_err());
+        // Unset, kinds the expression matches as written stay shipped, as before kinds
+        // existed; the default expression matches management and data events only.
+        let c = props(&[("bucket", "bkt"), ("path_expression", "AWSLogs/*")]).unwrap();
+        assert_eq!(c.selection.kinds(), Kinds::ALL);
+        let c = props(&[("bucket", "bkt"), ("path_expression", "*.json.gz")]).unwrap();
+        assert_eq!(c.selection.kinds(), Kinds::ALL);
+        let c = props(&[
+            ("bucket", "bkt"),
+            ("path_expression", "logs/*/AWSLogs/*/CloudTrail-Insight/*"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.selection.kinds(),
+            Kinds::of([Kind::Events, Kind::Insights])
+        );
+        let c = props(&[
+            ("bucket", "bkt"),
+            ("path_expression", "myorg/AWSLogs/*/CloudTrail/*"),
+        ])
+        .unwrap();
+        assert_eq!(c.selection.kinds(), Kinds::EVENTS);
+        // Set, it is what the user chose.
+        let c = props(&[
+            ("bucket", "bkt"),
+            ("path_expression", "AWSLogs/*"),
+            ("event_kinds", "events"),
+        ])
+        .unwrap();
+        assert_eq!(c.selection.kinds(), Kinds::EVENTS);
         let e = props(&[("bucket", "bkt"), ("event_kinds", "insight")]).unwrap_err();
         assert!(
             e.contains("events, insights, network_activity, aggregated, all"),
@@ -349,6 +380,7 @@ mod tests {
                 &[
                     ("bucket", "abc"),
                     ("path_expression", "AWSLogs/*/CloudTrail-Insight/*"),
+                    ("event_kinds", "events"),
                 ][..],
                 "'event_kinds'",
             ),

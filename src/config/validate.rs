@@ -214,7 +214,15 @@ impl Settings {
         )
         .map_err(|r| bad("path_expression", r))?;
         let kinds = match &self.event_kinds {
-            None => Kinds::EVENTS,
+            // Unset: management and data events, and every other kind the expression
+            // matches as written. A broad expression (`AWSLogs/*`, `*.json.gz`) shipped
+            // Insight files before kinds existed; it keeps shipping them rather than skip
+            // them in silence (or delete their notifications unshipped).
+            None => Kinds::of(
+                Kind::ALL
+                    .into_iter()
+                    .filter(|k| *k == Kind::Events || matches_as_written(&path_expression, *k)),
+            ),
             Some(names) => event_kinds(names)?,
         };
         // An expression written for another kind's folder ships nothing unless that kind is
@@ -353,12 +361,30 @@ impl Settings {
     }
 }
 
-/// `event_kinds`: kind names, or `all`.
+/// Whether `expr`, as written, matches a file in `kind`'s folder (with and without an
+/// organization level, under the expression's own key prefix).
+fn matches_as_written(expr: &PathExpression, kind: Kind) -> bool {
+    // Every `*` before `AWSLogs/` may stand for a folder name.
+    let head = expr
+        .as_str()
+        .find("AWSLogs/")
+        .map_or(String::new(), |at| expr.as_str()[..at].replace('*', "x"));
+    let folder = kind.folder();
+    ["", "o-abcd1234ef/"].iter().any(|org| {
+        expr.matches(&format!(
+            "{head}AWSLogs/{org}111122223333/{folder}/us-east-1/2023/07/10/111122223333_{folder}_us-east-1_20230710T0000Z_abcdefgh12345678.json.gz"
+        ))
+    })
+}
+
+/// `event_kinds`: kind names, or `all`. Every name is checked, `all` among them or not.
 fn event_kinds(names: &[String]) -> Result<Kinds, ConfigError> {
     let mut kinds = Vec::new();
+    let mut all = false;
     for name in names.iter().filter(|n| !n.is_empty()) {
         if name == "all" {
-            return Ok(Kinds::ALL);
+            all = true;
+            continue;
         }
         kinds.push(Kind::from_name(name).ok_or_else(|| {
             bad(
@@ -368,6 +394,9 @@ fn event_kinds(names: &[String]) -> Result<Kinds, ConfigError> {
                 ),
             )
         })?);
+    }
+    if all {
+        return Ok(Kinds::ALL);
     }
     let kinds = Kinds::of(kinds);
     if kinds.is_empty() {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::layout::{account_region, file_time};
+use crate::layout::{Kind, account_region, file_time, kind_level};
 use crate::log::Logger;
 use crate::observe::metrics::label;
 
@@ -48,8 +48,15 @@ impl Freshness {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An object of the layout was shipped (or its events reached the host).
+    /// An object of the layout was shipped (or its events reached the host). Only
+    /// management and data event files count: CloudTrail writes them about every five
+    /// minutes while an account is active, while Insights and network activity files come
+    /// when there is something to say, so they would hide a silent trail or raise false
+    /// alarms.
     pub fn record(&self, id: &str, newest_event: u32, modified: u32) {
+        if kind_level(id).is_some_and(|(kind, _)| kind != Kind::Events) {
+            return;
+        }
         let Some((account, region)) = account_region(id) else {
             return;
         };
@@ -168,5 +175,34 @@ mod tests {
         let mut out = String::new();
         f.render(800, &mut out);
         assert!(out.contains("cloudtrail_s3_lag_seconds{account=\"1\",region=\"us-east-1\"} 10\n"));
+    }
+
+    #[test]
+    fn only_management_and_data_event_files_keep_a_trail_fresh() {
+        let f = Freshness::new(600);
+        // Network activity keeps coming while the trail's own files have stopped: silent.
+        f.record(
+            "AWSLogs/1/CloudTrail/us-east-1/2023/07/10/a.json.gz",
+            90,
+            100,
+        );
+        f.record(
+            "AWSLogs/1/CloudTrail-NetworkActivity/us-east-1/2023/07/10/n.json.gz",
+            990,
+            1000,
+        );
+        let log = Logger::new(std::sync::Arc::new(
+            crate::log::tests_support::Lines::default(),
+        ));
+        f.check(1000, &log);
+        assert!(f.snapshot()[0].2.silent);
+        // Insight files alone make no account and region to watch.
+        let g = Freshness::new(600);
+        g.record(
+            "AWSLogs/2/CloudTrail-Insight/us-east-1/2023/07/10/i.json.gz",
+            90,
+            100,
+        );
+        assert!(g.snapshot().is_empty());
     }
 }
