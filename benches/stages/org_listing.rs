@@ -21,7 +21,7 @@ use cloudtrail_s3::select::Selection;
 use cloudtrail_s3::timestamp::EventTime;
 use futures_util::{StreamExt, stream};
 
-use crate::latency::{LATENCY, latency_proxy};
+use crate::latency::{LATENCY, proxied_test_server};
 use crate::server;
 
 pub const ACCOUNTS: usize = 100;
@@ -92,13 +92,7 @@ pub fn run() -> (f64, String) {
                 r.expect("put");
             }),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = server::endpoint().trim_start_matches("http://").to_string();
-    let proxy = rt.block_on(latency_proxy(upstream));
+    let (rt, proxy) = proxied_test_server();
     let (first1, idle1, found1) = scans(&rt, &proxy, &bucket, 1);
     let (first16, idle16, found16) = scans(&rt, &proxy, &bucket, 16);
     assert_eq!(

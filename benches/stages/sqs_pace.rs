@@ -18,7 +18,7 @@ use cloudtrail_s3::layout::day_path;
 use cloudtrail_s3::timestamp::EventTime;
 use futures_util::{StreamExt, stream};
 
-use crate::latency::{LATENCY, latency_proxy};
+use crate::latency::{LATENCY, proxied_test_server};
 use crate::{count_records, host, queue, server};
 
 pub const OBJECTS: usize = 1_700;
@@ -100,13 +100,7 @@ fn backlog() -> (String, String) {
 /// peak RSS in kB.
 fn pace_fluent_bit(fb: &std::path::Path) -> (f64, f64, u64) {
     let (_bucket, q) = backlog();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = server::endpoint().trim_start_matches("http://").to_string();
-    let proxy = rt.block_on(latency_proxy(upstream));
+    let (rt, proxy) = proxied_test_server();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("fluent-bit.yaml");
     let so = host::so_path();
@@ -172,13 +166,7 @@ fn pace_fluent_bit(fb: &std::path::Path) -> (f64, f64, u64) {
 /// `settings` added to the defaults.
 fn pace(settings: &[(&'static str, &str)]) -> (f64, f64) {
     let (_bucket, q) = backlog();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = server::endpoint().trim_start_matches("http://").to_string();
-    let proxy = rt.block_on(latency_proxy(upstream));
+    let (rt, proxy) = proxied_test_server();
     let props: Vec<(&str, String)> = server::s3_props("x")
         .into_iter()
         .filter(|(k, _)| !matches!(*k, "bucket" | "endpoint"))

@@ -128,6 +128,15 @@ pub struct KindExample {
 }
 
 impl KindExample {
+    /// Its key in `region_day` (`REGION/YYYY/MM/DD`) of the account prefix `account`
+    /// (`AWSLogs/[o-ORG/]ACCOUNT`), in its kind's folder.
+    pub fn key(&self, account: &str, region_day: &str) -> String {
+        format!(
+            "{account}/{}/{region_day}/{}.json.gz",
+            self.folder, self.folder
+        )
+    }
+
     /// A gzipped log file holding the one event.
     pub fn object(&self) -> Vec<u8> {
         gzip(format!(r#"{{"Records":[{}]}}"#, self.json).as_bytes())

@@ -44,6 +44,15 @@ pub fn start(props: &[(&'static str, String)]) -> (Engine, Arc<Lines>) {
 
 /// An engine on these properties, logging into `sink`.
 pub fn start_with(props: &[(&'static str, String)], sink: Arc<dyn LogSink>) -> Engine {
+    start_encoding(props, NdjsonEncoder::default(), sink)
+}
+
+/// An engine on these properties writing JSON lines with `encoder`, logging into `sink`.
+pub fn start_encoding(
+    props: &[(&'static str, String)],
+    encoder: NdjsonEncoder,
+    sink: Arc<dyn LogSink>,
+) -> Engine {
     let settings = Settings::from_properties(|k| {
         props
             .iter()
@@ -53,7 +62,7 @@ pub fn start_with(props: &[(&'static str, String)], sink: Arc<dyn LogSink>) -> E
     .unwrap();
     Engine::start(
         settings.validate().unwrap(),
-        Arc::new(NdjsonEncoder::default()),
+        Arc::new(encoder),
         Logger::new(sink),
     )
     .unwrap()
@@ -373,8 +382,7 @@ fn event_kinds_ship_each_kind_from_its_folder_with_its_time() {
     let account = "AWSLogs/o-abc123def4/111122223333";
     let day = "us-east-1/2023/07/10";
     for k in data::KIND_EXAMPLES {
-        let key = format!("{account}/{}/{day}/{}.json.gz", k.folder, k.folder);
-        server::put(&bucket, &key, k.object());
+        server::put(&bucket, &k.key(account, day), k.object());
     }
     server::put(
         &bucket,
@@ -387,22 +395,14 @@ fn event_kinds_ship_each_kind_from_its_folder_with_its_time() {
         if let Some(k) = kinds {
             props.push(("event_kinds", k.to_string()));
         }
-        let settings = Settings::from_properties(|k| {
-            props
-                .iter()
-                .find(|(pk, _)| *pk == k)
-                .map(|(_, v)| v.clone())
-        })
-        .unwrap();
-        let engine = Engine::start(
-            settings.validate().unwrap(),
-            Arc::new(NdjsonEncoder {
+        let engine = start_encoding(
+            &props,
+            NdjsonEncoder {
                 metadata_key: None,
                 time_key: Some("t".into()),
-            }),
-            Logger::new(Arc::new(Lines::default())),
-        )
-        .unwrap();
+            },
+            Arc::new(Lines::default()),
+        );
         let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
         // An idle scan after the one that shipped: one LIST per kind's region prefix.
         let scans = engine.stats().scans;

@@ -94,6 +94,22 @@ struct World {
     listed: HashSet<String>,
 }
 
+impl World {
+    /// The newest key under `prefix` that is in the bucket now and dated tomorrow at the
+    /// latest: where a watermark can be at most.
+    fn newest_dated_key(&self, prefix: &str) -> Option<String> {
+        let tomorrow = i64::from(self.now / DAY) + 1;
+        self.objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, o)| {
+                o.appears <= self.now && key_day(&k[prefix.len()..]).is_some_and(|d| d <= tomorrow)
+            })
+            .map(|(k, _)| k.clone())
+            .last()
+    }
+}
+
 #[derive(Clone)]
 struct Sim(Arc<Mutex<World>>);
 
@@ -496,18 +512,8 @@ impl Schedule {
     /// newest key of its prefix that is in the bucket, finished or not.
     fn push_watermarks(&self, run: &Run) {
         let w = self.sim.world();
-        let tomorrow = i64::from(w.now / DAY) + 1;
         for (prefix, _) in self.watermarks(run) {
-            let newest = w
-                .objects
-                .range(prefix.clone()..)
-                .take_while(|(k, _)| k.starts_with(&prefix))
-                .filter(|(k, o)| {
-                    o.appears <= w.now && key_day(&k[prefix.len()..]).is_some_and(|d| d <= tomorrow)
-                })
-                .map(|(k, _)| k.clone())
-                .last();
-            if let Some(to) = newest {
+            if let Some(to) = w.newest_dated_key(&prefix) {
                 let prefix_id = s3_id(BUCKET, &prefix);
                 run.ledger
                     .advance(&prefix_id, &s3_id(BUCKET, &to), &prefix_id)
@@ -882,17 +888,8 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
             open - denied_open
         ));
     }
-    let tomorrow = i64::from(w.now / DAY) + 1;
     for (prefix, mark) in s.watermarks(run) {
-        let newest = w
-            .objects
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, o)| {
-                o.appears <= w.now && key_day(&k[prefix.len()..]).is_some_and(|d| d <= tomorrow)
-            })
-            .map(|(k, _)| k.clone())
-            .last();
+        let newest = w.newest_dated_key(&prefix);
         if newest.as_ref().is_some_and(|n| *n != mark) {
             return Err(format!(
                 "watermark {mark} stopped short of {newest:?} after the calm"

@@ -409,10 +409,7 @@ fn notifications_follow_event_kinds() {
     let q = queue("kinds");
     notify_bucket(&bucket, &q);
     for k in data::KIND_EXAMPLES {
-        let key = format!(
-            "AWSLogs/111122223333/{}/us-east-1/2023/07/10/{}.json.gz",
-            k.folder, k.folder
-        );
+        let key = k.key("AWSLogs/111122223333", "us-east-1/2023/07/10");
         server::put(&bucket, &key, k.object());
     }
     let props = sqs_props(&q, &[("event_kinds", "events,insights")]);

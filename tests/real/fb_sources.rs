@@ -82,8 +82,7 @@ fn event_kinds(fb: &FluentBit) -> Result<(), Failed> {
     let account = "AWSLogs/111122223333";
     let day = "eu-west-1/2023/07/10";
     for k in data::KIND_EXAMPLES {
-        let key = format!("{account}/{}/{day}/{}.json.gz", k.folder, k.folder);
-        server::put(&bucket, &key, k.object());
+        server::put(&bucket, &k.key(account, day), k.object());
     }
     server::put(
         &bucket,
