@@ -68,3 +68,17 @@ pub async fn clients(cfg: &S3Source) -> (Client, aws_config::SdkConfig) {
     }
     (Client::from_conf(builder.build()), sdk)
 }
+
+/// A DynamoDB client for the shared ledger: the S3 settings' region and credentials, at
+/// `endpoint` when one is given (else the S3 `endpoint`, so one test server serves both).
+pub fn dynamodb(
+    sdk: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+    s3_endpoint: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(e) = endpoint.or(s3_endpoint) {
+        builder = builder.endpoint_url(e);
+    }
+    aws_sdk_dynamodb::Client::from_conf(builder.build())
+}

@@ -262,6 +262,24 @@ pub const KEYS: &[Key] = &[
         Some("4"),
         "long polls in flight at once (1-16)",
     ),
+    key(
+        "ledger.dynamodb_table",
+        Str,
+        None,
+        "DynamoDB table shared by the shippers on one queue, in place of 'db' (created when missing)",
+    ),
+    key(
+        "ledger.dynamodb_endpoint",
+        Str,
+        None,
+        "custom DynamoDB endpoint URL (default: the S3 settings' region)",
+    ),
+    key(
+        "ledger.lease_time",
+        Time,
+        Some("60"),
+        "how long a shipper's lease stands still before another takes the object over (5-3600)",
+    ),
 ];
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
@@ -294,6 +312,7 @@ pub(super) const DEFAULT_SQS_IN_FLIGHT: u64 = 1000;
 /// Long polls in flight at once: one receive returns at most 10 messages per round trip,
 /// so one at a time stops near 10 / round trip (about 190 a second at 30 ms added).
 pub(super) const DEFAULT_SQS_RECEIVERS: u64 = 4;
+pub(super) const DEFAULT_LEASE_SECS: u64 = 60;
 pub(super) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
 pub(super) const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;

@@ -154,6 +154,28 @@ pub struct Settings {
     /// Long polls in flight at once.
     #[serde(rename = "sqs.receivers", default, deserialize_with = "de::opt_count")]
     pub sqs_receivers: Option<u64>,
+    /// A DynamoDB table shared by every shipper on the queue (created when missing).
+    #[serde(rename = "ledger.dynamodb_table")]
+    pub ledger_dynamodb_table: Option<String>,
+    /// Custom DynamoDB endpoint URL (VPC endpoint, tests).
+    #[serde(rename = "ledger.dynamodb_endpoint")]
+    pub ledger_dynamodb_endpoint: Option<String>,
+    /// How long another shipper's lease must stand still before it is taken over.
+    #[serde(
+        rename = "ledger.lease_time",
+        default,
+        deserialize_with = "de::opt_secs"
+    )]
+    pub ledger_lease_time: Option<u64>,
+}
+
+/// A ledger shared by several shippers in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct SharedLedgerConfig {
+    pub table: String,
+    pub endpoint: Option<String>,
+    /// A lease whose counter stood still this long (on the observer's clock) is expired.
+    pub lease_time: Duration,
 }
 
 /// Event-driven discovery through SQS.
@@ -230,6 +252,8 @@ pub struct Config {
     /// Objects last modified before this are skipped, unless the state says otherwise.
     pub start_time: StartTime,
     pub db: Option<PathBuf>,
+    /// The shared ledger, in place of `db`.
+    pub shared_ledger: Option<SharedLedgerConfig>,
     pub batch_bytes: usize,
     pub buffer_bytes: usize,
     pub workers: usize,

@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use super::keys::{
-    DEFAULT_BATCH_BYTES, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES,
-    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS,
-    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS,
-    DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
+    DEFAULT_BATCH_BYTES, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS,
+    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION,
+    DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT,
+    DEFAULT_SQS_RECEIVERS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
 };
 use super::{
-    AssumeRole, Config, ConfigError, S3Source, Settings, Source, SqsConfig, StartTime,
-    StaticCredentials, de,
+    AssumeRole, Config, ConfigError, S3Source, Settings, SharedLedgerConfig, Source, SqsConfig,
+    StartTime, StaticCredentials, de,
 };
 use crate::layout::{Kind, Kinds};
 use crate::ledger::Backoff;
@@ -338,6 +338,59 @@ impl Settings {
         {
             return Err(bad("db", "must not be empty"));
         }
+        let shared_ledger = match self.ledger_dynamodb_table {
+            None => None,
+            Some(table) => {
+                if !(3..=255).contains(&table.len())
+                    || !table
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    return Err(bad(
+                        "ledger.dynamodb_table",
+                        "must be a DynamoDB table name: 3 to 255 of a-z, A-Z, 0-9, '_', '-', '.'",
+                    ));
+                }
+                if self.db.is_some() {
+                    return Err(bad(
+                        "ledger.dynamodb_table",
+                        "set either 'db' (this shipper's own ledger) or 'ledger.dynamodb_table' (one shared by every shipper), not both",
+                    ));
+                }
+                match &source {
+                    Source::S3(s3) if s3.sqs.is_some() && s3.bucket.is_none() => {}
+                    _ => {
+                        return Err(bad(
+                            "ledger.dynamodb_table",
+                            "works with 'sqs.queue_url' alone for now: listings ('bucket', 'dir') keep their positions in 'db', so shippers listing one bucket would each ship all of it",
+                        ));
+                    }
+                }
+                let lease = self.ledger_lease_time.unwrap_or(DEFAULT_LEASE_SECS);
+                if !(5..=3600).contains(&lease) {
+                    return Err(bad(
+                        "ledger.lease_time",
+                        "must be between 5 seconds and 1 hour",
+                    ));
+                }
+                Some(SharedLedgerConfig {
+                    table,
+                    endpoint: self.ledger_dynamodb_endpoint.clone(),
+                    lease_time: Duration::from_secs(lease),
+                })
+            }
+        };
+        if shared_ledger.is_none() {
+            if self.ledger_dynamodb_endpoint.is_some() {
+                return Err(bad(
+                    "ledger.dynamodb_endpoint",
+                    "needs 'ledger.dynamodb_table'",
+                ));
+            }
+            if self.ledger_lease_time.is_some() {
+                return Err(bad("ledger.lease_time", "needs 'ledger.dynamodb_table'"));
+            }
+        }
 
         Ok(Config {
             source,
@@ -351,6 +404,7 @@ impl Settings {
             silence_alarm: Duration::from_secs(silence_alarm),
             start_time,
             db: self.db,
+            shared_ledger,
             batch_bytes: batch_bytes as usize,
             buffer_bytes: buffer_bytes as usize,
             workers: workers as usize,

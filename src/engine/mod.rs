@@ -221,6 +221,17 @@ impl Engine {
         }
         self.core.queue.close();
         self.stop.send_replace(true);
+        if let Some(shared) = self.core.ledger.shared() {
+            // Leases given up before the messages go back: the shipper that receives them
+            // next resumes from the committed position at once, without waiting out the
+            // lease time.
+            let kept = shared.let_go_all();
+            if kept > 0 {
+                self.core.log.warn(format_args!(
+                    "{kept} leases could not be given up at stop; other shippers take those objects over after the lease time"
+                ));
+            }
+        }
         if let (Some(rt), Some(queue)) = (&self.runtime, &self.core.sqs) {
             // Messages still held go back to the queue at once, for other consumers, and
             // the deletes of finished ones complete.
@@ -244,7 +255,13 @@ impl Engine {
             }
             // Objects whose messages were deleted while they wait for a retry live only in
             // this ledger now: say so, so the file is kept (or the objects retried by hand).
-            if let Ok(open) = self.core.ledger.open_count()
+            if let Some(shared) = &self.core.config.shared_ledger {
+                // Open rows in a shared table are the other shippers' to take over.
+                self.core.log.debug(format_args!(
+                    "ledger: open objects stay in DynamoDB table {}, for the other shippers and the next start",
+                    shared.table
+                ));
+            } else if let Ok(open) = self.core.ledger.open_count()
                 && open > 0
             {
                 let db = self.core.config.db.as_ref().map_or_else(

@@ -319,6 +319,7 @@ impl Core {
                 forget_by: forget.as_ref().map(|(g, t)| (g.as_str(), *t)),
             });
         }
+        let mut elsewhere = Vec::new();
         match self.ledger.claim(&claimable, now, Honour::Redelivery) {
             Ok(claimed) => {
                 let claimed: std::collections::HashSet<&str> =
@@ -329,6 +330,20 @@ impl Core {
                         .filter(|o| claimed.contains(&*o.id))
                         .cloned(),
                 );
+                // Shared ledger: an object another shipper holds a live lease on is that
+                // shipper's to finish. The table answers for it (if that shipper dies,
+                // its lease expires and a requeue here or elsewhere takes it over), so
+                // the message need not wait: waiting would only climb its receive count.
+                for o in &candidates {
+                    if !claimed.contains(&*o.id) && self.ledger.held_elsewhere(&o.id) {
+                        pending.remove(&o.id);
+                        elsewhere.push((o.id.clone(), 0));
+                        self.log.debug(format_args!(
+                            "sqs message {}: {} is being shipped by another shipper on the shared ledger",
+                            m.message_id, o.id
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 // Nothing was claimed, so nothing would ever finish the message: it goes
@@ -351,7 +366,14 @@ impl Core {
             send.len(),
             failed.len()
         ));
-        let verdict = tracker.hold(m.message_id, m.receipt, m.receive_count, pending, failed);
+        let verdict = tracker.hold_entrusting(
+            m.message_id,
+            m.receipt,
+            m.receive_count,
+            pending,
+            failed,
+            elsewhere,
+        );
         (send, verdict)
     }
 

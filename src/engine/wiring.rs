@@ -18,7 +18,8 @@ use crate::discover::listing::{S3Lister, SystemClock};
 use crate::discover::sqs::{Queue, Tracker};
 use crate::encode::Encoder;
 use crate::engine::handoff::Handoff;
-use crate::ledger::Ledger;
+use crate::ledger::shared::{DynamoTable, SharedLedger};
+use crate::ledger::{Ledger, LedgerError};
 use crate::log::Logger;
 use crate::observe::Observe;
 use crate::timestamp::EventTime;
@@ -35,8 +36,48 @@ impl Engine {
             Source::S3(s3) => s3.bucket.clone(),
             Source::Dir(_) => None,
         };
-        let ledger = Ledger::open(config.db.as_deref(), bucket.as_deref(), now)?;
-        if config.db.is_none() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(config.workers + 4)
+            .thread_name("cloudtrail-s3")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let clients = match &config.source {
+            Source::S3(s3) => Some(runtime.block_on(crate::aws::client::clients(s3))),
+            Source::Dir(_) => None,
+        };
+        let ledger = match (&config.shared_ledger, &clients, &config.source) {
+            (Some(shared), Some((_, sdk)), Source::S3(s3)) => {
+                let client = crate::aws::client::dynamodb(
+                    sdk,
+                    shared.endpoint.as_deref(),
+                    s3.endpoint.as_deref(),
+                );
+                let table =
+                    DynamoTable::open(client, &shared.table).map_err(|e| LedgerError::Shared {
+                        table: shared.table.clone(),
+                        reason: e.0,
+                    })?;
+                let keep_done = u32::try_from(config.lookback.as_secs()).unwrap_or(u32::MAX);
+                let shared_ledger = SharedLedger::new(
+                    Box::new(table),
+                    shared.table.clone(),
+                    shared.lease_time,
+                    keep_done,
+                    None,
+                );
+                log.info(format_args!(
+                    "ledger: DynamoDB table {} shared with the other shippers, as owner {} (lease time {}s)",
+                    shared.table,
+                    shared_ledger.owner(),
+                    shared.lease_time.as_secs()
+                ));
+                Ledger::with_shared(shared_ledger)?
+            }
+            _ => Ledger::open(config.db.as_deref(), bucket.as_deref(), now)?,
+        };
+        if config.db.is_none() && config.shared_ledger.is_none() {
             log.warn(format_args!(
                 "no 'db' set: what was shipped is remembered in memory only, so a restart ships the start_time window again"
             ));
@@ -50,14 +91,6 @@ impl Engine {
             }
         };
         let lookback = u32::try_from(config.lookback.as_secs()).unwrap_or(u32::MAX);
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(config.workers + 4)
-            .thread_name("cloudtrail-s3")
-            .enable_all()
-            .build()
-            .map_err(StartError::Runtime)?;
 
         let mut endpoints = String::new();
         let observe = Arc::new(Observe::new(
@@ -83,7 +116,10 @@ impl Engine {
         };
         let (client, discovery, sqs) = match &config.source {
             Source::S3(s3) => {
-                let (client, sdk) = runtime.block_on(crate::aws::client::clients(s3));
+                let (client, sdk) = match clients {
+                    Some(c) => c,
+                    None => runtime.block_on(crate::aws::client::clients(s3)),
+                };
                 let aws = || {
                     format!(
                         "AWS ({})",
@@ -169,7 +205,7 @@ impl Engine {
             chunk_target,
             tracker: Mutex::new(Tracker::new(
                 sqs.as_ref().map_or(1, |q| q.config.max_receive_count),
-                config.db.is_some(),
+                config.db.is_some() || config.shared_ledger.is_some(),
             )),
             sqs,
             sqs_busy: AtomicUsize::new(0),

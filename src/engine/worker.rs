@@ -352,6 +352,9 @@ pub(super) async fn run(
             ));
         }
         tokio::spawn(heartbeat_loop(core.clone(), queue, stop.clone()));
+        if core.ledger.shared().is_some() {
+            tokio::spawn(lease_loop(core.clone(), stop.clone()));
+        }
         if discovery.is_none() {
             // No listing to re-queue them: objects that failed transiently are tried
             // again from the ledger once their backoff has passed.
@@ -422,6 +425,38 @@ pub(super) async fn requeue_loop(
                 sent = tx.send(object) => if sent.is_err() { return },
                 _ = stop.changed() => return,
             }
+        }
+    }
+}
+
+/// Shared ledger: renews this shipper's leases before another shipper may judge them
+/// expired (at a third of the lease time), and says when one was taken over anyway.
+pub(super) async fn lease_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let Some(lease_time) = core.config.shared_ledger.as_ref().map(|s| s.lease_time) else {
+        return;
+    };
+    let tick = (lease_time / 6).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(shared) = core.ledger.shared() else {
+            return;
+        };
+        match shared.renew() {
+            Ok(lost) => {
+                for id in lost {
+                    core.log.warn(format_args!(
+                        "{id}: another shipper took this object over (its lease was not renewed within {}s here); it resumes from the shared progress, and events this shipper sends after that may repeat",
+                        lease_time.as_secs()
+                    ));
+                }
+            }
+            Err(e) => core.log.error(format_args!(
+                "{e}; leases not renewed: another shipper may take these objects over after {}s",
+                lease_time.as_secs()
+            )),
         }
     }
 }

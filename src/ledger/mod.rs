@@ -17,6 +17,7 @@
 mod entry;
 mod legacy;
 mod marks;
+pub mod shared;
 mod store;
 
 use std::collections::HashSet;
@@ -67,6 +68,8 @@ pub enum LedgerError {
     InUse { path: PathBuf },
     #[error("state file {path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    #[error("ledger table {table}: {reason}")]
+    Shared { table: String, reason: String },
 }
 
 /// How an object that failed transiently is retried: the wait doubles from `first` after
@@ -129,11 +132,17 @@ pub struct Ledger {
     /// Objects claimed by this run and not finished (not persisted: open entries are).
     inflight: Mutex<HashSet<Arc<str>>>,
     _lock: Option<fs::File>,
+    /// With `ledger.dynamodb_table`: the entries live in the shared table, and `db` holds
+    /// only what a listing would keep (no listing runs with a shared ledger yet).
+    shared: Option<shared::SharedLedger>,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("path", &self.path).finish()
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -144,6 +153,9 @@ impl Ledger {
 
     /// Sets the first-start time if it is not set yet and returns the value in force.
     pub fn first_start_or(&self, now: u32) -> Result<u32, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.first_start_or(now);
+        }
         self.write(|txn| {
             let mut meta = txn.open_table(META)?;
             let v = meta.get("first_start")?.map(|v| v.value());
@@ -159,6 +171,9 @@ impl Ledger {
 
     /// The entry of an object, if the ledger has one.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.entry(id);
+        }
         self.read(|txn| {
             let t = txn.open_table(OBJECTS)?;
             Ok(t.get(id)?.and_then(|v| Entry::decode(v.value())))
@@ -200,6 +215,16 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let mut inflight = self.inflight();
+        if let Some(sh) = &self.shared {
+            let fresh: Vec<Claimable<'_>> = objects
+                .iter()
+                .filter(|o| !inflight.contains(o.id))
+                .cloned()
+                .collect();
+            let claimed = sh.claim(&fresh, now, backoff)?;
+            inflight.extend(claimed.iter().cloned());
+            return Ok(claimed);
+        }
         let claimed = self.write_lazy(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
@@ -235,6 +260,10 @@ impl Ledger {
     /// included: an SQS message is deleted only after the ledger holds its objects' retries
     /// on disk.
     pub fn sync(&self) -> Result<(), LedgerError> {
+        if self.shared.is_some() {
+            // Every write to the shared table is durable when acknowledged.
+            return Ok(());
+        }
         self.write(|_| Ok(()))
     }
 
@@ -247,6 +276,11 @@ impl Ledger {
         backoff: Backoff,
         now: u32,
     ) -> Result<u32, LedgerError> {
+        if let Some(sh) = &self.shared {
+            let wait = sh.release(id, reason, backoff, now);
+            self.inflight().remove(id);
+            return wait;
+        }
         let wait = self.write_lazy(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut e = table
@@ -278,6 +312,25 @@ impl Ledger {
         abandoned: Backoff,
     ) -> Result<Committed, LedgerError> {
         let mut out = Committed::default();
+        if let Some(sh) = &self.shared {
+            out = sh.commit(marks, now, abandoned)?;
+        } else {
+            self.commit_local(marks, now, abandoned, &mut out)?;
+        }
+        let mut inflight = self.inflight();
+        for m in marks.iter().filter(|m| m.end.is_some()) {
+            inflight.remove(&m.id);
+        }
+        Ok(out)
+    }
+
+    fn commit_local(
+        &self,
+        marks: &[Mark],
+        now: u32,
+        abandoned: Backoff,
+        out: &mut Committed,
+    ) -> Result<(), LedgerError> {
         self.write(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
@@ -325,17 +378,15 @@ impl Ledger {
                 table.insert(&*m.id, e.encode().as_slice())?;
             }
             Ok(())
-        })?;
-        let mut inflight = self.inflight();
-        for m in marks.iter().filter(|m| m.end.is_some()) {
-            inflight.remove(&m.id);
-        }
-        Ok(out)
+        })
     }
 
     /// Puts failed objects back in line (status open, position kept, no backoff). `None`
     /// puts back every failed object. Returns how many.
     pub fn retry(&self, ids: Option<&[String]>, now: u32) -> Result<usize, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.retry(ids, now);
+        }
         self.write(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
@@ -386,6 +437,9 @@ impl Ledger {
     /// passed, objects put back in line, and, after a crash, objects that were in flight.
     pub fn due(&self, now: u32, limit: usize) -> Result<Vec<(String, Entry)>, LedgerError> {
         let inflight = self.inflight();
+        if let Some(sh) = &self.shared {
+            return sh.due(now, limit, &inflight);
+        }
         self.read(|txn| {
             let open = txn.open_table(OPEN)?;
             let table = txn.open_table(OBJECTS)?;
@@ -412,6 +466,9 @@ impl Ledger {
 
     /// Every entry under an id prefix, in id order (status, `retry --all-failed`, tests).
     pub fn entries_under(&self, id_prefix: &str) -> Result<Vec<(String, Entry)>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.entries_under(id_prefix);
+        }
         self.read(|txn| {
             let table = txn.open_table(OBJECTS)?;
             let mut out = Vec::new();
@@ -430,6 +487,12 @@ impl Ledger {
 
     /// Statuses of the given ids (one read transaction), `None` where there is no entry.
     pub fn statuses(&self, ids: &[&str]) -> Result<Vec<Option<Status>>, LedgerError> {
+        if self.shared.is_some() {
+            return ids
+                .iter()
+                .map(|id| Ok(self.entry(id)?.map(|e| e.status)))
+                .collect();
+        }
         self.read(|txn| {
             let table = txn.open_table(OBJECTS)?;
             ids.iter()
@@ -445,6 +508,9 @@ impl Ledger {
 
     /// The entries of these objects, in order (`None`: unknown to the ledger).
     pub fn entries(&self, ids: &[&str]) -> Result<Vec<Option<Entry>>, LedgerError> {
+        if self.shared.is_some() {
+            return ids.iter().map(|id| self.entry(id)).collect();
+        }
         self.read(|txn| {
             let table = txn.open_table(OBJECTS)?;
             ids.iter()
@@ -455,11 +521,25 @@ impl Ledger {
 
     /// Open entries, from the index of them (cheap, unlike [`Ledger::counts`]).
     pub fn open_count(&self) -> Result<u64, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.open_count();
+        }
         self.read(|txn| Ok(txn.open_table(OPEN)?.len()?))
     }
 
     /// Entries in the ledger, by status: (open, done, failed).
     pub fn counts(&self) -> Result<(u64, u64, u64), LedgerError> {
+        if self.shared.is_some() {
+            let mut c = (0, 0, 0);
+            for (_, e) in self.entries_under("")? {
+                match e.status {
+                    Status::Open => c.0 += 1,
+                    Status::Done => c.1 += 1,
+                    Status::Failed => c.2 += 1,
+                }
+            }
+            return Ok(c);
+        }
         self.read(|txn| {
             let table = txn.open_table(OBJECTS)?;
             let mut c = (0, 0, 0);
@@ -479,11 +559,31 @@ impl Ledger {
     /// Lets a claim go without writing anything (a commit that failed, a task that died):
     /// the object is found again by the next scan or redelivery.
     pub fn let_go(&self, id: &str) {
+        if let Some(sh) = &self.shared {
+            // Not given up, the lease expires by the lease time instead.
+            let _ = sh.let_go(id);
+        }
         self.inflight().remove(id);
+    }
+
+    /// The shared ledger, when this one is.
+    pub fn shared(&self) -> Option<&shared::SharedLedger> {
+        self.shared.as_ref()
+    }
+
+    /// Whether the object is being shipped by another shipper on the shared ledger (its
+    /// last claim here found a live lease).
+    pub fn held_elsewhere(&self, id: &str) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|sh| !self.is_inflight(id) && sh.held_elsewhere(id))
     }
 
     /// Drops this run's claims (a simulated crash in tests; the process dying does the same).
     pub fn forget_claims(&self) {
+        if let Some(sh) = &self.shared {
+            sh.forget_claims();
+        }
         self.inflight().clear();
     }
 }

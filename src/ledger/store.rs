@@ -78,6 +78,13 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// A ledger whose entries live in a shared table (`ledger.dynamodb_table`).
+    pub fn with_shared(shared: super::shared::SharedLedger) -> Result<Self, LedgerError> {
+        let mut ledger = Self::open(None, None, 0)?;
+        ledger.shared = Some(shared);
+        Ok(ledger)
+    }
+
     fn init(
         db: Database,
         path: Option<PathBuf>,
@@ -88,6 +95,7 @@ impl Ledger {
             path,
             inflight: Mutex::default(),
             _lock: lock,
+            shared: None,
         };
         // Creates the tables and proves the location is writable before any data moves.
         ledger.write(|txn| {

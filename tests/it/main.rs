@@ -20,5 +20,6 @@ mod queue;
 mod receiver;
 mod regressions;
 mod server;
+mod shared;
 mod simulation;
 mod sqs;

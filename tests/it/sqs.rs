@@ -64,6 +64,15 @@ fn count_ids<'a>(events: impl Iterator<Item = &'a J>) -> HashMap<String, usize> 
     seen
 }
 
+/// Collects until the queue is empty (a batch is committed, and its message deleted, at a
+/// collect after the host stored it).
+pub(crate) fn wait_until_empty(q: &str, inst: &crate::host::Instance) {
+    wait_for("the queue to empty", Duration::from_secs(60), || {
+        inst.collect();
+        messages_in(q) == 0
+    });
+}
+
 fn ids_of(o: &data::Object) -> Vec<String> {
     o.ids()
 }

@@ -45,6 +45,7 @@ mod fb_metrics;
 mod fb_restarts;
 mod fb_samples;
 mod fb_settings;
+mod fb_shared;
 mod fb_sources;
 mod vector_tests;
 
@@ -97,6 +98,7 @@ fn fluent_bit_trials() -> Vec<(&'static str, Body<fluent_bit::FluentBit>)> {
     all.extend(fb_copies::trials());
     all.extend(fb_ledger::trials());
     all.extend(fb_metrics::trials());
+    all.extend(fb_shared::trials());
     all
 }
 

@@ -31,6 +31,9 @@ pub struct Seen {
     pub slowed_down: bool,
     /// Answered `403 AccessDenied` by the proxy (not forwarded).
     pub denied: bool,
+    /// The `X-Amz-Target` header: the operation of a JSON protocol (DynamoDB's
+    /// `DynamoDB_20120810.PutItem`).
+    pub target: Option<String>,
 }
 
 impl Seen {
@@ -205,6 +208,7 @@ fn forward(client: TcpStream, upstream: &str, state: &State, object_delay: Durat
         at_ms: now_ms(),
         slowed_down: false,
         denied: false,
+        target: header_value(&head, "x-amz-target"),
     };
     request.slowed_down = refuse(state, &request);
     request.denied = !request.slowed_down && deny(state, &request);

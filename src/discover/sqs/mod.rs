@@ -218,8 +218,15 @@ impl Queue {
             Err(e) => {
                 let (class, text) = describe(self.op(), &e);
                 m.request(Op::ChangeMessageVisibility, Outcome::Failed(class));
-                self.log
-                    .debug(format_args!("sqs: visibility change failed: {text}"));
+                if text.contains("43200") || text.contains("beyond the limit") {
+                    // SQS's cap: a message is invisible for at most 12 hours from its receive.
+                    self.log.warn(format_args!(
+                        "sqs: a message held for 12 hours (SQS's cap) cannot be extended again: it comes back to the queue when its visibility timeout ends, and whichever shipper receives it resumes from the committed position ({text})"
+                    ));
+                } else {
+                    self.log
+                        .debug(format_args!("sqs: visibility change failed: {text}"));
+                }
             }
         }
     }

@@ -88,12 +88,33 @@ impl Tracker {
         pending: HashSet<Arc<str>>,
         failed: Vec<(Arc<str>, String)>,
     ) -> Option<Verdict> {
+        self.hold_entrusting(
+            message_id,
+            receipt,
+            receive_count,
+            pending,
+            failed,
+            Vec::new(),
+        )
+    }
+
+    /// [`Tracker::hold`], with objects the ledger already answers for (another shipper
+    /// ships them under a shared ledger's lease): the message does not wait for them.
+    pub fn hold_entrusting(
+        &mut self,
+        message_id: String,
+        receipt: String,
+        receive_count: u32,
+        pending: HashSet<Arc<str>>,
+        failed: Vec<(Arc<str>, String)>,
+        entrusted: Vec<(Arc<str>, u32)>,
+    ) -> Option<Verdict> {
         let held = Held {
             message_id: message_id.clone(),
             receipt,
             pending,
             failed,
-            entrusted: Vec::new(),
+            entrusted,
             receive_count,
             extended_at: Instant::now(),
         };

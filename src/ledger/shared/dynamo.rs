@@ -1,0 +1,408 @@
+//! The shared ledger's rows in a DynamoDB table.
+//!
+//! One item per object, keyed `id`: `ver` (the row version every write is conditioned on),
+//! `e` (the entry's bytes, as the local ledger stores them), `own` and `lc` (the lease),
+//! `exp` (the TTL attribute: done rows only). Open rows also carry `q` = `open` and `due`
+//! (their `not_before`), which put them in the sparse index `open-due`: a requeue queries
+//! the open rows alone, never the whole table. Settings are items keyed `~setting/NAME`.
+//!
+//! The table is created on first start when missing (on-demand billing, TTL on `exp`).
+//! Calls block the calling thread: the ledger's API is synchronous (the local ledger is a
+//! file), and each call here is one request of a few milliseconds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+
+use super::super::entry::Entry;
+use super::table::{Row, Table, TableError};
+
+const INDEX: &str = "open-due";
+const SETTING: &str = "~setting/";
+
+/// Requests made, by kind: the cost the README's formula predicts.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub queries: AtomicU64,
+}
+
+/// A DynamoDB table holding the shared ledger.
+#[derive(Debug)]
+pub struct DynamoTable {
+    client: Client,
+    name: String,
+    /// The table's own runtime (one thread): its requests make progress whatever the
+    /// engine's threads are doing. On the engine's runtime, a request made while every
+    /// worker waited (on the SQS tracker's lock, held by the caller) would never be driven.
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+    pub requests: Requests,
+}
+
+impl Drop for DynamoTable {
+    fn drop(&mut self) {
+        // Without waiting: the ledger may be dropped on one of the engine's threads,
+        // where a blocking shutdown would panic.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn fail(what: &str, e: impl std::error::Error) -> TableError {
+    TableError(format!("{what}: {}", DisplayErrorContext(e)))
+}
+
+impl DynamoTable {
+    /// Opens the table, creating it when missing and waiting until it is active.
+    pub fn open(client: Client, name: &str) -> Result<Self, TableError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cloudtrail-s3-ledger")
+            .enable_all()
+            .build()
+            .map_err(|e| TableError(format!("starting the ledger's thread: {e}")))?;
+        let t = Self {
+            client,
+            name: name.to_string(),
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            requests: Requests::default(),
+        };
+        t.block(t.ensure())?;
+        Ok(t)
+    }
+
+    /// Runs a request to completion on the table's runtime for a synchronous caller: the
+    /// host's thread, a blocking task, or (moved aside with `block_in_place`) one of the
+    /// engine's workers.
+    fn block<F>(&self, f: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            Ok(_) => std::thread::scope(|s| {
+                s.spawn(|| self.handle.block_on(f))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+            Err(_) => self.handle.block_on(f),
+        }
+    }
+
+    async fn ensure(&self) -> Result<(), TableError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await;
+        match described {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                self.create().await?;
+            }
+            Err(e) => return Err(fail(&format!("describing table {}", self.name), e)),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.name)
+                .send()
+                .await
+                .map_err(|e| fail(&format!("describing table {}", self.name), e))?;
+            let status = d.table().and_then(|t| t.table_status().cloned());
+            if status == Some(TableStatus::Active) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TableError(format!(
+                    "table {} not active after 5 minutes ({status:?})",
+                    self.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.name)
+            .send()
+            .await
+            .map_err(|e| fail(&format!("describing the TTL of table {}", self.name), e))?;
+        let on = ttl
+            .time_to_live_description()
+            .and_then(|d| d.attribute_name())
+            == Some("exp");
+        if !on {
+            let spec = TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("exp")
+                .build()
+                .map_err(|e| fail("TTL", e))?;
+            if let Err(e) = self
+                .client
+                .update_time_to_live()
+                .table_name(&self.name)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+            {
+                // Another shipper starting at the same moment turned it on first.
+                let msg = DisplayErrorContext(&e).to_string();
+                if !msg.contains("already enabled") {
+                    return Err(fail(
+                        &format!("turning on the TTL of table {}", self.name),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self) -> Result<(), TableError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| fail("table definition", e))
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(|e| fail("table definition", e))
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(INDEX)
+            .key_schema(key("q", KeyType::Hash)?)
+            .key_schema(key("due", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| fail("table definition", e))?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.name)
+            .attribute_definitions(attr("id", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("q", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("due", ScalarAttributeType::N)?)
+            .key_schema(key("id", KeyType::Hash)?)
+            .global_secondary_indexes(index)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Another shipper created it first.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(fail(&format!("creating table {}", self.name), e)),
+        }
+    }
+}
+
+fn item(id: &str, row: &Row) -> HashMap<String, AttributeValue> {
+    let mut m = HashMap::new();
+    m.insert("id".into(), AttributeValue::S(id.into()));
+    m.insert("ver".into(), AttributeValue::N(row.version.to_string()));
+    m.insert("e".into(), AttributeValue::B(Blob::new(row.entry.encode())));
+    m.insert("lc".into(), AttributeValue::N(row.lease.to_string()));
+    if let Some(o) = &row.owner {
+        m.insert("own".into(), AttributeValue::S(o.clone()));
+    }
+    if let Some(exp) = row.expires {
+        m.insert("exp".into(), AttributeValue::N(exp.to_string()));
+    }
+    if row.is_open() {
+        m.insert("q".into(), AttributeValue::S("open".into()));
+        m.insert(
+            "due".into(),
+            AttributeValue::N(row.entry.not_before.to_string()),
+        );
+    }
+    m
+}
+
+fn number(m: &HashMap<String, AttributeValue>, k: &str) -> Option<u64> {
+    m.get(k)?.as_n().ok()?.parse().ok()
+}
+
+/// `None` for items that are not rows (settings, or bytes of another form).
+fn row(m: &HashMap<String, AttributeValue>) -> Option<(String, Row)> {
+    let id = m.get("id")?.as_s().ok()?.clone();
+    let entry = Entry::decode(m.get("e")?.as_b().ok()?.as_ref())?;
+    Some((
+        id,
+        Row {
+            version: number(m, "ver")?,
+            entry,
+            owner: m.get("own").and_then(|v| v.as_s().ok()).cloned(),
+            lease: number(m, "lc").unwrap_or(0),
+            expires: number(m, "exp").and_then(|v| u32::try_from(v).ok()),
+        },
+    ))
+}
+
+impl Table for DynamoTable {
+    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
+        self.requests.reads.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.name)
+                    .key("id", AttributeValue::S(id.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| fail(&format!("reading {id}"), e))?;
+        Ok(out.item().and_then(row).map(|(_, r)| r))
+    }
+
+    fn put(&self, id: &str, expected: Option<u64>, r: &Row) -> Result<bool, TableError> {
+        self.requests.writes.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item(id, r)));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(id)"),
+            Some(v) => req
+                .condition_expression("ver = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        match self.block(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(fail(&format!("writing {id}"), e)),
+        }
+    }
+
+    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.requests.queries.fetch_add(1, Ordering::Relaxed);
+            let page = self
+                .block(
+                    self.client
+                        .query()
+                        .table_name(&self.name)
+                        .index_name(INDEX)
+                        .key_condition_expression("q = :o AND due <= :now")
+                        .expression_attribute_values(":o", AttributeValue::S("open".into()))
+                        .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                        .set_exclusive_start_key(start)
+                        .send(),
+                )
+                .map_err(|e| fail("querying open entries", e))?;
+            out.extend(page.items().iter().filter_map(row));
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.requests.queries.fetch_add(1, Ordering::Relaxed);
+            let mut req = self
+                .client
+                .scan()
+                .table_name(&self.name)
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if !prefix.is_empty() {
+                req = req
+                    .filter_expression("begins_with(id, :p)")
+                    .expression_attribute_values(":p", AttributeValue::S(prefix.into()));
+            }
+            let page = self
+                .block(req.send())
+                .map_err(|e| fail("scanning the table", e))?;
+            out.extend(page.items().iter().filter_map(row));
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
+        let id = format!("{SETTING}{name}");
+        self.requests.writes.fetch_add(1, Ordering::Relaxed);
+        let put = self.block(
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .item("id", AttributeValue::S(id.clone()))
+                .item("val", AttributeValue::N(value.to_string()))
+                .condition_expression("attribute_not_exists(id)")
+                .send(),
+        );
+        match put {
+            Ok(_) => return Ok(value),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(fail(&format!("writing {id}"), e)),
+        }
+        self.requests.reads.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.name)
+                    .key("id", AttributeValue::S(id.clone()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| fail(&format!("reading {id}"), e))?;
+        Ok(out.item().and_then(|m| number(m, "val")).unwrap_or(value))
+    }
+}

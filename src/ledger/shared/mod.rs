@@ -1,0 +1,549 @@
+//! A ledger many shippers share: each object's entry in one [`Table`] row, changed only by
+//! conditional writes, with a lease on the objects being shipped.
+//!
+//! The rules, in the way the Kinesis Client Library shares shards:
+//! - A **claim** takes a row that has no owner, or whose owner's lease expired: the lease
+//!   counter stood still for the lease time on this shipper's own clock (no clock is
+//!   compared with another's). The claim bumps the counter; the holder renews it.
+//! - **Progress is shared**: a commit raises the row's position (never lowers it), so
+//!   whoever ships the object next resumes after the events any shipper committed. A
+//!   stale owner's commit still counts: its host acknowledged those events.
+//! - A commit that finishes the object, a release and a graceful stop give the lease up at
+//!   once, so the next shipper does not wait out the lease time.
+//! - Done rows expire by the store's TTL a lookback after they finished; failed rows stay
+//!   with their reason until put back in line.
+//!
+//! Every write names the version it read ([`Table::put`]); a conflict re-reads and decides
+//! again, so two shippers never both believe they hold an object.
+
+mod dynamo;
+mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use dynamo::DynamoTable;
+pub use table::{MemTable, Row, Table, TableError};
+
+use super::entry::{Entry, Status};
+use super::{Backoff, Claimable, Committed, Honour, LedgerError};
+use crate::engine::handoff::{End, Mark};
+
+/// Conflicting writes in a row before a change gives up (each is a re-read and a retry;
+/// more than a few means the row is fought over, which the rules should not allow).
+const MAX_TRIES: usize = 8;
+
+/// A monotonic clock: leases are judged on it, never on wall time.
+pub type Monotonic = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// A lease seen held by another shipper, as first observed here.
+#[derive(Debug, Clone)]
+struct Seen {
+    owner: String,
+    lease: u64,
+    since: Duration,
+}
+
+/// What this shipper holds: the row as it last wrote it (saves a read before the next
+/// write; a stale copy only costs a conflict and a re-read), and when.
+#[derive(Debug, Clone)]
+struct Held {
+    row: Row,
+    written: Duration,
+}
+
+/// What one decision over a row came to.
+enum Step<T> {
+    Keep(T),
+    Write(Row, T),
+}
+
+/// The shared ledger's rules over a [`Table`].
+pub struct SharedLedger {
+    table: Box<dyn Table>,
+    /// What errors call the store (the table's name).
+    name: String,
+    /// This shipper's owner id: host, process and a random part, unique per start.
+    me: String,
+    lease_time: Duration,
+    /// How long done rows are kept (the lookback).
+    keep_done: u32,
+    clock: Monotonic,
+    held: Mutex<HashMap<String, Held>>,
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+impl std::fmt::Debug for SharedLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLedger")
+            .field("table", &self.name)
+            .field("owner", &self.me)
+            .finish()
+    }
+}
+
+/// A claim's answer for one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Taken,
+    /// Finished, or waiting out its backoff.
+    Passed,
+    /// Another shipper holds a live lease on it.
+    Elsewhere,
+}
+
+impl SharedLedger {
+    pub fn new(
+        table: Box<dyn Table>,
+        name: impl Into<String>,
+        lease_time: Duration,
+        keep_done: u32,
+        clock: Option<Monotonic>,
+    ) -> Self {
+        let clock = clock.unwrap_or_else(|| {
+            let start = Instant::now();
+            Arc::new(move || start.elapsed())
+        });
+        Self {
+            table,
+            name: name.into(),
+            me: owner_id(),
+            lease_time,
+            keep_done,
+            clock,
+            held: Mutex::default(),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// This shipper's owner id, as written in the rows it holds.
+    pub fn owner(&self) -> &str {
+        &self.me
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn seen(&self) -> MutexGuard<'_, HashMap<String, Seen>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, e: TableError) -> LedgerError {
+        LedgerError::Shared {
+            table: self.name.clone(),
+            reason: e.0,
+        }
+    }
+
+    /// Whether another shipper's lease on a row has expired by this shipper's clock: its
+    /// counter unchanged since first seen here, for the lease time.
+    fn lease_expired(&self, id: &str, owner: &str, lease: u64) -> bool {
+        let now = (self.clock)();
+        let mut seen = self.seen();
+        match seen.get(id) {
+            Some(s) if s.owner == owner && s.lease == lease => {
+                now.saturating_sub(s.since) >= self.lease_time
+            }
+            _ => {
+                seen.insert(
+                    id.to_string(),
+                    Seen {
+                        owner: owner.to_string(),
+                        lease,
+                        since: now,
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Reads the row (or takes this shipper's copy), decides, and writes if the decision
+    /// says so, naming the version read; on a conflict reads again and decides again.
+    fn change<T>(
+        &self,
+        id: &str,
+        mut decide: impl FnMut(Option<&Row>) -> Step<T>,
+    ) -> Result<T, LedgerError> {
+        let mut copy = self.held().get(id).map(|h| h.row.clone());
+        for _ in 0..MAX_TRIES {
+            let current = match copy.take() {
+                Some(r) => Some(r),
+                None => self.table.get(id).map_err(|e| self.err(e))?,
+            };
+            match decide(current.as_ref()) {
+                Step::Keep(t) => return Ok(t),
+                Step::Write(mut row, t) => {
+                    let expected = current.as_ref().map(|r| r.version);
+                    row.version = expected.map_or(1, |v| v + 1);
+                    if self
+                        .table
+                        .put(id, expected, &row)
+                        .map_err(|e| self.err(e))?
+                    {
+                        let mut held = self.held();
+                        if row.owner.as_deref() == Some(self.me.as_str()) {
+                            held.insert(
+                                id.to_string(),
+                                Held {
+                                    row,
+                                    written: (self.clock)(),
+                                },
+                            );
+                        } else {
+                            held.remove(id);
+                        }
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+        Err(self.err(TableError(format!(
+            "{id}: {MAX_TRIES} conflicting writes in a row"
+        ))))
+    }
+
+    fn mine(&self, row: &Row) -> bool {
+        row.owner.as_deref() == Some(self.me.as_str())
+    }
+
+    pub fn first_start_or(&self, now: u32) -> Result<u32, LedgerError> {
+        let v = self
+            .table
+            .setting_or("first_start", u64::from(now))
+            .map_err(|e| self.err(e))?;
+        Ok(u32::try_from(v).unwrap_or(now))
+    }
+
+    pub fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
+        Ok(self
+            .table
+            .get(id)
+            .map_err(|e| self.err(e))?
+            .map(|r| r.entry))
+    }
+
+    fn claim_one(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
+        let me = self.me.clone();
+        let outcome = self.change(o.id, |row| match row {
+            None => Step::Write(
+                Row {
+                    version: 0,
+                    entry: Entry::open(o.size, o.modified, now),
+                    owner: Some(me.clone()),
+                    lease: 1,
+                    expires: None,
+                },
+                Claim::Taken,
+            ),
+            Some(r) if r.entry.is_finished() => Step::Keep(Claim::Passed),
+            Some(r) if r.entry.not_before > now && honour == Honour::Backoff => {
+                Step::Keep(Claim::Passed)
+            }
+            Some(r) => {
+                if let Some(owner) = r.owner.as_deref()
+                    && owner != me
+                    && !self.lease_expired(o.id, owner, r.lease)
+                {
+                    return Step::Keep(Claim::Elsewhere);
+                }
+                let mut row = r.clone();
+                row.owner = Some(me.clone());
+                row.lease += 1;
+                Step::Write(row, Claim::Taken)
+            }
+        })?;
+        if outcome != Claim::Elsewhere {
+            self.seen().remove(o.id);
+        }
+        Ok(outcome)
+    }
+
+    /// Claims what it can of `objects` (the caller skips those in flight here). Objects
+    /// another shipper holds are skipped; [`SharedLedger::held_elsewhere`] tells them.
+    pub fn claim(
+        &self,
+        objects: &[Claimable<'_>],
+        now: u32,
+        honour: Honour,
+    ) -> Result<Vec<Arc<str>>, LedgerError> {
+        let mut claimed = Vec::new();
+        for o in objects {
+            match self.claim_one(o, now, honour) {
+                Ok(Claim::Taken) => claimed.push(Arc::<str>::from(o.id)),
+                Ok(_) => {}
+                // What was claimed stays claimed (the caller holds it); the rest is found
+                // again by the next redelivery or requeue.
+                Err(e) if claimed.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Whether the last claim of `id` found it held by another shipper's live lease.
+    pub fn held_elsewhere(&self, id: &str) -> bool {
+        self.seen().contains_key(id) && !self.held().contains_key(id)
+    }
+
+    pub fn release(
+        &self,
+        id: &str,
+        reason: &str,
+        backoff: Backoff,
+        now: u32,
+    ) -> Result<u32, LedgerError> {
+        self.change(id, |row| {
+            let mut row = row.cloned().unwrap_or_else(|| Row {
+                version: 0,
+                entry: Entry::open(0, (0, 0), now),
+                owner: None,
+                lease: 0,
+                expires: None,
+            });
+            if row.entry.is_finished() {
+                return Step::Keep(0);
+            }
+            let e = &mut row.entry;
+            e.attempts = e.attempts.saturating_add(1);
+            let wait = backoff.secs(e.attempts);
+            e.not_before = now.saturating_add(wait);
+            e.reason = reason.to_string();
+            if self.mine(&row) {
+                row.owner = None;
+            }
+            Step::Write(row, wait)
+        })
+    }
+
+    pub fn commit(
+        &self,
+        marks: &[Mark],
+        now: u32,
+        abandoned: Backoff,
+    ) -> Result<Committed, LedgerError> {
+        let mut out = Committed::default();
+        for m in marks {
+            out.events += m.events;
+            let end = self.change(&m.id, |row| {
+                let mut row = row.cloned().unwrap_or_else(|| Row {
+                    version: 0,
+                    entry: Entry::open(0, (0, 0), now),
+                    owner: Some(self.me.clone()),
+                    lease: 1,
+                    expires: None,
+                });
+                if row.entry.is_finished() {
+                    return Step::Keep(None);
+                }
+                let e = &mut row.entry;
+                if m.end.is_none() && e.position >= m.position {
+                    return Step::Keep(None);
+                }
+                e.position = e.position.max(m.position);
+                let mut ended = None;
+                match &m.end {
+                    None => {}
+                    Some(End::Done) => {
+                        e.status = Status::Done;
+                        e.reason.clear();
+                        e.changed_at = now;
+                        row.expires = Some(now.saturating_add(self.keep_done));
+                        ended = Some(Status::Done);
+                    }
+                    Some(End::Failed(reason)) => {
+                        e.status = Status::Failed;
+                        e.reason = reason.clone();
+                        e.changed_at = now;
+                        ended = Some(Status::Failed);
+                    }
+                    Some(End::Abandoned(reason)) => {
+                        e.attempts = e.attempts.saturating_add(1);
+                        e.not_before = now.saturating_add(abandoned.secs(e.attempts));
+                        e.reason = reason.clone();
+                    }
+                }
+                if self.mine(&row) {
+                    if m.end.is_some() {
+                        row.owner = None;
+                    } else {
+                        // The holder's commits renew its lease: others judge it by the
+                        // counter alone.
+                        row.lease += 1;
+                    }
+                }
+                Step::Write(row, ended)
+            })?;
+            match end {
+                Some(Status::Done) => out.done += 1,
+                Some(Status::Failed) => out.failed += 1,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn retry(&self, ids: Option<&[String]>, now: u32) -> Result<usize, LedgerError> {
+        let targets: Vec<String> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => self
+                .table
+                .scan("")
+                .map_err(|e| self.err(e))?
+                .into_iter()
+                .filter(|(_, r)| r.entry.status == Status::Failed)
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        let mut n = 0;
+        for id in targets {
+            let put_back = self.change(&id, |row| match row {
+                Some(r) if r.entry.status == Status::Failed => {
+                    let mut row = r.clone();
+                    let e = &mut row.entry;
+                    e.status = Status::Open;
+                    e.attempts = 0;
+                    e.not_before = 0;
+                    e.changed_at = now;
+                    e.reason = format!("put back in line (was: {})", e.reason);
+                    row.owner = None;
+                    row.expires = None;
+                    Step::Write(row, true)
+                }
+                _ => Step::Keep(false),
+            })?;
+            n += usize::from(put_back);
+        }
+        Ok(n)
+    }
+
+    /// Open rows that are due and that no live lease holds (`inflight`: claims here).
+    pub fn due(
+        &self,
+        now: u32,
+        limit: usize,
+        inflight: &HashSet<Arc<str>>,
+    ) -> Result<Vec<(String, Entry)>, LedgerError> {
+        let rows = self
+            .table
+            .open_due(now, limit.saturating_mul(4).max(limit))
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter(|(id, _)| !inflight.contains(id.as_str()))
+            .filter(|(id, r)| match r.owner.as_deref() {
+                None => true,
+                Some(o) => o == self.me || self.lease_expired(id, o, r.lease),
+            })
+            .take(limit)
+            .map(|(id, r)| (id, r.entry))
+            .collect())
+    }
+
+    pub fn entries_under(&self, prefix: &str) -> Result<Vec<(String, Entry)>, LedgerError> {
+        Ok(self
+            .table
+            .scan(prefix)
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .map(|(id, r)| (id, r.entry))
+            .collect())
+    }
+
+    pub fn open_count(&self) -> Result<u64, LedgerError> {
+        let rows = self
+            .table
+            .open_due(u32::MAX, usize::MAX)
+            .map_err(|e| self.err(e))?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Gives up this shipper's lease on `id` without recording anything else: the next
+    /// shipper claims it at once.
+    pub fn let_go(&self, id: &str) -> Result<(), LedgerError> {
+        if !self.held().contains_key(id) {
+            return Ok(());
+        }
+        self.change(id, |row| match row {
+            Some(r) if self.mine(r) => {
+                let mut row = r.clone();
+                row.owner = None;
+                Step::Write(row, ())
+            }
+            _ => Step::Keep(()),
+        })
+    }
+
+    /// Gives up every lease held (a graceful stop), after the last commit. Returns how
+    /// many could not be given up (they expire by the lease time instead).
+    pub fn let_go_all(&self) -> usize {
+        let ids: Vec<String> = self.held().keys().cloned().collect();
+        ids.iter().filter(|id| self.let_go(id).is_err()).count()
+    }
+
+    /// Renews the leases last written more than a third of the lease time ago. Returns the
+    /// objects whose lease another shipper took (this one was too slow to renew).
+    pub fn renew(&self) -> Result<Vec<String>, LedgerError> {
+        let now = (self.clock)();
+        let third = self.lease_time / 3;
+        let stale: Vec<String> = self
+            .held()
+            .iter()
+            .filter(|(_, h)| now.saturating_sub(h.written) >= third)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut lost = Vec::new();
+        for id in stale {
+            let kept = self.change(&id, |row| match row {
+                Some(r) if self.mine(r) && !r.entry.is_finished() => {
+                    let mut row = r.clone();
+                    row.lease += 1;
+                    Step::Write(row, true)
+                }
+                _ => Step::Keep(false),
+            })?;
+            if !kept {
+                self.held().remove(&id);
+                lost.push(id);
+            }
+        }
+        // Leases seen elsewhere long ago: their objects were finished or taken over.
+        let forget_before = now.saturating_sub(self.lease_time * 10);
+        self.seen().retain(|_, s| s.since >= forget_before);
+        Ok(lost)
+    }
+
+    /// Drops this run's leases without writing (a simulated crash in tests).
+    pub fn forget_claims(&self) {
+        self.held().clear();
+    }
+
+    /// The row of `id` as stored (tests, `status`).
+    pub fn row(&self, id: &str) -> Result<Option<Row>, LedgerError> {
+        self.table.get(id).map_err(|e| self.err(e))
+    }
+}
+
+/// Host name, process id and a random part: unique per start, readable in the table.
+fn owner_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    // `RandomState` is seeded from the OS for each process: random enough to tell two
+    // starts of the same process id apart.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{host}-{}-{:08x}", std::process::id(), h.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests;
