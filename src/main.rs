@@ -28,8 +28,8 @@ or posted to an HTTP receiver (the [http] table of the settings, or --http-url)
 
 Usage: cloudtrail-s3 --config FILE [--once] [--http-url URL] [--exit-with-parent] [-v | -q]
        cloudtrail-s3 --config FILE --check-config
-       cloudtrail-s3 status --db FILE [--json]
-       cloudtrail-s3 retry --db FILE (KEY... | --all-failed)
+       cloudtrail-s3 status (--db FILE | --dynamodb-table NAME) [--json]
+       cloudtrail-s3 retry (--db FILE | --dynamodb-table NAME) (KEY... | --all-failed)
 
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
@@ -64,6 +64,9 @@ process may open a ledger, because two writers would undo each other's work):
                       put failed objects back in line (status open, position kept); KEY
                       is an id as status prints it: s3://BUCKET/KEY or dir:PATH
         --all-failed  every failed object
+  --dynamodb-table NAME [--dynamodb-endpoint URL] [--region R]
+                      in place of --db: a shared ledger ('ledger.dynamodb_table'), read
+                      and changed while shippers run (credentials from the SDK's chain)
   Exit codes: 0 done; 1 the ledger is missing or held by a running shipper, or (retry)
   some KEY was not failed or not known; 2 bad usage.
 ";
@@ -412,6 +415,9 @@ fn operator(command: &str, args: impl Iterator<Item = String>) -> ExitCode {
     use cloudtrail_s3::ops;
 
     let mut db = None;
+    let mut table = None;
+    let mut table_endpoint = None;
+    let mut region = None;
     let mut json = false;
     let mut all_failed = false;
     let mut keys = Vec::new();
@@ -430,6 +436,18 @@ fn operator(command: &str, args: impl Iterator<Item = String>) -> ExitCode {
                 Some(f) => db = Some(PathBuf::from(f)),
                 None => return usage("--db needs a file"),
             },
+            "--dynamodb-table" => match args.next() {
+                Some(t) => table = Some(t),
+                None => return usage("--dynamodb-table needs a table name"),
+            },
+            "--dynamodb-endpoint" => match args.next() {
+                Some(e) => table_endpoint = Some(e),
+                None => return usage("--dynamodb-endpoint needs a URL"),
+            },
+            "--region" => match args.next() {
+                Some(r) => region = Some(r),
+                None => return usage("--region needs a region"),
+            },
             "--json" if command == "status" => json = true,
             "--all-failed" if command == "retry" => all_failed = true,
             flag if flag.starts_with('-') => return usage(&format!("unknown argument '{flag}'")),
@@ -437,9 +455,15 @@ fn operator(command: &str, args: impl Iterator<Item = String>) -> ExitCode {
             other => return usage(&format!("unknown argument '{other}'")),
         }
     }
-    let Some(db) = db else {
-        return usage("--db FILE is required");
+    let (db, shared) = match (db, table) {
+        (Some(_), Some(_)) => return usage("give either --db FILE or --dynamodb-table NAME"),
+        (None, None) => return usage("--db FILE (or --dynamodb-table NAME) is required"),
+        (Some(db), None) => (db, None),
+        (None, Some(t)) => (PathBuf::from(format!("dynamodb:{t}")), Some(t)),
     };
+    if shared.is_none() && (table_endpoint.is_some() || region.is_some()) {
+        return usage("--dynamodb-endpoint and --region go with --dynamodb-table");
+    }
     let selection = match (all_failed, keys.is_empty()) {
         (true, false) => return usage("give either KEY... or --all-failed, not both"),
         (true, true) => Some(ops::Selection::AllFailed),
@@ -448,7 +472,11 @@ fn operator(command: &str, args: impl Iterator<Item = String>) -> ExitCode {
         (false, true) => None,
     };
     let now = cloudtrail_s3::timestamp::EventTime::now().secs();
-    let ledger = match ops::open(&db, now) {
+    let opened = match &shared {
+        Some(t) => ops::open_shared(t, table_endpoint.as_deref(), region.as_deref()),
+        None => ops::open(&db, now),
+    };
+    let ledger = match opened {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cloudtrail-s3 {command}: {e}");

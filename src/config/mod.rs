@@ -466,6 +466,51 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_ledger_is_for_sqs_alone_and_in_place_of_db() {
+        let q = ("sqs.queue_url", "https://sqs.us-east-1.amazonaws.com/1/q");
+        let c = props(&[q, ("ledger.dynamodb_table", "ct-ledger")]).unwrap();
+        let shared = c.shared_ledger.expect("shared");
+        assert_eq!(
+            (shared.table.as_str(), shared.lease_time.as_secs()),
+            ("ct-ledger", 60)
+        );
+        for (pairs, key, says) in [
+            (
+                &[q, ("ledger.dynamodb_table", "tab"), ("bucket", "my-trail")][..],
+                "'ledger.dynamodb_table'",
+                "alone",
+            ),
+            (
+                &[q, ("ledger.dynamodb_table", "tab"), ("db", "/tmp/x")][..],
+                "'ledger.dynamodb_table'",
+                "not both",
+            ),
+            (
+                &[q, ("ledger.dynamodb_table", "no spaces")][..],
+                "'ledger.dynamodb_table'",
+                "table name",
+            ),
+            (
+                &[
+                    q,
+                    ("ledger.dynamodb_table", "tab"),
+                    ("ledger.lease_time", "2"),
+                ][..],
+                "'ledger.lease_time'",
+                "between",
+            ),
+            (
+                &[q, ("ledger.dynamodb_endpoint", "http://x")][..],
+                "'ledger.dynamodb_endpoint'",
+                "needs",
+            ),
+        ] {
+            let err = props(pairs).unwrap_err();
+            assert!(err.contains(key) && err.contains(says), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
     fn a_non_aws_queue_url_names_the_sqs_endpoint() {
         let sqs = |pairs: &[(&str, &str)]| {
             let Source::S3(s3) = props(pairs).unwrap().source else {

@@ -2,9 +2,10 @@
 //! prefix has got, how far behind it is, what failed and what waits to be tried again) and
 //! `retry` (put failed objects back in line).
 //!
-//! Both open the ledger itself, so they need the shipper stopped: the ledger takes one
+//! Both open the ledger file itself, so they need the shipper stopped: the file takes one
 //! process at a time, since two writers would undo each other's work. [`open`] says so
-//! plainly rather than waiting or reading a file that changes under it.
+//! plainly rather than waiting or reading a file that changes under it. A shared ledger
+//! table ([`open_shared`]) is read and changed while shippers run.
 
 use std::fmt;
 use std::io::Read;
@@ -95,6 +96,33 @@ pub fn open(path: &Path, now: u32) -> Result<Ledger, OpenError> {
         LedgerError::InUse { path } => OpenError::InUse(path),
         e => OpenError::Ledger(e),
     })
+}
+
+/// Opens a shared ledger table (`ledger.dynamodb_table`) for an operator command. Unlike
+/// the file, the table may be read and changed while shippers run: every change is a
+/// conditional write, and `retry` clears an object's lease so any shipper takes it.
+pub fn open_shared(
+    table: &str,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<Ledger, OpenError> {
+    use crate::ledger::shared::{DynamoTable, SharedLedger};
+    let t = DynamoTable::open_existing(table, endpoint, region).map_err(|e| {
+        OpenError::Ledger(LedgerError::Shared {
+            table: table.to_string(),
+            reason: e.0,
+        })
+    })?;
+    // Commits never come from here: the lease time and how long done rows are kept only
+    // matter to shippers.
+    let shared = SharedLedger::new(
+        Box::new(t),
+        table,
+        std::time::Duration::from_secs(60),
+        0,
+        None,
+    );
+    Ledger::with_shared(shared).map_err(OpenError::Ledger)
 }
 
 /// The parts of a CloudTrail prefix id `s3://BUCKET/[P/]AWSLogs/[o-ORG/]ACCOUNT/KIND/REGION/`

@@ -117,3 +117,98 @@ fn a_graceful_stop_hands_a_half_shipped_object_to_the_next_shipper() {
         "no ledger errors"
     );
 }
+
+/// Runs `cloudtrail-s3 COMMAND --dynamodb-table TABLE …` against the test server.
+fn operator(args: &[&str], table: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .arg(args[0])
+        .args(["--dynamodb-table", table])
+        .args(["--dynamodb-endpoint", server::endpoint()])
+        .args(["--region", "us-east-1"])
+        .args(&args[1..])
+        .env("AWS_ACCESS_KEY_ID", server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", server::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_and_retry_read_and_change_the_shared_table_while_a_shipper_runs() {
+    let bucket = server::bucket("shared-ops");
+    let q = queue("shared-ops");
+    notify_bucket(&bucket, &q);
+    let table = table("ops");
+    let props = sqs_props(
+        &q,
+        &[
+            ("ledger.dynamodb_table", &table),
+            ("sqs.max_receive_count", "1"),
+        ],
+    );
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inst = Plugin::load().start(&props).expect("init");
+    let bad = "AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10/111122223333_CloudTrail_us-east-1_20230710T1200Z_notgzip000000001.json.gz";
+    server::put(&bucket, bad, b"not gzip at all".to_vec());
+    let good = &data::objects()[0];
+    server::put(&bucket, &good.key, good.gz.clone());
+    let records = inst.collect_until(Duration::from_secs(60), |r| r.len() >= good.events().len());
+    assert_eq!(records.len(), good.events().len());
+    let id = format!("s3://{bucket}/{bad}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        inst.collect();
+        let out = operator(&["status", "--json"], &table);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let failed = report["failed"].as_array().unwrap().clone();
+        if failed.iter().any(|f| f["id"] == id.as_str()) {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(report["ledger"], format!("dynamodb:{table}"));
+    let failed = &report["failed"][0];
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a CloudTrail log file"),
+        "{failed:#}"
+    );
+    assert_eq!(report["counts"]["done"], 1, "{report:#}");
+    // Put back in line while the shipper runs: any shipper may take it now.
+    let out = operator(&["retry", &id], &table);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = operator(&["status", "--json"], &table);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["id"] == id.as_str()),
+        "{report:#}"
+    );
+    // A table that does not exist is refused plainly, not created.
+    let out = operator(&["status"], "no-such-ledger-table");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(inst);
+}

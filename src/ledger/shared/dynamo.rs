@@ -67,6 +67,35 @@ fn fail(what: &str, e: impl std::error::Error) -> TableError {
 impl DynamoTable {
     /// Opens the table, creating it when missing and waiting until it is active.
     pub fn open(client: Client, name: &str) -> Result<Self, TableError> {
+        Self::open_with(|_| Ok(client), name, true)
+    }
+
+    /// Opens an existing table for an operator's command (`status`, `retry`): credentials
+    /// and region from the SDK's default chain (or `region`), at `endpoint` when given.
+    pub fn open_existing(
+        name: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Self, TableError> {
+        Self::open_with(
+            |rt| {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(r) = region {
+                    loader = loader.region(aws_config::Region::new(r.to_string()));
+                }
+                let sdk = rt.block_on(loader.load());
+                Ok(crate::aws::client::dynamodb(&sdk, endpoint, None))
+            },
+            name,
+            false,
+        )
+    }
+
+    fn open_with(
+        client: impl FnOnce(&tokio::runtime::Runtime) -> Result<Client, TableError>,
+        name: &str,
+        create: bool,
+    ) -> Result<Self, TableError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cloudtrail-s3-ledger")
@@ -74,13 +103,13 @@ impl DynamoTable {
             .build()
             .map_err(|e| TableError(format!("starting the ledger's thread: {e}")))?;
         let t = Self {
-            client,
+            client: client(&runtime)?,
             name: name.to_string(),
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             requests: Requests::default(),
         };
-        t.block(t.ensure())?;
+        t.block(t.ensure(create))?;
         Ok(t)
     }
 
@@ -105,7 +134,7 @@ impl DynamoTable {
         }
     }
 
-    async fn ensure(&self) -> Result<(), TableError> {
+    async fn ensure(&self, create: bool) -> Result<(), TableError> {
         let described = self
             .client
             .describe_table()
@@ -118,6 +147,12 @@ impl DynamoTable {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
+                if !create {
+                    return Err(TableError(format!(
+                        "table {} does not exist (check the name: it is the 'ledger.dynamodb_table' setting, and the region)",
+                        self.name
+                    )));
+                }
                 self.create().await?;
             }
             Err(e) => return Err(fail(&format!("describing table {}", self.name), e)),
@@ -142,6 +177,9 @@ impl DynamoTable {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !create {
+            return Ok(());
         }
         let ttl = self
             .client

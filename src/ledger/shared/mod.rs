@@ -72,7 +72,14 @@ pub struct SharedLedger {
     clock: Monotonic,
     held: Mutex<HashMap<String, Held>>,
     seen: Mutex<HashMap<String, Seen>>,
+    /// Rows just read by [`SharedLedger::entry`], taken by the claim that usually follows
+    /// (an SQS message is looked at, then claimed): one read per object, not two. A row
+    /// changed in between only costs a conflict and a re-read.
+    recent: Mutex<HashMap<String, Row>>,
 }
+
+/// Rows kept in `recent` at most (claims take them at once; this only bounds a leak).
+const RECENT_LIMIT: usize = 10_000;
 
 impl std::fmt::Debug for SharedLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +121,7 @@ impl SharedLedger {
             clock,
             held: Mutex::default(),
             seen: Mutex::default(),
+            recent: Mutex::default(),
         }
     }
 
@@ -168,10 +176,21 @@ impl SharedLedger {
         mut decide: impl FnMut(Option<&Row>) -> Step<T>,
     ) -> Result<T, LedgerError> {
         let mut copy = self.held().get(id).map(|h| h.row.clone());
+        if copy.is_none() {
+            copy = self
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+        }
         for _ in 0..MAX_TRIES {
             let current = match copy.take() {
                 Some(r) => Some(r),
-                None => self.table.get(id).map_err(|e| self.err(e))?,
+                None => {
+                    let fresh = self.table.get(id).map_err(|e| self.err(e))?;
+                    self.refresh(id, fresh.as_ref());
+                    fresh
+                }
             };
             match decide(current.as_ref()) {
                 Step::Keep(t) => return Ok(t),
@@ -205,6 +224,22 @@ impl SharedLedger {
         ))))
     }
 
+    /// Keeps this shipper's copy of a row it holds up to date with a fresh read, and drops
+    /// it when the read shows the row is no longer this shipper's.
+    fn refresh(&self, id: &str, fresh: Option<&Row>) {
+        let mut held = self.held();
+        match fresh {
+            Some(r) if self.mine(r) => {
+                if let Some(h) = held.get_mut(id) {
+                    h.row = r.clone();
+                }
+            }
+            _ => {
+                held.remove(id);
+            }
+        }
+    }
+
     fn mine(&self, row: &Row) -> bool {
         row.owner.as_deref() == Some(self.me.as_str())
     }
@@ -217,12 +252,21 @@ impl SharedLedger {
         Ok(u32::try_from(v).unwrap_or(now))
     }
 
+    /// The entry of `id`: this shipper's copy while it holds the object (only a fenced-out
+    /// owner's late commit can be newer, and that costs a repeat, never a loss), else read.
     pub fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
-        Ok(self
-            .table
-            .get(id)
-            .map_err(|e| self.err(e))?
-            .map(|r| r.entry))
+        if let Some(h) = self.held().get(id) {
+            return Ok(Some(h.row.entry.clone()));
+        }
+        let row = self.table.get(id).map_err(|e| self.err(e))?;
+        if let Some(r) = &row {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() >= RECENT_LIMIT {
+                recent.clear();
+            }
+            recent.insert(id.to_string(), r.clone());
+        }
+        Ok(row.map(|r| r.entry))
     }
 
     fn claim_one(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
