@@ -22,4 +22,5 @@ mod regressions;
 mod server;
 mod shared;
 mod simulation;
+mod simulation_shared;
 mod sqs;

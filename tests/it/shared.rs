@@ -99,9 +99,20 @@ fn a_graceful_stop_hands_a_half_shipped_object_to_the_next_shipper() {
         dynamodb()
             .get_item()
             .table_name(&table)
+            // Partition: the object's region prefix; sort: the rest of its key.
             .key(
-                "id",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("s3://{bucket}/{}", big.key)),
+                "p",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                    "s3://{bucket}/AWSLogs/111122223333/CloudTrail/us-east-1/"
+                )),
+            )
+            .key(
+                "k",
+                aws_sdk_dynamodb::types::AttributeValue::S(
+                    big.key
+                        .trim_start_matches("AWSLogs/111122223333/CloudTrail/us-east-1/")
+                        .to_string(),
+                ),
             )
             .consistent_read(true)
             .send(),

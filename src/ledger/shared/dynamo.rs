@@ -1,10 +1,14 @@
 //! The shared ledger's rows in a DynamoDB table.
 //!
-//! One item per object, keyed `id`: `ver` (the row version every write is conditioned on),
+//! One item per object, keyed by its account/kind/region prefix `p` (partition) and the
+//! rest of its key `k` (sort), so that one `Query` reads every row of a prefix (what a
+//! listing split among shippers will need) and no partition is hot (a region's prefix gets
+//! a file every few minutes). The item carries its whole `id`, `ver` (the row version every
+//! write is conditioned on),
 //! `e` (the entry's bytes, as the local ledger stores them), `own` and `lc` (the lease),
 //! `exp` (the TTL attribute: done rows only). Open rows also carry `q` = `open` and `due`
 //! (their `not_before`), which put them in the sparse index `open-due`: a requeue queries
-//! the open rows alone, never the whole table. Settings are items keyed `~setting/NAME`.
+//! the open rows alone, never the whole table. Settings are items in partition `~setting`.
 //!
 //! The table is created on first start when missing (on-demand billing, TTL on `exp`).
 //! Calls block the calling thread: the ledger's API is synchronous (the local ledger is a
@@ -27,7 +31,35 @@ use super::super::entry::Entry;
 use super::table::{Row, Table, TableError};
 
 const INDEX: &str = "open-due";
-const SETTING: &str = "~setting/";
+const SETTING: &str = "~setting";
+
+/// The partition and sort key of an object id: `s3://BUCKET/…/ACCOUNT/KIND/REGION/` and
+/// the rest, or the bucket and the whole key for a key outside CloudTrail's layout.
+fn split(id: &str) -> (String, String) {
+    if let Some((bucket, key)) = id.strip_prefix("s3://").and_then(|r| r.split_once('/')) {
+        if let Some(prefix) = crate::layout::region_prefix(key)
+            && key.len() > prefix.len()
+        {
+            return (
+                format!("s3://{bucket}/{prefix}"),
+                key[prefix.len()..].to_string(),
+            );
+        }
+        if !key.is_empty() {
+            return (format!("s3://{bucket}/"), key.to_string());
+        }
+    }
+    // Key attributes may not be empty strings.
+    (id.to_string(), ".".to_string())
+}
+
+fn key_of(id: &str) -> HashMap<String, AttributeValue> {
+    let (p, k) = split(id);
+    HashMap::from([
+        ("p".to_string(), AttributeValue::S(p)),
+        ("k".to_string(), AttributeValue::S(k)),
+    ])
+}
 
 /// Requests made, by kind: the cost the README's formula predicts.
 #[derive(Debug, Default)]
@@ -48,6 +80,29 @@ pub struct DynamoTable {
     handle: tokio::runtime::Handle,
     runtime: Option<tokio::runtime::Runtime>,
     pub requests: Requests,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_are_partitioned_by_their_region_prefix() {
+        let id = "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/2023/07/10/f.json.gz";
+        assert_eq!(
+            super::split(id),
+            (
+                "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/".to_string(),
+                "2023/07/10/f.json.gz".to_string()
+            )
+        );
+        assert_eq!(
+            super::split("s3://b/other/f.json.gz"),
+            ("s3://b/".to_string(), "other/f.json.gz".to_string())
+        );
+        assert_eq!(
+            super::split("dir:x"),
+            ("dir:x".to_string(), ".".to_string())
+        );
+    }
 }
 
 impl Drop for DynamoTable {
@@ -249,10 +304,12 @@ impl DynamoTable {
             .client
             .create_table()
             .table_name(&self.name)
-            .attribute_definitions(attr("id", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("p", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("k", ScalarAttributeType::S)?)
             .attribute_definitions(attr("q", ScalarAttributeType::S)?)
             .attribute_definitions(attr("due", ScalarAttributeType::N)?)
-            .key_schema(key("id", KeyType::Hash)?)
+            .key_schema(key("p", KeyType::Hash)?)
+            .key_schema(key("k", KeyType::Range)?)
             .global_secondary_indexes(index)
             .billing_mode(BillingMode::PayPerRequest)
             .send()
@@ -272,7 +329,7 @@ impl DynamoTable {
 }
 
 fn item(id: &str, row: &Row) -> HashMap<String, AttributeValue> {
-    let mut m = HashMap::new();
+    let mut m = key_of(id);
     m.insert("id".into(), AttributeValue::S(id.into()));
     m.insert("ver".into(), AttributeValue::N(row.version.to_string()));
     m.insert("e".into(), AttributeValue::B(Blob::new(row.entry.encode())));
@@ -321,7 +378,7 @@ impl Table for DynamoTable {
                 self.client
                     .get_item()
                     .table_name(&self.name)
-                    .key("id", AttributeValue::S(id.into()))
+                    .set_key(Some(key_of(id)))
                     .consistent_read(true)
                     .send(),
             )
@@ -337,7 +394,7 @@ impl Table for DynamoTable {
             .table_name(&self.name)
             .set_item(Some(item(id, r)));
         req = match expected {
-            None => req.condition_expression("attribute_not_exists(id)"),
+            None => req.condition_expression("attribute_not_exists(p)"),
             Some(v) => req
                 .condition_expression("ver = :v")
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
@@ -412,15 +469,20 @@ impl Table for DynamoTable {
     }
 
     fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
-        let id = format!("{SETTING}{name}");
+        let what = format!("setting {name}");
+        let key = HashMap::from([
+            ("p".to_string(), AttributeValue::S(SETTING.into())),
+            ("k".to_string(), AttributeValue::S(name.into())),
+        ]);
+        let mut item = key.clone();
+        item.insert("val".into(), AttributeValue::N(value.to_string()));
         self.requests.writes.fetch_add(1, Ordering::Relaxed);
         let put = self.block(
             self.client
                 .put_item()
                 .table_name(&self.name)
-                .item("id", AttributeValue::S(id.clone()))
-                .item("val", AttributeValue::N(value.to_string()))
-                .condition_expression("attribute_not_exists(id)")
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(p)")
                 .send(),
         );
         match put {
@@ -428,7 +490,7 @@ impl Table for DynamoTable {
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(fail(&format!("writing {id}"), e)),
+            Err(e) => return Err(fail(&format!("writing {what}"), e)),
         }
         self.requests.reads.fetch_add(1, Ordering::Relaxed);
         let out = self
@@ -436,11 +498,11 @@ impl Table for DynamoTable {
                 self.client
                     .get_item()
                     .table_name(&self.name)
-                    .key("id", AttributeValue::S(id.clone()))
+                    .set_key(Some(key))
                     .consistent_read(true)
                     .send(),
             )
-            .map_err(|e| fail(&format!("reading {id}"), e))?;
+            .map_err(|e| fail(&format!("reading {what}"), e))?;
         Ok(out.item().and_then(|m| number(m, "val")).unwrap_or(value))
     }
 }
