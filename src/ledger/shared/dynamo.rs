@@ -82,29 +82,6 @@ pub struct DynamoTable {
     pub requests: Requests,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rows_are_partitioned_by_their_region_prefix() {
-        let id = "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/2023/07/10/f.json.gz";
-        assert_eq!(
-            super::split(id),
-            (
-                "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/".to_string(),
-                "2023/07/10/f.json.gz".to_string()
-            )
-        );
-        assert_eq!(
-            super::split("s3://b/other/f.json.gz"),
-            ("s3://b/".to_string(), "other/f.json.gz".to_string())
-        );
-        assert_eq!(
-            super::split("dir:x"),
-            ("dir:x".to_string(), ".".to_string())
-        );
-    }
-}
-
 impl Drop for DynamoTable {
     fn drop(&mut self) {
         // Without waiting: the ledger may be dropped on one of the engine's threads,
@@ -504,5 +481,28 @@ impl Table for DynamoTable {
             )
             .map_err(|e| fail(&format!("reading {what}"), e))?;
         Ok(out.item().and_then(|m| number(m, "val")).unwrap_or(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_are_partitioned_by_their_region_prefix() {
+        let id = "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/2023/07/10/f.json.gz";
+        assert_eq!(
+            super::split(id),
+            (
+                "s3://b/AWSLogs/o-1/111122223333/CloudTrail/us-east-1/".to_string(),
+                "2023/07/10/f.json.gz".to_string()
+            )
+        );
+        assert_eq!(
+            super::split("s3://b/other/f.json.gz"),
+            ("s3://b/".to_string(), "other/f.json.gz".to_string())
+        );
+        assert_eq!(
+            super::split("dir:x"),
+            ("dir:x".to_string(), ".".to_string())
+        );
     }
 }
