@@ -57,7 +57,7 @@ use cloudtrail_s3::timestamp::EventTime;
 
 #[allow(dead_code)]
 #[path = "../real/rng.rs"]
-mod rng;
+pub(crate) mod rng;
 use rng::Rng;
 
 const BUCKET: &str = "sim";
@@ -223,10 +223,10 @@ impl LogSink for Quiet {
 }
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn chance(&mut self, per_mille: u64) -> bool {
+    pub(crate) fn chance(&mut self, per_mille: u64) -> bool {
         self.below(1000) < per_mille
     }
 }

@@ -32,25 +32,13 @@ use cloudtrail_s3::engine::handoff::{End, Mark};
 use cloudtrail_s3::ledger::shared::{MemTable, Monotonic, SharedLedger, Table};
 use cloudtrail_s3::ledger::{Backoff, Claimable, Honour, Status};
 
-#[allow(dead_code)]
-#[path = "../real/rng.rs"]
-mod rng;
-use rng::Rng;
+use crate::simulation::rng::Rng;
 
 const LEASE: Duration = Duration::from_secs(10);
 const VISIBILITY_MS: u64 = 30_000;
 const OBJECTS: usize = 30;
 /// Wall-clock seconds at the start (claims and backoffs are judged in wall seconds).
 const BASE: u32 = 1_700_000_000;
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// A planted bug, to show the checks catch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
