@@ -70,14 +70,18 @@ pub async fn clients(cfg: &S3Source) -> (Client, aws_config::SdkConfig) {
 }
 
 /// A DynamoDB client for the shared ledger: the S3 settings' region and credentials, at
-/// `endpoint` when one is given (else the S3 `endpoint`, so one test server serves both).
-pub fn dynamodb(
-    sdk: &aws_config::SdkConfig,
-    endpoint: Option<&str>,
-    s3_endpoint: Option<&str>,
-) -> aws_sdk_dynamodb::Client {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
-    if let Some(e) = endpoint.or(s3_endpoint) {
+/// `endpoint` when one is given. Its own short timeouts: a ledger request is small, and one
+/// that hangs holds up commits and lease renewals (other shippers would take the objects
+/// over after the lease time).
+pub fn dynamodb(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .build(),
+    );
+    if let Some(e) = endpoint {
         builder = builder.endpoint_url(e);
     }
     aws_sdk_dynamodb::Client::from_conf(builder.build())

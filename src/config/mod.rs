@@ -446,7 +446,12 @@ mod tests {
         ];
         let implicit = format!("{:?}", props(&base).unwrap());
         let mut explicit: Vec<(&str, &str)> = base.to_vec();
-        explicit.extend(KEYS.iter().filter_map(|k| Some((k.name, k.default?))));
+        // The shared ledger's keys go with a table, which this base has none of.
+        explicit.extend(
+            KEYS.iter()
+                .filter(|k| !k.name.starts_with("ledger."))
+                .filter_map(|k| Some((k.name, k.default?))),
+        );
         assert_eq!(format!("{:?}", props(&explicit).unwrap()), implicit);
         for k in KEYS {
             let Some(d) = k.default else { continue };
@@ -502,6 +507,11 @@ mod tests {
             (
                 &[q, ("ledger.dynamodb_endpoint", "http://x")][..],
                 "'ledger.dynamodb_endpoint'",
+                "needs",
+            ),
+            (
+                &[q, ("ledger.lease_time", "60")][..],
+                "'ledger.lease_time'",
                 "needs",
             ),
         ] {

@@ -380,11 +380,16 @@ impl Settings {
                 })
             }
         };
-        if shared_ledger.is_none() && self.ledger_dynamodb_endpoint.is_some() {
-            return Err(bad(
-                "ledger.dynamodb_endpoint",
-                "needs 'ledger.dynamodb_table'",
-            ));
+        if shared_ledger.is_none() {
+            if self.ledger_dynamodb_endpoint.is_some() {
+                return Err(bad(
+                    "ledger.dynamodb_endpoint",
+                    "needs 'ledger.dynamodb_table'",
+                ));
+            }
+            if self.ledger_lease_time.is_some() {
+                return Err(bad("ledger.lease_time", "needs 'ledger.dynamodb_table'"));
+            }
         }
 
         Ok(Config {

@@ -334,15 +334,51 @@ impl Core {
                 // shipper's to finish. The table answers for it (if that shipper dies,
                 // its lease expires and a requeue here or elsewhere takes it over), so
                 // the message need not wait: waiting would only climb its receive count.
+                let mut unsettled = false;
                 for o in &candidates {
-                    if !claimed.contains(&*o.id) && self.ledger.held_elsewhere(&o.id) {
+                    if claimed.contains(&*o.id)
+                        || !pending.contains(&o.id)
+                        || self.ledger.is_inflight(&o.id)
+                    {
+                        continue;
+                    }
+                    if self.ledger.held_elsewhere(&o.id) {
                         pending.remove(&o.id);
                         elsewhere.push((o.id.clone(), 0));
+                        // Counted and logged at info with the message's verdict (entrusted).
                         self.log.debug(format_args!(
-                            "sqs message {}: {} is being shipped by another shipper on the shared ledger",
+                            "sqs message {}: {} is being shipped by another shipper on the shared ledger, which answers for it: the message is not needed",
                             m.message_id, o.id
                         ));
+                        continue;
                     }
+                    // Neither claimed here nor held elsewhere: finished (by another shipper,
+                    // since it was looked at), or not claimable now (a failed read of the
+                    // ledger, a stop under way). Look again rather than wait for a commit
+                    // that will not come here.
+                    match self.ledger.entry(&o.id) {
+                        Ok(Some(e)) if e.status == Status::Done => {
+                            pending.remove(&o.id);
+                        }
+                        Ok(Some(e)) if e.status == Status::Failed => {
+                            pending.remove(&o.id);
+                            failed.push((o.id.clone(), e.reason));
+                        }
+                        _ => unsettled = true,
+                    }
+                }
+                if unsettled {
+                    for o in &send {
+                        self.ledger.let_go(&o.id);
+                    }
+                    self.log.info(format_args!(
+                        "sqs message {}: an object could not be claimed now; the message goes back to the queue for another try",
+                        m.message_id
+                    ));
+                    return (
+                        Vec::new(),
+                        Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
+                    );
                 }
             }
             Err(e) => {

@@ -47,13 +47,9 @@ impl Engine {
             Source::S3(s3) => Some(runtime.block_on(crate::aws::client::clients(s3))),
             Source::Dir(_) => None,
         };
-        let ledger = match (&config.shared_ledger, &clients, &config.source) {
-            (Some(shared), Some((_, sdk)), Source::S3(s3)) => {
-                let client = crate::aws::client::dynamodb(
-                    sdk,
-                    shared.endpoint.as_deref(),
-                    s3.endpoint.as_deref(),
-                );
+        let ledger = match (&config.shared_ledger, &clients) {
+            (Some(shared), Some((_, sdk))) => {
+                let client = crate::aws::client::dynamodb(sdk, shared.endpoint.as_deref());
                 let table =
                     DynamoTable::open(client, &shared.table).map_err(|e| LedgerError::Shared {
                         table: shared.table.clone(),

@@ -410,9 +410,16 @@ pub(super) async fn requeue_loop(
     tx: mpsc::Sender<ObjectRef>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A shared table's open rows are every shipper's objects in flight: read them less
+    // often (each read pages through all of them), at half the lease time.
+    let every = core
+        .config
+        .shared_ledger
+        .as_ref()
+        .map_or(REQUEUE_EVERY, |s| (s.lease_time / 2).max(REQUEUE_EVERY));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(REQUEUE_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
         tokio::select! {

@@ -214,17 +214,23 @@ impl Ledger {
         if objects.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inflight = self.inflight();
         if let Some(sh) = &self.shared {
-            let fresh: Vec<Claimable<'_>> = objects
-                .iter()
-                .filter(|o| !inflight.contains(o.id))
-                .cloned()
-                .collect();
+            // The set is not held across the table's requests (the host's commits need it);
+            // two claims of one object at once here are told apart by the table, where the
+            // second finds the row already this shipper's.
+            let fresh: Vec<Claimable<'_>> = {
+                let inflight = self.inflight();
+                objects
+                    .iter()
+                    .filter(|o| !inflight.contains(o.id))
+                    .cloned()
+                    .collect()
+            };
             let claimed = sh.claim(&fresh, now, backoff)?;
-            inflight.extend(claimed.iter().cloned());
+            self.inflight().extend(claimed.iter().cloned());
             return Ok(claimed);
         }
+        let mut inflight = self.inflight();
         let claimed = self.write_lazy(|txn| {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
@@ -436,10 +442,11 @@ impl Ledger {
     /// Open entries that are due and not in flight: transient failures whose backoff has
     /// passed, objects put back in line, and, after a crash, objects that were in flight.
     pub fn due(&self, now: u32, limit: usize) -> Result<Vec<(String, Entry)>, LedgerError> {
-        let inflight = self.inflight();
         if let Some(sh) = &self.shared {
+            let inflight = self.inflight().clone();
             return sh.due(now, limit, &inflight);
         }
+        let inflight = self.inflight();
         self.read(|txn| {
             let open = txn.open_table(OPEN)?;
             let table = txn.open_table(OBJECTS)?;

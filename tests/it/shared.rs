@@ -69,7 +69,11 @@ fn a_graceful_stop_hands_a_half_shipped_object_to_the_next_shipper() {
     let table = table("stop");
     let props = sqs_props(
         &q,
-        &[("ledger.dynamodb_table", &table), ("batch_bytes", "64K")],
+        &[
+            ("ledger.dynamodb_table", &table),
+            ("ledger.dynamodb_endpoint", server::endpoint()),
+            ("batch_bytes", "64K"),
+        ],
     );
     let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let plugin = Plugin::load();
@@ -156,6 +160,7 @@ fn status_and_retry_read_and_change_the_shared_table_while_a_shipper_runs() {
         &q,
         &[
             ("ledger.dynamodb_table", &table),
+            ("ledger.dynamodb_endpoint", server::endpoint()),
             ("sqs.max_receive_count", "1"),
         ],
     );

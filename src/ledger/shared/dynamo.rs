@@ -116,7 +116,7 @@ impl DynamoTable {
                     loader = loader.region(aws_config::Region::new(r.to_string()));
                 }
                 let sdk = rt.block_on(loader.load());
-                Ok(crate::aws::client::dynamodb(&sdk, endpoint, None))
+                Ok(crate::aws::client::dynamodb(&sdk, endpoint))
             },
             name,
             false,
@@ -388,7 +388,12 @@ impl Table for DynamoTable {
         }
     }
 
-    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError> {
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -406,7 +411,12 @@ impl Table for DynamoTable {
                         .send(),
                 )
                 .map_err(|e| fail("querying open entries", e))?;
-            out.extend(page.items().iter().filter_map(row));
+            out.extend(
+                page.items()
+                    .iter()
+                    .filter_map(row)
+                    .filter(|(id, r)| keep(id, r)),
+            );
             start = page.last_evaluated_key().cloned();
             if start.is_none() || out.len() >= limit {
                 break;

@@ -76,6 +76,9 @@ pub struct SharedLedger {
     /// (an SQS message is looked at, then claimed): one read per object, not two. A row
     /// changed in between only costs a conflict and a re-read.
     recent: Mutex<HashMap<String, Row>>,
+    /// Set by a graceful stop's [`SharedLedger::let_go_all`]: no claim after it, so none
+    /// outlives the stop and waits out the lease time.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Rows kept in `recent` at most (claims take them at once; this only bounds a leak).
@@ -122,6 +125,7 @@ impl SharedLedger {
             held: Mutex::default(),
             seen: Mutex::default(),
             recent: Mutex::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -270,6 +274,9 @@ impl SharedLedger {
     }
 
     fn claim_one(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Claim::Passed);
+        }
         let me = self.me.clone();
         let outcome = self.change(o.id, |row| match row {
             None => Step::Write(
@@ -286,9 +293,10 @@ impl SharedLedger {
             Some(r) if r.entry.not_before > now && honour == Honour::Backoff => {
                 Step::Keep(Claim::Passed)
             }
+            // Already this shipper's (two claims of one object at once here).
+            Some(r) if r.owner.as_deref() == Some(me.as_str()) => Step::Keep(Claim::Passed),
             Some(r) => {
                 if let Some(owner) = r.owner.as_deref()
-                    && owner != me
                     && !self.lease_expired(o.id, owner, r.lease)
                 {
                     return Step::Keep(Claim::Elsewhere);
@@ -470,20 +478,20 @@ impl SharedLedger {
         limit: usize,
         inflight: &HashSet<Arc<str>>,
     ) -> Result<Vec<(String, Entry)>, LedgerError> {
+        // The filter runs while the rows are paged through, so rows other shippers hold
+        // (every object in flight anywhere is open) never crowd out the ones due here.
+        let mut eligible = |id: &str, r: &Row| {
+            !inflight.contains(id)
+                && match r.owner.as_deref() {
+                    None => true,
+                    Some(o) => o == self.me || self.lease_expired(id, o, r.lease),
+                }
+        };
         let rows = self
             .table
-            .open_due(now, limit.saturating_mul(4).max(limit))
+            .open_due(now, limit, &mut eligible)
             .map_err(|e| self.err(e))?;
-        Ok(rows
-            .into_iter()
-            .filter(|(id, _)| !inflight.contains(id.as_str()))
-            .filter(|(id, r)| match r.owner.as_deref() {
-                None => true,
-                Some(o) => o == self.me || self.lease_expired(id, o, r.lease),
-            })
-            .take(limit)
-            .map(|(id, r)| (id, r.entry))
-            .collect())
+        Ok(rows.into_iter().map(|(id, r)| (id, r.entry)).collect())
     }
 
     pub fn entries_under(&self, prefix: &str) -> Result<Vec<(String, Entry)>, LedgerError> {
@@ -499,7 +507,7 @@ impl SharedLedger {
     pub fn open_count(&self) -> Result<u64, LedgerError> {
         let rows = self
             .table
-            .open_due(u32::MAX, usize::MAX)
+            .open_due(u32::MAX, usize::MAX, &mut |_, _| true)
             .map_err(|e| self.err(e))?;
         Ok(rows.len() as u64)
     }
@@ -523,6 +531,8 @@ impl SharedLedger {
     /// Gives up every lease held (a graceful stop), after the last commit. Returns how
     /// many could not be given up (they expire by the lease time instead).
     pub fn let_go_all(&self) -> usize {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let ids: Vec<String> = self.held().keys().cloned().collect();
         ids.iter().filter(|id| self.let_go(id).is_err()).count()
     }
@@ -539,7 +549,9 @@ impl SharedLedger {
             .map(|(id, _)| id.clone())
             .collect();
         let mut lost = Vec::new();
+        let mut failed = None;
         for id in stale {
+            // Each on its own: one failed write must not leave the others unrenewed.
             let kept = self.change(&id, |row| match row {
                 Some(r) if self.mine(r) && !r.entry.is_finished() => {
                     let mut row = r.clone();
@@ -547,16 +559,23 @@ impl SharedLedger {
                     Step::Write(row, true)
                 }
                 _ => Step::Keep(false),
-            })?;
-            if !kept {
-                self.held().remove(&id);
-                lost.push(id);
+            });
+            match kept {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.held().remove(&id);
+                    lost.push(id);
+                }
+                Err(e) => failed = Some(e),
             }
         }
         // Leases seen elsewhere long ago: their objects were finished or taken over.
         let forget_before = now.saturating_sub(self.lease_time * 10);
         self.seen().retain(|_, s| s.since >= forget_before);
-        Ok(lost)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(lost),
+        }
     }
 
     /// Drops this run's leases without writing (a simulated crash in tests).

@@ -49,8 +49,14 @@ pub trait Table: Send + Sync + std::fmt::Debug {
     /// Stores `row` under `id` if the stored row's version is `expected` (`None`: no row).
     /// `Ok(false)` when it was not: another writer came first, and nothing was written.
     fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError>;
-    /// Open rows whose entry is due (`not_before <= now`), at most `limit`.
-    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError>;
+    /// Open rows whose entry is due (`not_before <= now`) and that `keep` accepts, at
+    /// most `limit`: every open row is looked at until `limit` are kept.
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError>;
     /// Every row whose id starts with `prefix`, in id order (operators' commands).
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError>;
     /// The named setting, stored as `value` if it has none yet.
@@ -84,11 +90,17 @@ impl Table for MemTable {
         Ok(true)
     }
 
-    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError> {
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
         let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(rows
             .iter()
             .filter(|(_, r)| r.is_open() && r.entry.not_before <= now)
+            .filter(|(k, r)| keep(k, r))
             .take(limit)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect())
@@ -117,8 +129,13 @@ impl<T: Table + ?Sized> Table for std::sync::Arc<T> {
     fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
         (**self).put(id, expected, row)
     }
-    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError> {
-        (**self).open_due(now, limit)
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        (**self).open_due(now, limit, keep)
     }
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
         (**self).scan(prefix)

@@ -179,8 +179,13 @@ impl Table for Racing {
         }
         self.inner.put(id, expected, row)
     }
-    fn open_due(&self, now: u32, limit: usize) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.open_due(now, limit)
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.open_due(now, limit, keep)
     }
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
         self.inner.scan(prefix)
@@ -341,4 +346,50 @@ fn the_holders_commits_keep_its_lease_alive() {
         a.commit(&[mark("x", p, None)], 100 + p as u32, Backoff::TRANSIENT)
             .unwrap();
     }
+}
+
+#[test]
+fn rows_other_shippers_hold_do_not_crowd_a_dead_owners_out_of_due() {
+    let (t, clock) = (table(), Clock::default());
+    let live = shipper(&t, &clock);
+    let dead = shipper(&t, &clock);
+    let b = shipper(&t, &clock);
+    for i in 0..20 {
+        assert!(claim(&live, &format!("a{i:02}")));
+    }
+    assert!(claim(&dead, "z"));
+    dead.forget_claims();
+    let none = HashSet::new();
+    assert!(
+        b.due(105, 1, &none).unwrap().is_empty(),
+        "first sight of every lease"
+    );
+    clock.advance(30);
+    live.renew().unwrap();
+    clock.advance(30);
+    let due: Vec<String> = b
+        .due(105, 1, &none)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        due,
+        ["z"],
+        "the 20 live rows ahead of it are passed over, not counted"
+    );
+}
+
+#[test]
+fn no_claim_after_a_graceful_stop_and_none_twice_here() {
+    let (t, clock) = (table(), Clock::default());
+    let a = shipper(&t, &clock);
+    assert!(claim(&a, "x"));
+    assert!(!claim(&a, "x"), "already this shipper's");
+    assert_eq!(a.let_go_all(), 0);
+    assert!(
+        !claim(&a, "y"),
+        "stopping: a claim now would outlive the stop"
+    );
+    assert!(a.row("y").unwrap().is_none());
 }
