@@ -228,3 +228,51 @@ fn status_and_retry_read_and_change_the_shared_table_while_a_shipper_runs() {
     );
     drop(inst);
 }
+
+#[test]
+fn a_message_that_comes_back_after_the_commit_ships_nothing_on_another_shipper() {
+    let bucket = server::bucket("shared-again");
+    let q = queue("shared-again");
+    notify_bucket(&bucket, &q);
+    let table = table("again");
+    // A short visibility timeout: a long poll of A still open at the server when A stopped
+    // may take the message, which then comes back to B this soon.
+    let props = sqs_props(
+        &q,
+        &[
+            ("ledger.dynamodb_table", &table),
+            ("ledger.dynamodb_endpoint", server::endpoint()),
+            ("sqs.visibility_timeout_secs", "2"),
+        ],
+    );
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let plugin = Plugin::load();
+    let o = &data::objects()[3];
+    let a = plugin.start(&props).expect("init A");
+    server::put(&bucket, &o.key, o.gz.clone());
+    let shipped = a.collect_until(Duration::from_secs(60), |r| r.len() >= o.events().len());
+    assert_eq!(shipped.len(), o.events().len());
+    crate::sqs::wait_until_empty(&q, &a);
+    drop(a);
+    // The notification again, as after a crash between commit and delete (or a delete
+    // that failed): another shipper receives it.
+    let body = format!(
+        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{}","size":{}}}}}}}]}}"#,
+        o.key,
+        o.gz.len()
+    );
+    crate::sqs::send(&q, &body);
+    let b = plugin.start(&props).expect("init B");
+    // Every record B hands over until its queue is empty, and for a while after.
+    let mut again = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::sqs::messages_in(&q) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the message stayed");
+        again.extend(crate::host::decode(&b.collect().1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    again.extend(b.collect_until(Duration::from_secs(2), |_| false));
+    // A is gone: the queue emptied because B deleted the message, having found the object
+    // done in the shared table.
+    assert!(again.is_empty(), "{} events shipped again", again.len());
+}

@@ -440,3 +440,76 @@ fn notifications_follow_event_kinds() {
         messages_in(&q) == 0
     });
 }
+
+#[test]
+fn a_failing_message_is_quarantined_before_the_queue_moves_it_to_its_dead_letter_queue() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let bucket = server::bucket("sqs-redrive");
+    let dlq = queue("redrive-dlq");
+    let dlq_arn = block_on(
+        sqs()
+            .get_queue_attributes()
+            .queue_url(&dlq)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send(),
+    )
+    .unwrap()
+    .attributes()
+    .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let q = queue("redrive");
+    block_on(
+        sqs()
+            .set_queue_attributes()
+            .queue_url(&q)
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#),
+            )
+            .send(),
+    )
+    .unwrap();
+    notify_bucket(&bucket, &q);
+    let key = "AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10/redrive.json.gz";
+    let mut corrupt = data::gzip(br#"{"Records":[{"eventID":"r"}]}"#);
+    corrupt[2] = 0;
+    server::put(&bucket, key, corrupt);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    // sqs.max_receive_count stays at its default (5), above the queue's threshold (2).
+    let props = sqs_props(
+        &q,
+        &[
+            ("sqs.visibility_timeout_secs", "2"),
+            ("db", db.to_str().unwrap()),
+        ],
+    );
+    let (engine, lines) = start(&props);
+    let url = format!("s3://{bucket}/{key}");
+    wait_for("the quarantine", Duration::from_secs(90), || {
+        if let Some(b) = engine.take(1 << 20, Duration::ZERO) {
+            engine.commit(&b.marks);
+        }
+        lines
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("quarantined after 2 receives") && l.contains(&url))
+    });
+    let lines = lines.0.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("dead-letter queue after 2 receives")),
+        "the start says the threshold was lowered: {lines:#?}"
+    );
+    drop(engine);
+    let entry = crate::engine::ledger_entry(&db, &url);
+    assert!(
+        entry
+            .as_ref()
+            .is_some_and(|e| e.status == cloudtrail_s3::ledger::Status::Failed),
+        "recorded as failed with its reason before SQS moved it: {entry:?}"
+    );
+}

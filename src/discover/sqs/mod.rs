@@ -71,11 +71,52 @@ impl Queue {
         if let Some(e) = &config.endpoint {
             b = b.endpoint_url(e);
         }
-        Self {
+        let mut queue = Self {
             client: Client::from_conf(b.build()),
             config,
             log,
             observe,
+        };
+        queue.within_redrive().await;
+        queue
+    }
+
+    /// Reads the queue's redrive policy: when SQS would move a message to the dead-letter
+    /// queue before `sqs.max_receive_count` receives, a failing message is quarantined at
+    /// the queue's threshold instead, so it is logged with its objects and reasons (and
+    /// recorded in the ledger) before SQS moves it in silence.
+    async fn within_redrive(&mut self) {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let got = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.config.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await;
+        let policy = match got {
+            Ok(out) => out
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+                .cloned(),
+            Err(e) => {
+                let (_, text) = describe(self.op(), &e);
+                self.log.info(format_args!(
+                    "sqs: the queue's redrive policy could not be read ({text}); failing messages are quarantined after sqs.max_receive_count ({}) receives, which must not exceed the queue's own threshold",
+                    self.config.max_receive_count
+                ));
+                return;
+            }
+        };
+        let Some(threshold) = policy.as_deref().and_then(redrive_threshold) else {
+            return;
+        };
+        if threshold < self.config.max_receive_count {
+            self.log.warn(format_args!(
+                "sqs: the queue moves a message to its dead-letter queue after {threshold} receives, before sqs.max_receive_count ({}): failing messages are quarantined after {threshold} receives instead, so each is logged with its reason first",
+                self.config.max_receive_count
+            ));
+            self.config.max_receive_count = threshold;
         }
     }
 
@@ -427,6 +468,15 @@ pub fn receive_backoff(class: ErrorClass, failures: u32) -> Duration {
     }
 }
 
+/// `maxReceiveCount` of a queue's `RedrivePolicy` (a JSON document; the count is a string
+/// or a number).
+fn redrive_threshold(policy: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(policy).ok()?;
+    let n = v.get("maxReceiveCount")?;
+    let n = n.as_u64().or_else(|| n.as_str()?.parse().ok())?;
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,5 +490,16 @@ mod tests {
         for n in 1..10 {
             assert!(receive_backoff(ErrorClass::Transient, n) <= Duration::from_secs(5));
         }
+    }
+
+    #[test]
+    fn the_redrive_threshold_is_read_in_either_form() {
+        let arn = "arn:aws:sqs:us-east-1:1:dlq";
+        let policy = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"3"}}"#);
+        assert_eq!(super::redrive_threshold(&policy), Some(3));
+        let policy = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":4}}"#);
+        assert_eq!(super::redrive_threshold(&policy), Some(4));
+        assert_eq!(super::redrive_threshold("{}"), None);
+        assert_eq!(super::redrive_threshold("not json"), None);
     }
 }
