@@ -442,7 +442,9 @@ pub(super) async fn lease_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>)
     let Some(lease_time) = core.config.shared_ledger.as_ref().map(|s| s.lease_time) else {
         return;
     };
-    let tick = (lease_time / 6).max(Duration::from_millis(500));
+    let Some(tick) = core.ledger.shared().map(|s| s.renew_every()) else {
+        return;
+    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}

@@ -40,8 +40,8 @@ const COPIES: usize = 8;
 /// Events of the big object marked by this eventID prefix.
 const BIG: &str = "\"eventID\":\"big";
 /// Bytes a collect hands over: the big object takes several collects (one a second).
-const BATCH: &str = "1M";
-const LEASE_SECS: u64 = 10;
+const BATCH: &str = "2M";
+const LEASE_SECS: u64 = 5;
 
 /// One object of every bundled event `COPIES` times, with new eventIDs.
 fn big_object() -> data::Object {
@@ -110,7 +110,7 @@ fn two_shippers(fb: &FluentBit, stop: Stop) -> Result<(), Failed> {
             ("ledger.dynamodb_endpoint", &dynamo.endpoint),
             // A killed shipper's held message comes back this soon (its object is taken
             // over through the table sooner, after the lease time).
-            ("sqs.visibility_timeout_secs", "20"),
+            ("sqs.visibility_timeout_secs", "10"),
             ("ledger.lease_time", &LEASE_SECS.to_string()),
         ]);
         let conf = Conf::new()
@@ -218,7 +218,7 @@ fn two_shippers(fb: &FluentBit, stop: Stop) -> Result<(), Failed> {
             assert_eq!(tally.lost(), 0, "{}", tally.summary());
             // What the killed shipper handed its host and had not committed: at most the
             // batches in flight (a collect's batch, and the one being committed).
-            let per_batch = (1usize << 20).div_ceil(1000);
+            let per_batch = (2usize << 20).div_ceil(1000);
             assert!(
                 tally.repeated() <= 2 * per_batch,
                 "{} (bound {})",

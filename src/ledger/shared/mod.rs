@@ -293,10 +293,18 @@ impl SharedLedger {
             Some(r) if r.entry.not_before > now && honour == Honour::Backoff => {
                 Step::Keep(Claim::Passed)
             }
-            // Already this shipper's (two claims of one object at once here).
-            Some(r) if r.owner.as_deref() == Some(me.as_str()) => Step::Keep(Claim::Passed),
+            // Already this shipper's, and held here: a second claim of one object at once.
+            // (A row that names this shipper but is not held here is taken again: a claim
+            // whose write landed although its answer was lost, say a timeout the SDK retried
+            // into a failed condition. Passing it over would leave it to nobody.)
+            Some(r)
+                if r.owner.as_deref() == Some(me.as_str()) && self.held().contains_key(o.id) =>
+            {
+                Step::Keep(Claim::Passed)
+            }
             Some(r) => {
                 if let Some(owner) = r.owner.as_deref()
+                    && owner != me
                     && !self.lease_expired(o.id, owner, r.lease)
                 {
                     return Step::Keep(Claim::Elsewhere);
@@ -341,6 +349,19 @@ impl SharedLedger {
     }
 
     pub fn release(
+        &self,
+        id: &str,
+        reason: &str,
+        backoff: Backoff,
+        now: u32,
+    ) -> Result<u32, LedgerError> {
+        let released = self.release_row(id, reason, backoff, now);
+        // Let go here even when the write failed (see `let_go`).
+        self.held().remove(id);
+        released
+    }
+
+    fn release_row(
         &self,
         id: &str,
         reason: &str,
@@ -515,7 +536,10 @@ impl SharedLedger {
     /// Gives up this shipper's lease on `id` without recording anything else: the next
     /// shipper claims it at once.
     pub fn let_go(&self, id: &str) -> Result<(), LedgerError> {
-        if !self.held().contains_key(id) {
+        // Not held here from now on, whether or not the write below lands: nothing here
+        // works on it any more, so nothing may renew it, and a claim here may take it
+        // again (a row that still names this shipper is retaken when not held).
+        if self.held().remove(id).is_none() {
             return Ok(());
         }
         self.change(id, |row| match row {
@@ -537,6 +561,13 @@ impl SharedLedger {
         ids.iter().filter(|id| self.let_go(id).is_err()).count()
     }
 
+    /// How often [`SharedLedger::renew`] is to be called: with leases renewed once they
+    /// are a third of the lease time old, a lease is at most half the lease time old on
+    /// the holder's clock, which leaves room for clocks that run at different rates.
+    pub fn renew_every(&self) -> Duration {
+        (self.lease_time / 6).max(Duration::from_millis(500))
+    }
+
     /// Renews the leases last written more than a third of the lease time ago. Returns the
     /// objects whose lease another shipper took (this one was too slow to renew).
     pub fn renew(&self) -> Result<Vec<String>, LedgerError> {
@@ -552,19 +583,25 @@ impl SharedLedger {
         let mut failed = None;
         for id in stale {
             // Each on its own: one failed write must not leave the others unrenewed.
+            // `Some(true)`: renewed; `Some(false)`: another shipper holds it now; `None`:
+            // finished or let go here meanwhile (a commit between the list and the write).
             let kept = self.change(&id, |row| match row {
                 Some(r) if self.mine(r) && !r.entry.is_finished() => {
                     let mut row = r.clone();
                     row.lease += 1;
-                    Step::Write(row, true)
+                    Step::Write(row, Some(true))
                 }
-                _ => Step::Keep(false),
+                Some(r) if r.owner.is_some() && !self.mine(r) => Step::Keep(Some(false)),
+                _ => Step::Keep(None),
             });
             match kept {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Some(true)) => {}
+                Ok(Some(false)) => {
                     self.held().remove(&id);
                     lost.push(id);
+                }
+                Ok(None) => {
+                    self.held().remove(&id);
                 }
                 Err(e) => failed = Some(e),
             }

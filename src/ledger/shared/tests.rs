@@ -393,3 +393,60 @@ fn no_claim_after_a_graceful_stop_and_none_twice_here() {
     );
     assert!(a.row("y").unwrap().is_none());
 }
+
+/// A table whose next write lands but answers with an error (a timeout after the write).
+#[derive(Debug)]
+struct LostAnswer {
+    inner: Arc<dyn Table>,
+    lose_next: std::sync::atomic::AtomicBool,
+}
+
+impl Table for LostAnswer {
+    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
+        self.inner.get(id)
+    }
+    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
+        let written = self.inner.put(id, expected, row)?;
+        if self.lose_next.swap(false, Ordering::SeqCst) {
+            return Err(TableError("timed out".into()));
+        }
+        Ok(written)
+    }
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.open_due(now, limit, keep)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.scan(prefix)
+    }
+    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
+        self.inner.setting_or(name, value)
+    }
+}
+
+#[test]
+fn a_claim_whose_answer_was_lost_is_claimed_again_not_left_to_nobody() {
+    let (t, clock) = (table(), Clock::default());
+    let lossy = Arc::new(LostAnswer {
+        inner: t.clone(),
+        lose_next: std::sync::atomic::AtomicBool::new(true),
+    });
+    let a = SharedLedger::new(Box::new(lossy), "t", LEASE, 3600, Some(clock.monotonic()));
+    assert!(
+        a.claim(&[claimable("x")], 100, Honour::Redelivery).is_err(),
+        "the answer was lost"
+    );
+    assert_eq!(
+        t.get("x").unwrap().unwrap().owner.as_deref(),
+        Some(a.owner())
+    );
+    assert!(
+        claim(&a, "x"),
+        "the row names this shipper but nothing here holds it"
+    );
+    assert!(!claim(&a, "x"), "held now: a second claim passes");
+}
