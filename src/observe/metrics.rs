@@ -444,6 +444,14 @@ pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Dis
     );
 }
 
+/// Writes one counter with its help line.
+pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP cloudtrail_s3_{name} {help}\n# TYPE cloudtrail_s3_{name} counter\ncloudtrail_s3_{name} {value}"
+    );
+}
+
 /// Escapes a label value.
 pub fn label(value: &str) -> String {
     value

@@ -20,6 +20,7 @@ mod dynamo;
 mod table;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,71 @@ pub struct SharedLedger {
     /// Set by a graceful stop's [`SharedLedger::let_go_all`]: no claim after it, so none
     /// outlives the stop and waits out the lease time.
     closing: std::sync::atomic::AtomicBool,
+    pub counts: Counts,
+}
+
+/// What the shared ledger did, for `/metrics`: its requests, and the events of its leases.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    /// Writes refused because another write came first (each is re-read and decided again).
+    pub conflicts: AtomicU64,
+    pub queries: AtomicU64,
+    /// Objects taken over from another shipper whose lease expired.
+    pub takeovers: AtomicU64,
+    /// Claims that found another shipper's live lease.
+    pub held_elsewhere: AtomicU64,
+    /// Leases this shipper held that another took over (renewed too late).
+    pub leases_lost: AtomicU64,
+}
+
+impl Counts {
+    /// Each counter with its metric name and help.
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 7] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "ledger_reads_total",
+                "shared ledger rows read",
+                get(&self.reads),
+            ),
+            (
+                "ledger_writes_total",
+                "shared ledger conditional writes",
+                get(&self.writes),
+            ),
+            (
+                "ledger_write_conflicts_total",
+                "shared ledger writes refused because another came first (re-read and decided again)",
+                get(&self.conflicts),
+            ),
+            (
+                "ledger_queries_total",
+                "shared ledger queries of its open rows",
+                get(&self.queries),
+            ),
+            (
+                "ledger_takeovers_total",
+                "objects taken over from a shipper whose lease expired",
+                get(&self.takeovers),
+            ),
+            (
+                "ledger_held_elsewhere_total",
+                "claims that found another shipper's live lease",
+                get(&self.held_elsewhere),
+            ),
+            (
+                "ledger_leases_lost_total",
+                "leases of this shipper that another took over (renewed too late)",
+                get(&self.leases_lost),
+            ),
+        ]
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Rows kept in `recent` at most (claims take them at once; this only bounds a leak).
@@ -97,6 +163,8 @@ impl std::fmt::Debug for SharedLedger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claim {
     Taken,
+    /// Taken from another shipper whose lease expired.
+    TakenOver,
     /// Finished, or waiting out its backoff.
     Passed,
     /// Another shipper holds a live lease on it.
@@ -126,6 +194,7 @@ impl SharedLedger {
             seen: Mutex::default(),
             recent: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            counts: Counts::default(),
         }
     }
 
@@ -191,6 +260,7 @@ impl SharedLedger {
             let current = match copy.take() {
                 Some(r) => Some(r),
                 None => {
+                    bump(&self.counts.reads);
                     let fresh = self.table.get(id).map_err(|e| self.err(e))?;
                     self.refresh(id, fresh.as_ref());
                     fresh
@@ -201,6 +271,7 @@ impl SharedLedger {
                 Step::Write(mut row, t) => {
                     let expected = current.as_ref().map(|r| r.version);
                     row.version = expected.map_or(1, |v| v + 1);
+                    bump(&self.counts.writes);
                     if self
                         .table
                         .put(id, expected, &row)
@@ -220,6 +291,7 @@ impl SharedLedger {
                         }
                         return Ok(t);
                     }
+                    bump(&self.counts.conflicts);
                 }
             }
         }
@@ -262,6 +334,7 @@ impl SharedLedger {
         if let Some(h) = self.held().get(id) {
             return Ok(Some(h.row.entry.clone()));
         }
+        bump(&self.counts.reads);
         let row = self.table.get(id).map_err(|e| self.err(e))?;
         if let Some(r) = &row {
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -303,6 +376,7 @@ impl SharedLedger {
                 Step::Keep(Claim::Passed)
             }
             Some(r) => {
+                let from_other = r.owner.as_deref().is_some_and(|owner| owner != me);
                 if let Some(owner) = r.owner.as_deref()
                     && owner != me
                     && !self.lease_expired(o.id, owner, r.lease)
@@ -312,9 +386,19 @@ impl SharedLedger {
                 let mut row = r.clone();
                 row.owner = Some(me.clone());
                 row.lease += 1;
-                Step::Write(row, Claim::Taken)
+                let taken = if from_other {
+                    Claim::TakenOver
+                } else {
+                    Claim::Taken
+                };
+                Step::Write(row, taken)
             }
         })?;
+        match outcome {
+            Claim::Elsewhere => bump(&self.counts.held_elsewhere),
+            Claim::TakenOver => bump(&self.counts.takeovers),
+            _ => {}
+        }
         if outcome != Claim::Elsewhere {
             self.seen().remove(o.id);
         }
@@ -332,7 +416,7 @@ impl SharedLedger {
         let mut claimed = Vec::new();
         for o in objects {
             match self.claim_one(o, now, honour) {
-                Ok(Claim::Taken) => claimed.push(Arc::<str>::from(o.id)),
+                Ok(Claim::Taken | Claim::TakenOver) => claimed.push(Arc::<str>::from(o.id)),
                 Ok(_) => {}
                 // What was claimed stays claimed (the caller holds it); the rest is found
                 // again by the next redelivery or requeue.
@@ -508,6 +592,7 @@ impl SharedLedger {
                     Some(o) => o == self.me || self.lease_expired(id, o, r.lease),
                 }
         };
+        bump(&self.counts.queries);
         let rows = self
             .table
             .open_due(now, limit, &mut eligible)
@@ -598,6 +683,7 @@ impl SharedLedger {
                 Ok(Some(true)) => {}
                 Ok(Some(false)) => {
                     self.held().remove(&id);
+                    bump(&self.counts.leases_lost);
                     lost.push(id);
                 }
                 Ok(None) => {

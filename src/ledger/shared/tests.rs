@@ -110,6 +110,18 @@ fn a_crashed_shippers_lease_moves_after_the_lease_time_on_the_observers_clock() 
         row.lease, 3,
         "A's claim, A's commit and B's claim each bump the counter"
     );
+    let b_counts: Vec<(&str, u64)> = b
+        .counts
+        .named()
+        .iter()
+        .map(|(n, _, v)| (*n, *v))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    assert!(
+        b_counts.contains(&("ledger_takeovers_total", 1))
+            && b_counts.contains(&("ledger_held_elsewhere_total", 2)),
+        "{b_counts:?}"
+    );
 }
 
 #[test]
