@@ -49,7 +49,7 @@ fn scans(
         S3Lister {
             client: server::client_at(endpoint),
             bucket: bucket.into(),
-            observe: Arc::new(Observe::new(3600)),
+            observe: Arc::new(Observe::new(3600, Default::default())),
         },
         SystemClock,
         Selection::events(

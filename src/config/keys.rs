@@ -148,6 +148,12 @@ pub const KEYS: &[Key] = &[
         "address for /metrics (Prometheus) and /health, e.g. 127.0.0.1:2021",
     ),
     key(
+        "metrics.per_region",
+        Str,
+        Some("silent"),
+        "per account/region series on /metrics: silent (only silent ones), all, or none",
+    ),
+    key(
         "silence_alarm",
         Time,
         Some("3600"),

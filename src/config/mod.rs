@@ -82,6 +82,9 @@ pub struct Settings {
     /// Where to serve `/metrics` and `/health`.
     #[serde(rename = "metrics.listen")]
     pub metrics_listen: Option<String>,
+    /// Which accounts and regions get their own series on `/metrics`.
+    #[serde(rename = "metrics.per_region")]
+    pub metrics_per_region: Option<String>,
     /// Seconds without a new object before an account and region counts as silent.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub silence_alarm: Option<u64>,
@@ -247,6 +250,8 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Quiet time after which an account and region counts as silent (zero: never).
     pub silence_alarm: Duration,
+    /// Which accounts and regions get their own series on `/metrics`.
+    pub per_region: crate::observe::freshness::PerRegion,
     /// How objects whose read was denied are retried.
     pub denied_backoff: Backoff,
     /// Objects last modified before this are skipped, unless the state says otherwise.

@@ -285,6 +285,17 @@ impl Settings {
                 "must be at most 30 days (0 turns it off)",
             ));
         }
+        let per_region = match self.metrics_per_region.as_deref() {
+            None | Some("silent") => crate::observe::freshness::PerRegion::Silent,
+            Some("all") => crate::observe::freshness::PerRegion::All,
+            Some("none") => crate::observe::freshness::PerRegion::None,
+            Some(other) => {
+                return Err(bad(
+                    "metrics.per_region",
+                    format!("'{other}' is none of silent, all, none"),
+                ));
+            }
+        };
         if let Some(addr) = &self.metrics_listen
             && addr.parse::<std::net::SocketAddr>().is_err()
         {
@@ -402,6 +413,7 @@ impl Settings {
             denied_backoff,
             metrics_listen: self.metrics_listen,
             silence_alarm: Duration::from_secs(silence_alarm),
+            per_region,
             start_time,
             db: self.db,
             shared_ledger,

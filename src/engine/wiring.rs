@@ -91,6 +91,7 @@ impl Engine {
         let mut endpoints = String::new();
         let observe = Arc::new(Observe::new(
             u32::try_from(config.silence_alarm.as_secs()).unwrap_or(u32::MAX),
+            config.per_region,
         ));
         // Freshness picks up where the last run left it: each prefix's watermark key names
         // the newest object finished there.

@@ -28,12 +28,27 @@ pub struct Fresh {
     pub silent: bool,
 }
 
+/// Which accounts and regions get their own series on `/metrics` (`metrics.per_region`).
+/// An organization has thousands: four series each made a 2.8 MB page of 34,000 series
+/// at 500 accounts x 17 regions, more than one scrape target should serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PerRegion {
+    /// Only the silent ones, with `silent` and `lag_seconds`: what an alert needs.
+    #[default]
+    Silent,
+    /// Every one, with all four series.
+    All,
+    /// None: the totals alone.
+    None,
+}
+
 /// Freshness of every account and region seen.
 #[derive(Debug)]
 pub struct Freshness {
     map: Mutex<BTreeMap<(String, String), Fresh>>,
     /// Seconds without a new object after which a prefix counts as silent; 0: never.
     alarm: u32,
+    per_region: PerRegion,
 }
 
 impl Freshness {
@@ -41,7 +56,13 @@ impl Freshness {
         Self {
             map: Mutex::default(),
             alarm,
+            per_region: PerRegion::default(),
         }
+    }
+
+    pub fn with_per_region(mut self, per_region: PerRegion) -> Self {
+        self.per_region = per_region;
+        self
     }
 
     fn map(&self) -> MutexGuard<'_, BTreeMap<(String, String), Fresh>> {
@@ -107,9 +128,59 @@ impl Freshness {
             .collect()
     }
 
-    /// The per account and region gauges.
+    /// The totals over every account and region, then the per account and region gauges
+    /// that `metrics.per_region` keeps.
     pub fn render(&self, now: u32, out: &mut String) {
-        let rows = self.snapshot();
+        let all = self.snapshot();
+        let silent = all.iter().filter(|(_, _, f)| f.silent).count();
+        let totals: [(&str, &str, u64); 5] = [
+            (
+                "regions_watched",
+                "accounts x regions that have shipped",
+                all.len() as u64,
+            ),
+            (
+                "regions_silent",
+                "accounts x regions with nothing new for silence_alarm",
+                silent as u64,
+            ),
+            (
+                "lag_seconds_max",
+                "seconds since the newest object shipped landed in S3, at the account and region furthest behind",
+                all.iter()
+                    .filter(|(_, _, f)| f.newest_object > 0)
+                    .map(|(_, _, f)| u64::from(now.saturating_sub(f.newest_object)))
+                    .max()
+                    .unwrap_or(0),
+            ),
+            (
+                "newest_event_time_seconds_max",
+                "newest eventTime shipped, any account and region, Unix seconds",
+                all.iter()
+                    .map(|(_, _, f)| u64::from(f.newest_event))
+                    .max()
+                    .unwrap_or(0),
+            ),
+            (
+                "newest_object_time_seconds_max",
+                "LastModified of the newest object shipped, any account and region, Unix seconds",
+                all.iter()
+                    .map(|(_, _, f)| u64::from(f.newest_object))
+                    .max()
+                    .unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in totals {
+            crate::observe::metrics::gauge(out, name, help, value);
+        }
+        let rows: Vec<_> = match self.per_region {
+            PerRegion::All => all,
+            PerRegion::Silent => all.into_iter().filter(|(_, _, f)| f.silent).collect(),
+            PerRegion::None => Vec::new(),
+        };
+        if rows.is_empty() {
+            return;
+        }
         let series: [Series; 4] = [
             (
                 "newest_event_time_seconds",
@@ -132,7 +203,11 @@ impl Freshness {
                 |f, _| u8::from(f.silent).to_string(),
             ),
         ];
-        for (name, help, value) in series {
+        // Silent ones alone: what the silence and lag alerts read.
+        let keep = |name: &str| {
+            self.per_region == PerRegion::All || matches!(name, "silent" | "lag_seconds")
+        };
+        for (name, help, value) in series.into_iter().filter(|(n, _, _)| keep(n)) {
             let _ = writeln!(
                 out,
                 "# HELP cloudtrail_s3_{name} {help}\n# TYPE cloudtrail_s3_{name} gauge"
@@ -174,7 +249,51 @@ mod tests {
         assert_eq!(text.matches("delivering again").count(), 1, "{text}");
         let mut out = String::new();
         f.render(800, &mut out);
+        assert!(
+            !out.contains("region=\"us-east-1\""),
+            "delivering again: no series of its own by default\n{out}"
+        );
+        assert!(out.contains("cloudtrail_s3_lag_seconds_max 10\n"), "{out}");
+        let f = f.with_per_region(PerRegion::All);
+        let mut out = String::new();
+        f.render(800, &mut out);
         assert!(out.contains("cloudtrail_s3_lag_seconds{account=\"1\",region=\"us-east-1\"} 10\n"));
+    }
+
+    #[test]
+    fn the_series_count_follows_the_setting_not_the_organization() {
+        let log = Logger::new(std::sync::Arc::new(
+            crate::log::tests_support::Lines::default(),
+        ));
+        let series = |per_region: PerRegion| {
+            let f = Freshness::new(600).with_per_region(per_region);
+            // 500 accounts x 17 regions; three regions silent.
+            for a in 0..500 {
+                for r in 0..17 {
+                    let key = format!("AWSLogs/{a:012}/CloudTrail/r{r}/2023/07/10/x.json.gz");
+                    let landed = if a == 7 && r < 3 { 100 } else { 1_000 };
+                    f.record(&key, landed, landed);
+                }
+            }
+            f.check(1_000, &log);
+            let mut out = String::new();
+            f.render(1_000, &mut out);
+            let lines = out.lines().filter(|l| !l.starts_with('#')).count();
+            (lines, out.len())
+        };
+        let (silent, _) = series(PerRegion::Silent);
+        assert_eq!(
+            silent,
+            5 + 2 * 3,
+            "five totals, silent and lag for each silent region"
+        );
+        assert_eq!(series(PerRegion::None).0, 5);
+        let (all, bytes) = series(PerRegion::All);
+        assert_eq!(all, 5 + 4 * 500 * 17);
+        assert!(
+            bytes > 1 << 20,
+            "the whole organization is over a megabyte: {bytes}"
+        );
     }
 
     #[test]

@@ -198,7 +198,10 @@ fn sqs_sample_settings_are_valid() {
 fn prometheus_rules_use_only_metrics_the_engine_renders() {
     use serde_yaml_ng::Value;
 
-    let observe = cloudtrail_s3::observe::Observe::new(60);
+    // The default `metrics.per_region`: per account and region series for silent ones only,
+    // which is what the silence and lag alerts read (a region lagging past the lag alert's
+    // two hours is silent at the default `silence_alarm` of one).
+    let observe = cloudtrail_s3::observe::Observe::new(60, Default::default());
     let mut rendered = String::new();
     observe.metrics.render(&mut rendered);
     observe.freshness.record(
@@ -206,6 +209,10 @@ fn prometheus_rules_use_only_metrics_the_engine_renders() {
         1_795_000_000,
         1_795_000_100,
     );
+    let quiet = cloudtrail_s3::log::Logger::new(std::sync::Arc::new(
+        cloudtrail_s3::log::StderrSink(cloudtrail_s3::log::Level::Error),
+    ));
+    observe.freshness.check(1_795_000_200, &quiet);
     observe.freshness.render(1_795_000_200, &mut rendered);
     let mut names: std::collections::BTreeSet<String> = rendered
         .lines()

@@ -382,7 +382,11 @@ fn conf(
 ) -> std::path::PathBuf {
     let mut input = s3_input("cloudtrail", "ct", bucket, endpoint);
     input.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    input.extend(section(&[("metrics.listen", addr)]));
+    // Every account and region's own series, to check each (the default keeps silent ones).
+    input.extend(section(&[
+        ("metrics.listen", addr),
+        ("metrics.per_region", "all"),
+    ]));
     input.extend(section(extra));
     Conf::new()
         .input(input)
@@ -538,6 +542,10 @@ fn counters(fb: &FluentBit) -> Result<(), Failed> {
     assert!(
         s.prefixes().is_superset(&want),
         "a series per good prefix: {report}"
+    );
+    assert!(
+        s.c("regions_watched") as usize >= want.len() && s.c("regions_silent") == 0,
+        "the totals: {report}"
     );
     for ((account, region), (event, object)) in &newest {
         let p = (account.as_str(), region.as_str());
