@@ -206,7 +206,7 @@ fn run(config: Config, http: Option<HttpConfig>, args: &Args) -> anyhow::Result<
     if args.exit_with_parent {
         watch_parent(stop.clone(), parent_gone.clone(), log.clone());
     }
-    let has_db = config.db.is_some();
+    let has_db = config.db.is_some() || config.shared_ledger.is_some();
     let Some(mut engine) = start_engine(config, encoder, &log, &stop)? else {
         return Ok(());
     };

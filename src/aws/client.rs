@@ -74,13 +74,16 @@ pub async fn clients(cfg: &S3Source) -> (Client, aws_config::SdkConfig) {
 /// that hangs holds up commits and lease renewals (other shippers would take the objects
 /// over after the lease time).
 pub fn dynamodb(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .read_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(10))
-            .build(),
-    );
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(2));
     if let Some(e) = endpoint {
         builder = builder.endpoint_url(e);
     }

@@ -196,9 +196,12 @@ impl Engine {
     /// Objects the ledger holds open: found, not shipped yet (waiting out a backoff after a
     /// transient failure, or interrupted). Reads the whole ledger: for exit, not per batch.
     pub fn open_objects(&self) -> u64 {
-        if self.core.ledger.shared().is_some() {
-            // A shared table's open rows are mostly other shippers': count this run's.
-            return self.core.ledger.inflight_count() as u64;
+        if let Some(shared) = self.core.ledger.shared() {
+            // A shared table's open rows held by other live shippers are theirs: count the
+            // ones nobody else holds (released here for a retry, or given up).
+            return shared
+                .open_unheld()
+                .unwrap_or(self.core.ledger.inflight_count() as u64);
         }
         self.core.ledger.counts().map_or(0, |(open, _, _)| open)
     }

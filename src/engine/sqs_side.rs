@@ -375,6 +375,12 @@ impl Core {
                         "sqs message {}: an object could not be claimed now; the message goes back to the queue for another try",
                         m.message_id
                     ));
+                    self.last_receive(
+                        &m,
+                        max_receive_count,
+                        &candidates,
+                        "its objects could not be claimed",
+                    );
                     return (
                         Vec::new(),
                         Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
@@ -388,6 +394,7 @@ impl Core {
                     "sqs message {}: {e}; handed back to the queue for another try",
                     m.message_id
                 ));
+                self.last_receive(&m, max_receive_count, &candidates, &e.to_string());
                 return (
                     Vec::new(),
                     Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
@@ -411,6 +418,22 @@ impl Core {
             elsewhere,
         );
         (send, verdict)
+    }
+
+    /// A message handed back although it has been received as often as the queue allows:
+    /// the next hand-back may be its last before SQS moves it to the dead-letter queue, so
+    /// each object it names is logged at error with the reason (nothing in the ledger says
+    /// so when the ledger is what fails).
+    fn last_receive(&self, m: &Received, max_receive_count: u32, objects: &[ObjectRef], why: &str) {
+        if m.receive_count < max_receive_count {
+            return;
+        }
+        for o in objects {
+            self.log.error(format_args!(
+                "sqs message {}: received {} times and {why}: {} may go to the queue's dead-letter queue unshipped; redrive it from there once this is fixed",
+                m.message_id, m.receive_count, o.id
+            ));
+        }
     }
 
     /// How a notified object is forgotten once shipped: `None` for a key under a prefix the

@@ -63,7 +63,10 @@ impl Core {
                     "{e}; the {} objects of this batch will be shipped again",
                     marks.len()
                 ));
-                for m in marks {
+                // Only the finished ones: an object whose worker is still splitting keeps its
+                // claim (and a shared ledger's lease), so nobody else ships it meanwhile; its
+                // next commit carries the position on.
+                for m in marks.iter().filter(|m| m.end.is_some()) {
                     self.ledger.let_go(&m.id);
                 }
                 false
@@ -417,11 +420,16 @@ pub(super) async fn requeue_loop(
         .shared_ledger
         .as_ref()
         .map_or(REQUEUE_EVERY, |s| (s.lease_time / 2).max(REQUEUE_EVERY));
+    // The first pass at once: a short run (`--once`) must see what waits in the ledger.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
         }
+        first = false;
         tokio::select! {
             _ = core.wait_unpaused() => {}
             _ = stop.changed() => return,

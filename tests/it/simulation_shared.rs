@@ -302,7 +302,8 @@ impl World {
         }
         let own = |w: &World| w.now() * w.shippers[s].rate / 1000;
         if self.bug != Bug::NoRequeue
-            && own(self).saturating_sub(self.shippers[s].last_requeue) >= 2000
+            && own(self).saturating_sub(self.shippers[s].last_requeue)
+                >= (LEASE.as_millis() as u64 / 2).max(2000)
         {
             self.shippers[s].last_requeue = own(self);
             self.requeue(s);
@@ -499,12 +500,19 @@ impl World {
                 .unwrap()
                 .commit(&marks, wall, Backoff::TRANSIENT);
         if committed.is_err() {
-            // As the engine does: the objects are let go, to be found again and shipped
-            // again from the last position the table has (a repeat, never a loss).
+            // As the engine does: the finished objects are let go, to be found again and
+            // shipped again from the last position the table has (a repeat, never a loss);
+            // the others keep their lease, and their next commit carries the position on.
             self.log.push(format!(
-                "{now}: shipper {s} commit failed; lets its objects go"
+                "{now}: shipper {s} commit failed; lets its finished objects go"
             ));
-            for f in std::mem::take(&mut self.shippers[s].flights) {
+            let events = &self.events;
+            let (ended, going): (Vec<Flight>, Vec<Flight>) =
+                std::mem::take(&mut self.shippers[s].flights)
+                    .into_iter()
+                    .partition(|f| f.delivered == events[f.object]);
+            self.shippers[s].flights = going;
+            for f in ended {
                 for e in f.committed..f.delivered {
                     self.allowance[f.object][e as usize] += 1;
                 }
@@ -572,6 +580,11 @@ impl World {
         let ledger = self.shippers[s].ledger.take().unwrap();
         ledger.let_go_all();
         for f in std::mem::take(&mut self.shippers[s].flights) {
+            // Left uncommitted only when the stop's commit failed: a repeat, as the engine
+            // logs it.
+            for e in f.committed..f.delivered {
+                self.allowance[f.object][e as usize] += 1;
+            }
             if let Some((m, receipt)) = f.message
                 && let Some(msg) = self.messages[m].as_mut()
                 && msg.receipt == receipt

@@ -101,7 +101,7 @@ impl Queue {
                 .cloned(),
             Err(e) => {
                 let (_, text) = describe(self.op(), &e);
-                self.log.info(format_args!(
+                self.log.warn(format_args!(
                     "sqs: the queue's redrive policy could not be read ({text}); failing messages are quarantined after sqs.max_receive_count ({}) receives, which must not exceed the queue's own threshold",
                     self.config.max_receive_count
                 ));

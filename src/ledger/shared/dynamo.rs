@@ -360,7 +360,15 @@ impl Table for DynamoTable {
                     .send(),
             )
             .map_err(|e| fail(&format!("reading {id}"), e))?;
-        Ok(out.item().and_then(row).map(|(_, r)| r))
+        match out.item() {
+            None => Ok(None),
+            // Not "no row": a create would fail its condition for ever.
+            Some(item) => row(item).map(|(_, r)| Some(r)).ok_or_else(|| {
+                TableError(format!(
+                    "the row of {id} is not in a form this version reads (a newer release's, or damaged)"
+                ))
+            }),
+        }
     }
 
     fn put(&self, id: &str, expected: Option<u64>, r: &Row) -> Result<bool, TableError> {

@@ -80,6 +80,9 @@ pub struct SharedLedger {
     /// Set by a graceful stop's [`SharedLedger::let_go_all`]: no claim after it, so none
     /// outlives the stop and waits out the lease time.
     closing: std::sync::atomic::AtomicBool,
+    /// Objects whose claim is under way here: a second claim of one at once (a requeue and
+    /// a message) passes instead of racing the first to the table, where both would win.
+    claiming: Mutex<std::collections::HashSet<String>>,
     pub counts: Counts,
 }
 
@@ -194,6 +197,7 @@ impl SharedLedger {
             seen: Mutex::default(),
             recent: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            claiming: Mutex::default(),
             counts: Counts::default(),
         }
     }
@@ -350,6 +354,23 @@ impl SharedLedger {
         if self.closing.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(Claim::Passed);
         }
+        if !self
+            .claiming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(o.id.to_string())
+        {
+            return Ok(Claim::Passed);
+        }
+        let outcome = self.claim_row(o, now, honour);
+        self.claiming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(o.id);
+        outcome
+    }
+
+    fn claim_row(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
         let me = self.me.clone();
         let outcome = self.change(o.id, |row| match row {
             None => Step::Write(
@@ -614,6 +635,19 @@ impl SharedLedger {
         let rows = self
             .table
             .open_due(u32::MAX, usize::MAX, &mut |_, _| true)
+            .map_err(|e| self.err(e))?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Open rows that no other live shipper holds: what this shipper could still ship (the
+    /// count `--once` reports at its end).
+    pub fn open_unheld(&self) -> Result<u64, LedgerError> {
+        bump(&self.counts.queries);
+        let rows = self
+            .table
+            .open_due(u32::MAX, usize::MAX, &mut |_, r| {
+                r.owner.as_deref().is_none_or(|o| o == self.me)
+            })
             .map_err(|e| self.err(e))?;
         Ok(rows.len() as u64)
     }
