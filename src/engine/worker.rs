@@ -60,7 +60,7 @@ impl Core {
                 // The host has the events, the ledger does not know: the objects are let
                 // go, to be found again and shipped again (repeated, never lost).
                 self.log.error(format_args!(
-                    "{e}; the {} objects of this batch will be shipped again",
+                    "{e}; of this batch's {} objects, those it finished are let go and shipped again from their last committed position, the others go on and their next commit covers this batch",
                     marks.len()
                 ));
                 // Only the finished ones: an object whose worker is still splitting keeps its
