@@ -238,9 +238,22 @@ impl DynamoTable {
                 .send()
                 .await
             {
-                // Another shipper starting at the same moment turned it on first.
-                let msg = DisplayErrorContext(&e).to_string();
-                if !msg.contains("already enabled") {
+                // Another shipper starting at the same moment may have turned it on first:
+                // look again rather than read the error's words.
+                let now_on = self
+                    .client
+                    .describe_time_to_live()
+                    .table_name(&self.name)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|d| {
+                        d.time_to_live_description()
+                            .and_then(|t| t.attribute_name())
+                            .map(|a| a == "exp")
+                    })
+                    .unwrap_or(false);
+                if !now_on {
                     return Err(fail(
                         &format!("turning on the TTL of table {}", self.name),
                         e,

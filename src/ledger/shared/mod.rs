@@ -439,10 +439,14 @@ impl SharedLedger {
             match self.claim_one(o, now, honour) {
                 Ok(Claim::Taken | Claim::TakenOver) => claimed.push(Arc::<str>::from(o.id)),
                 Ok(_) => {}
-                // What was claimed stays claimed (the caller holds it); the rest is found
-                // again by the next redelivery or requeue.
-                Err(e) if claimed.is_empty() => return Err(e),
-                Err(_) => break,
+                // All or nothing: the caller logs the error with its message or listing and
+                // hands it back; what this call claimed is given up, to be found again.
+                Err(e) => {
+                    for id in &claimed {
+                        let _ = self.let_go(id);
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(claimed)

@@ -462,3 +462,53 @@ fn a_claim_whose_answer_was_lost_is_claimed_again_not_left_to_nobody() {
     );
     assert!(!claim(&a, "x"), "held now: a second claim passes");
 }
+
+/// A table whose `n`-th write fails before it lands.
+#[derive(Debug)]
+struct FailNth {
+    inner: Arc<dyn Table>,
+    n: AtomicU64,
+}
+
+impl Table for FailNth {
+    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
+        self.inner.get(id)
+    }
+    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            return Err(TableError("connection reset".into()));
+        }
+        self.inner.put(id, expected, row)
+    }
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.open_due(now, limit, keep)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.scan(prefix)
+    }
+    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
+        self.inner.setting_or(name, value)
+    }
+}
+
+#[test]
+fn a_claim_that_fails_part_way_gives_back_what_it_took() {
+    let (t, clock) = (table(), Clock::default());
+    let failing = FailNth {
+        inner: t.clone(),
+        n: AtomicU64::new(2),
+    };
+    let a = SharedLedger::new(Box::new(failing), "t", LEASE, 3600, Some(clock.monotonic()));
+    let err = a
+        .claim(&[claimable("x"), claimable("y")], 100, Honour::Redelivery)
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert_eq!(t.get("x").unwrap().unwrap().owner, None, "x given back");
+    assert!(t.get("y").unwrap().is_none());
+    assert!(claim(&a, "x") && claim(&a, "y"), "both claimable again");
+}
