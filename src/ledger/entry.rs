@@ -51,6 +51,59 @@ impl Entry {
         }
     }
 
+    /// Another failed try: the attempts grow and the next waits out `backoff` for them.
+    /// Returns the wait.
+    pub fn back_off(&mut self, reason: &str, backoff: super::Backoff, now: u32) -> u32 {
+        self.attempts = self.attempts.saturating_add(1);
+        let wait = backoff.secs(self.attempts);
+        self.not_before = now.saturating_add(wait);
+        self.reason = reason.to_string();
+        wait
+    }
+
+    /// What a commit says of an open entry: its position rises to `position`, and `end`
+    /// finishes it or backs it off (`abandoned`). Returns the status it finished with.
+    pub fn apply(
+        &mut self,
+        position: u64,
+        end: Option<&crate::engine::handoff::End>,
+        now: u32,
+        abandoned: super::Backoff,
+    ) -> Option<Status> {
+        use crate::engine::handoff::End;
+        self.position = self.position.max(position);
+        match end? {
+            End::Done => {
+                self.status = Status::Done;
+                self.reason.clear();
+            }
+            End::Failed(reason) => {
+                self.status = Status::Failed;
+                self.reason = reason.clone();
+            }
+            End::Abandoned(reason) => {
+                self.back_off(reason, abandoned, now);
+                return None;
+            }
+        }
+        self.changed_at = now;
+        Some(self.status)
+    }
+
+    /// Puts a failed entry back in line (open, no backoff, position kept). `false` when it
+    /// was not failed.
+    pub fn put_back(&mut self, now: u32) -> bool {
+        if self.status != Status::Failed {
+            return false;
+        }
+        self.status = Status::Open;
+        self.attempts = 0;
+        self.not_before = 0;
+        self.changed_at = now;
+        self.reason = format!("put back in line (was: {})", self.reason);
+        true
+    }
+
     pub fn is_finished(&self) -> bool {
         self.status != Status::Open
     }

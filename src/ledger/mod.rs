@@ -30,7 +30,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 pub use entry::{Entry, Status};
 use marks::{below_forget_line, time_key};
 
-use crate::engine::handoff::{End, Mark};
+use crate::engine::handoff::Mark;
 
 /// Object id -> encoded [`Entry`].
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -296,10 +296,7 @@ impl Ledger {
             if e.is_finished() {
                 return Ok(0);
             }
-            e.attempts = e.attempts.saturating_add(1);
-            let wait = backoff.secs(e.attempts);
-            e.not_before = now.saturating_add(wait);
-            e.reason = reason.to_string();
+            let wait = e.back_off(reason, backoff, now);
             table.insert(id, e.encode().as_slice())?;
             txn.open_table(OPEN)?.insert(id, ())?;
             Ok(wait)
@@ -350,26 +347,10 @@ impl Ledger {
                 if e.is_finished() {
                     continue;
                 }
-                e.position = e.position.max(m.position);
-                match &m.end {
-                    None => {}
-                    Some(End::Done) => {
-                        e.status = Status::Done;
-                        e.reason.clear();
-                        e.changed_at = now;
-                        out.done += 1;
-                    }
-                    Some(End::Failed(reason)) => {
-                        e.status = Status::Failed;
-                        e.reason = reason.clone();
-                        e.changed_at = now;
-                        out.failed += 1;
-                    }
-                    Some(End::Abandoned(reason)) => {
-                        e.attempts = e.attempts.saturating_add(1);
-                        e.not_before = now.saturating_add(abandoned.secs(e.attempts));
-                        e.reason = reason.clone();
-                    }
+                match e.apply(m.position, m.end.as_ref(), now, abandoned) {
+                    Some(Status::Done) => out.done += 1,
+                    Some(Status::Failed) => out.failed += 1,
+                    _ => {}
                 }
                 if e.is_finished() {
                     open.remove(&*m.id)?;
@@ -417,14 +398,9 @@ impl Ledger {
                 else {
                     continue;
                 };
-                if e.status != Status::Failed {
+                if !e.put_back(now) {
                     continue;
                 }
-                e.status = Status::Open;
-                e.attempts = 0;
-                e.not_before = 0;
-                e.changed_at = now;
-                e.reason = format!("put back in line (was: {})", e.reason);
                 table.insert(id.as_str(), e.encode().as_slice())?;
                 open.insert(id.as_str(), ())?;
                 n += 1;
@@ -598,6 +574,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    pub(super) use crate::engine::handoff::End;
 
     pub(super) fn mark(id: &str, events: u64, position: u64, end: Option<End>) -> Mark {
         Mark {

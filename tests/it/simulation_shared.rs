@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cloudtrail_s3::engine::handoff::{End, Mark};
-use cloudtrail_s3::ledger::shared::{MemTable, Monotonic, Row, SharedLedger, Table, TableError};
+use cloudtrail_s3::ledger::shared::{Hooked, MemTable, Monotonic, SharedLedger, Table, TableError};
 use cloudtrail_s3::ledger::{Backoff, Claimable, Honour, Status};
 
 use crate::simulation::rng::Rng;
@@ -80,7 +80,9 @@ struct World {
     t: Arc<AtomicU64>,
     table: Arc<MemTable>,
     /// Half the seeds lose or fail 1.5% of writes; the other half none.
-    lossy: Arc<Lossy>,
+    lossy: Arc<dyn Table>,
+    /// Whether this seed's table loses writes.
+    loses: bool,
     events: Vec<u64>,
     messages: Vec<Option<Message>>,
     /// Messages not yet sent: (time, object).
@@ -115,58 +117,26 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
-/// The shared table as a network shows it: now and then a write's answer is lost after
-/// the write landed (a timeout), or the write fails before it lands. Reads always answer.
-#[derive(Debug)]
-struct Lossy {
-    inner: Arc<MemTable>,
-    state: AtomicU64,
-    /// Writes in a thousand that land with their answer lost, and that fail outright.
-    landed_unanswered: u64,
-    failed: u64,
-}
-
-impl Lossy {
-    fn draw(&self) -> u64 {
-        // splitmix64 over a shared counter: deterministic for one seed's sequence of writes.
-        let mut z = self
-            .state
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst)
-            .wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % 1000
-    }
-}
-
-impl Table for Lossy {
-    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
-        self.inner.get(id)
-    }
-    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
-        let d = self.draw();
-        if d < self.failed {
-            return Err(TableError("connection reset".into()));
-        }
-        let written = self.inner.put(id, expected, row)?;
-        if d < self.failed + self.landed_unanswered {
-            return Err(TableError("timed out after the write".into()));
-        }
-        Ok(written)
-    }
-    fn open_due(
-        &self,
-        now: u32,
-        limit: usize,
-        keep: &mut dyn FnMut(&str, &Row) -> bool,
-    ) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.open_due(now, limit, keep)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.scan(prefix)
-    }
-    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
-        self.inner.setting_or(name, value)
+/// The shared table as a network shows it: on a losing seed, 10 writes in a thousand land
+/// with their answer lost (a timeout) and 5 fail before they land. Reads always answer.
+fn lossy(table: &Arc<MemTable>, seed: u64, loses: bool) -> Hooked {
+    let draws = std::sync::Mutex::new(Rng::seeded(seed));
+    Hooked {
+        inner: table.clone(),
+        hook: Box::new(move |_, put| {
+            if !loses {
+                return put();
+            }
+            let d = draws.lock().unwrap().below(1000);
+            if d < 5 {
+                return Err(TableError("connection reset".into()));
+            }
+            let written = put()?;
+            if d < 15 {
+                return Err(TableError("timed out after the write".into()));
+            }
+            Ok(written)
+        }),
     }
 }
 
@@ -191,18 +161,14 @@ impl World {
         let n = 1 + rng.below(4) as usize;
         let table = Arc::new(MemTable::default());
         let loses = rng.chance(500);
-        let lossy = Arc::new(Lossy {
-            inner: table.clone(),
-            state: AtomicU64::new(seed),
-            landed_unanswered: if loses { 10 } else { 0 },
-            failed: if loses { 5 } else { 0 },
-        });
+        let lossy: Arc<dyn Table> = Arc::new(lossy(&table, seed, loses));
         let mut w = World {
             rng,
             bug,
             t: Arc::new(AtomicU64::new(0)),
             table,
             lossy,
+            loses,
             deliveries: events.iter().map(|&e| vec![0; e as usize]).collect(),
             allowance: events.iter().map(|&e| vec![0; e as usize]).collect(),
             events,
@@ -330,7 +296,7 @@ impl World {
             if !lost.is_empty() {
                 self.log
                     .push(format!("{now}: shipper {s} lost leases {lost:?}"));
-                if self.lossy.failed == 0 {
+                if !self.loses {
                     self.lost_leases += lost.len();
                 } else {
                     // Renewals that failed twice in a row: the engine warns and keeps

@@ -16,20 +16,22 @@
 //! Every write names the version it read ([`Table::put`]); a conflict re-reads and decides
 //! again, so two shippers never both believe they hold an object.
 
+mod counts;
 mod dynamo;
 mod table;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+pub use counts::Counts;
+use counts::bump;
 pub use dynamo::DynamoTable;
-pub use table::{MemTable, Row, Table, TableError};
+pub use table::{Hook, Hooked, MemTable, Put, Row, Table, TableError};
 
 use super::entry::{Entry, Status};
 use super::{Backoff, Claimable, Committed, Honour, LedgerError};
-use crate::engine::handoff::{End, Mark};
+use crate::engine::handoff::Mark;
 
 /// Conflicting writes in a row before a change gives up (each is a re-read and a retry;
 /// more than a few means the row is fought over, which the rules should not allow).
@@ -84,70 +86,6 @@ pub struct SharedLedger {
     /// a message) passes instead of racing the first to the table, where both would win.
     claiming: Mutex<std::collections::HashSet<String>>,
     pub counts: Counts,
-}
-
-/// What the shared ledger did, for `/metrics`: its requests, and the events of its leases.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
-    /// Writes refused because another write came first (each is re-read and decided again).
-    pub conflicts: AtomicU64,
-    pub queries: AtomicU64,
-    /// Objects taken over from another shipper whose lease expired.
-    pub takeovers: AtomicU64,
-    /// Claims that found another shipper's live lease.
-    pub held_elsewhere: AtomicU64,
-    /// Leases this shipper held that another took over (renewed too late).
-    pub leases_lost: AtomicU64,
-}
-
-impl Counts {
-    /// Each counter with its metric name and help.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 7] {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
-            (
-                "ledger_reads_total",
-                "shared ledger rows read",
-                get(&self.reads),
-            ),
-            (
-                "ledger_writes_total",
-                "shared ledger conditional writes",
-                get(&self.writes),
-            ),
-            (
-                "ledger_write_conflicts_total",
-                "shared ledger writes refused because another came first (re-read and decided again)",
-                get(&self.conflicts),
-            ),
-            (
-                "ledger_queries_total",
-                "shared ledger queries of its open rows",
-                get(&self.queries),
-            ),
-            (
-                "ledger_takeovers_total",
-                "objects taken over from a shipper whose lease expired",
-                get(&self.takeovers),
-            ),
-            (
-                "ledger_held_elsewhere_total",
-                "claims that found another shipper's live lease",
-                get(&self.held_elsewhere),
-            ),
-            (
-                "ledger_leases_lost_total",
-                "leases of this shipper that another took over (renewed too late)",
-                get(&self.leases_lost),
-            ),
-        ]
-    }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Rows kept in `recent` at most (claims take them at once; this only bounds a leak).
@@ -488,11 +426,7 @@ impl SharedLedger {
             if row.entry.is_finished() {
                 return Step::Keep(0);
             }
-            let e = &mut row.entry;
-            e.attempts = e.attempts.saturating_add(1);
-            let wait = backoff.secs(e.attempts);
-            e.not_before = now.saturating_add(wait);
-            e.reason = reason.to_string();
+            let wait = row.entry.back_off(reason, backoff, now);
             if self.mine(&row) {
                 row.owner = None;
             }
@@ -520,32 +454,12 @@ impl SharedLedger {
                 if row.entry.is_finished() {
                     return Step::Keep(None);
                 }
-                let e = &mut row.entry;
-                if m.end.is_none() && e.position >= m.position {
+                if m.end.is_none() && row.entry.position >= m.position {
                     return Step::Keep(None);
                 }
-                e.position = e.position.max(m.position);
-                let mut ended = None;
-                match &m.end {
-                    None => {}
-                    Some(End::Done) => {
-                        e.status = Status::Done;
-                        e.reason.clear();
-                        e.changed_at = now;
-                        row.expires = Some(now.saturating_add(self.keep_done));
-                        ended = Some(Status::Done);
-                    }
-                    Some(End::Failed(reason)) => {
-                        e.status = Status::Failed;
-                        e.reason = reason.clone();
-                        e.changed_at = now;
-                        ended = Some(Status::Failed);
-                    }
-                    Some(End::Abandoned(reason)) => {
-                        e.attempts = e.attempts.saturating_add(1);
-                        e.not_before = now.saturating_add(abandoned.secs(e.attempts));
-                        e.reason = reason.clone();
-                    }
+                let ended = row.entry.apply(m.position, m.end.as_ref(), now, abandoned);
+                if ended == Some(Status::Done) {
+                    row.expires = Some(now.saturating_add(self.keep_done));
                 }
                 if self.mine(&row) {
                     if m.end.is_some() {
@@ -584,12 +498,7 @@ impl SharedLedger {
             let put_back = self.change(&id, |row| match row {
                 Some(r) if r.entry.status == Status::Failed => {
                     let mut row = r.clone();
-                    let e = &mut row.entry;
-                    e.status = Status::Open;
-                    e.attempts = 0;
-                    e.not_before = 0;
-                    e.changed_at = now;
-                    e.reason = format!("put back in line (was: {})", e.reason);
+                    row.entry.put_back(now);
                     row.owner = None;
                     row.expires = None;
                     Step::Write(row, true)

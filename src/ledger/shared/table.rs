@@ -144,3 +144,48 @@ impl<T: Table + ?Sized> Table for std::sync::Arc<T> {
         (**self).setting_or(name, value)
     }
 }
+
+/// The real write, handed to a [`Hooked`] table's hook.
+pub type Put<'a> = &'a dyn Fn() -> Result<bool, TableError>;
+
+/// Decides around the real write.
+pub type Hook = Box<dyn Fn(&str, Put<'_>) -> Result<bool, TableError> + Send + Sync>;
+
+/// A table whose writes go through a hook that decides around the real one: tests and the
+/// simulation make writes fail, lose their answer after landing, or let another shipper's
+/// step run first. Reads go straight through.
+pub struct Hooked {
+    pub inner: std::sync::Arc<dyn Table>,
+    pub hook: Hook,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Table for Hooked {
+    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
+        self.inner.get(id)
+    }
+    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
+        (self.hook)(id, &|| self.inner.put(id, expected, row))
+    }
+    fn open_due(
+        &self,
+        now: u32,
+        limit: usize,
+        keep: &mut dyn FnMut(&str, &Row) -> bool,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.open_due(now, limit, keep)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.scan(prefix)
+    }
+    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
+        self.inner.setting_or(name, value)
+    }
+}

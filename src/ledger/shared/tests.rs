@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::engine::handoff::End;
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -167,65 +168,34 @@ fn a_stale_owner_learns_it_lost_the_lease_and_its_progress_still_counts() {
 }
 
 type StepFn = Box<dyn FnOnce() + Send>;
+type Steps = Arc<Mutex<Vec<StepFn>>>;
 
 /// A table that lets another shipper's step run between a read and the write after it.
-struct Racing {
-    inner: Arc<dyn Table>,
-    before_put: Mutex<Vec<StepFn>>,
-}
-
-impl std::fmt::Debug for Racing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Racing")
-    }
-}
-
-impl Table for Racing {
-    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
-        self.inner.get(id)
-    }
-    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
-        let step = self.before_put.lock().unwrap().pop();
-        if let Some(step) = step {
-            step();
-        }
-        self.inner.put(id, expected, row)
-    }
-    fn open_due(
-        &self,
-        now: u32,
-        limit: usize,
-        keep: &mut dyn FnMut(&str, &Row) -> bool,
-    ) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.open_due(now, limit, keep)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.scan(prefix)
-    }
-    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
-        self.inner.setting_or(name, value)
-    }
+fn racing(inner: &Arc<dyn Table>) -> (Hooked, Steps) {
+    let steps: Steps = Arc::default();
+    let queued = steps.clone();
+    let table = Hooked {
+        inner: inner.clone(),
+        hook: Box::new(move |_, put| {
+            let step = queued.lock().unwrap().pop();
+            if let Some(step) = step {
+                step();
+            }
+            put()
+        }),
+    };
+    (table, steps)
 }
 
 #[test]
 fn two_claims_of_a_new_object_at_once_give_it_to_one_shipper() {
     let (t, clock) = (table(), Clock::default());
     let a = Arc::new(shipper(&t, &clock));
-    let racing = Arc::new(Racing {
-        inner: t.clone(),
-        before_put: Mutex::default(),
-    });
-    let b = SharedLedger::new(
-        Box::new(racing.clone()),
-        "t",
-        LEASE,
-        3600,
-        Some(clock.monotonic()),
-    );
+    let (racing, steps) = racing(&t);
+    let b = SharedLedger::new(Box::new(racing), "t", LEASE, 3600, Some(clock.monotonic()));
     // B reads no row; before its write lands, A claims the object.
     let a2 = a.clone();
-    racing
-        .before_put
+    steps
         .lock()
         .unwrap()
         .push(Box::new(move || assert!(claim(&a2, "x"))));
@@ -240,24 +210,15 @@ fn two_claims_of_a_new_object_at_once_give_it_to_one_shipper() {
 #[test]
 fn a_commit_racing_a_takeover_rereads_and_loses_nothing() {
     let (t, clock) = (table(), Clock::default());
-    let racing = Arc::new(Racing {
-        inner: t.clone(),
-        before_put: Mutex::default(),
-    });
-    let a = SharedLedger::new(
-        Box::new(racing.clone()),
-        "t",
-        LEASE,
-        3600,
-        Some(clock.monotonic()),
-    );
+    let (racing, steps) = racing(&t);
+    let a = SharedLedger::new(Box::new(racing), "t", LEASE, 3600, Some(clock.monotonic()));
     let b = Arc::new(shipper(&t, &clock));
     assert!(claim(&a, "x"));
     assert!(!claim(&b, "x"));
     clock.advance(60);
     // A's commit reads its own copy; B takes the row over before A's write lands.
     let b2 = b.clone();
-    racing.before_put.lock().unwrap().push(Box::new(move || {
+    steps.lock().unwrap().push(Box::new(move || {
         assert!(claim(&b2, "x"));
         b2.commit(&[mark("x", 10, None)], 101, Backoff::TRANSIENT)
             .unwrap();
@@ -406,47 +367,21 @@ fn no_claim_after_a_graceful_stop_and_none_twice_here() {
     assert!(a.row("y").unwrap().is_none());
 }
 
-/// A table whose next write lands but answers with an error (a timeout after the write).
-#[derive(Debug)]
-struct LostAnswer {
-    inner: Arc<dyn Table>,
-    lose_next: std::sync::atomic::AtomicBool,
-}
-
-impl Table for LostAnswer {
-    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
-        self.inner.get(id)
-    }
-    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
-        let written = self.inner.put(id, expected, row)?;
-        if self.lose_next.swap(false, Ordering::SeqCst) {
-            return Err(TableError("timed out".into()));
-        }
-        Ok(written)
-    }
-    fn open_due(
-        &self,
-        now: u32,
-        limit: usize,
-        keep: &mut dyn FnMut(&str, &Row) -> bool,
-    ) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.open_due(now, limit, keep)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.scan(prefix)
-    }
-    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
-        self.inner.setting_or(name, value)
-    }
-}
-
 #[test]
 fn a_claim_whose_answer_was_lost_is_claimed_again_not_left_to_nobody() {
     let (t, clock) = (table(), Clock::default());
-    let lossy = Arc::new(LostAnswer {
+    // The next write lands but answers with an error (a timeout after the write).
+    let lose_next = std::sync::atomic::AtomicBool::new(true);
+    let lossy = Hooked {
         inner: t.clone(),
-        lose_next: std::sync::atomic::AtomicBool::new(true),
-    });
+        hook: Box::new(move |_, put| {
+            let written = put()?;
+            if lose_next.swap(false, Ordering::SeqCst) {
+                return Err(TableError("timed out".into()));
+            }
+            Ok(written)
+        }),
+    };
     let a = SharedLedger::new(Box::new(lossy), "t", LEASE, 3600, Some(clock.monotonic()));
     assert!(
         a.claim(&[claimable("x")], 100, Honour::Redelivery).is_err(),
@@ -463,45 +398,19 @@ fn a_claim_whose_answer_was_lost_is_claimed_again_not_left_to_nobody() {
     assert!(!claim(&a, "x"), "held now: a second claim passes");
 }
 
-/// A table whose `n`-th write fails before it lands.
-#[derive(Debug)]
-struct FailNth {
-    inner: Arc<dyn Table>,
-    n: AtomicU64,
-}
-
-impl Table for FailNth {
-    fn get(&self, id: &str) -> Result<Option<Row>, TableError> {
-        self.inner.get(id)
-    }
-    fn put(&self, id: &str, expected: Option<u64>, row: &Row) -> Result<bool, TableError> {
-        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            return Err(TableError("connection reset".into()));
-        }
-        self.inner.put(id, expected, row)
-    }
-    fn open_due(
-        &self,
-        now: u32,
-        limit: usize,
-        keep: &mut dyn FnMut(&str, &Row) -> bool,
-    ) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.open_due(now, limit, keep)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError> {
-        self.inner.scan(prefix)
-    }
-    fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
-        self.inner.setting_or(name, value)
-    }
-}
-
 #[test]
 fn a_claim_that_fails_part_way_gives_back_what_it_took() {
     let (t, clock) = (table(), Clock::default());
-    let failing = FailNth {
+    // The second write fails before it lands.
+    let n = AtomicU64::new(2);
+    let failing = Hooked {
         inner: t.clone(),
-        n: AtomicU64::new(2),
+        hook: Box::new(move |_, put| {
+            if n.fetch_sub(1, Ordering::SeqCst) == 1 {
+                return Err(TableError("connection reset".into()));
+            }
+            put()
+        }),
     };
     let a = SharedLedger::new(Box::new(failing), "t", LEASE, 3600, Some(clock.monotonic()));
     let err = a
