@@ -476,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_ledger_is_for_sqs_alone_and_in_place_of_db() {
+    fn a_shared_ledger_is_for_s3_in_the_cloudtrail_layout_and_in_place_of_db() {
         let q = ("sqs.queue_url", "https://sqs.us-east-1.amazonaws.com/1/q");
         let c = props(&[q, ("ledger.dynamodb_table", "ct-ledger")]).unwrap();
         let shared = c.shared_ledger.expect("shared");
@@ -484,11 +484,30 @@ mod tests {
             (shared.table.as_str(), shared.lease_time.as_secs()),
             ("ct-ledger", 60)
         );
+        let table = ("ledger.dynamodb_table", "tab");
+        for listing in [
+            &[("bucket", "my-trail"), table][..],
+            &[q, ("bucket", "my-trail"), table][..],
+        ] {
+            assert!(
+                props(listing).unwrap().shared_ledger.is_some(),
+                "{listing:?}"
+            );
+        }
         for (pairs, key, says) in [
             (
-                &[q, ("ledger.dynamodb_table", "tab"), ("bucket", "my-trail")][..],
+                &[
+                    table,
+                    ("bucket", "my-trail"),
+                    ("path_expression", "exports/*"),
+                ][..],
                 "'ledger.dynamodb_table'",
-                "alone",
+                "CloudTrail's layout",
+            ),
+            (
+                &[table, ("dir", "/tmp")][..],
+                "'ledger.dynamodb_table'",
+                "not 'dir'",
             ),
             (
                 &[q, ("ledger.dynamodb_table", "tab"), ("db", "/tmp/x")][..],

@@ -369,11 +369,20 @@ impl Settings {
                     ));
                 }
                 match &source {
-                    Source::S3(s3) if s3.sqs.is_some() && s3.bucket.is_none() => {}
-                    _ => {
+                    Source::S3(s3) if s3.bucket.is_none() => {}
+                    // Listings split the CloudTrail layout's region prefixes among the
+                    // shippers; a flat listing has no prefixes to split.
+                    Source::S3(_) if crate::layout::base(selection.expr()).is_some() => {}
+                    Source::S3(_) => {
                         return Err(bad(
                             "ledger.dynamodb_table",
-                            "works with 'sqs.queue_url' alone for now: listings ('bucket', 'dir') keep their positions in 'db', so shippers listing one bucket would each ship all of it",
+                            "listing a bucket with a shared ledger needs a 'path_expression' in CloudTrail's layout (…/AWSLogs/…/CloudTrail/…): shippers split its account and region prefixes",
+                        ));
+                    }
+                    Source::Dir(_) => {
+                        return Err(bad(
+                            "ledger.dynamodb_table",
+                            "works with S3 ('bucket', 'sqs.queue_url'), not 'dir': a folder is one machine's",
                         ));
                     }
                 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, stream};
 
 use crate::discover::listing::{Clock, Listed, Lister};
-use crate::discover::{DIGEST_DIR, DiscoverError, holds_watermark, window};
+use crate::discover::{DIGEST_DIR, DiscoverError, window};
 use crate::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
 use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
@@ -169,11 +169,13 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .map(|o| s3_id(self.bucket(), &o.key))
             .collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let entries = ledger.entries(&id_refs).map_err(|e| self.ledger_error(e))?;
+        let holds = ledger
+            .holding_watermark(&id_refs)
+            .map_err(|e| self.ledger_error(e))?;
         let items: Vec<(u32, bool)> = wanted
             .iter()
-            .zip(entries)
-            .map(|(o, e)| (o.last_modified.secs(), !holds_watermark(e.as_ref())))
+            .zip(holds)
+            .map(|(o, holds)| (o.last_modified.secs(), !holds))
             .collect();
         window::advance(
             ledger,
@@ -216,6 +218,20 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .iter()
             .filter(|r| self.select.may_match_below(r))
             .cloned()
+            .collect();
+        // With a shared ledger, this shipper's share of the prefixes (every shipper's
+        // enumeration finds them all); alone, every one.
+        let own = s3_id(self.bucket(), "");
+        let ids: Vec<String> = regions.iter().map(|r| s3_id(self.bucket(), r)).collect();
+        let keep = |id: &str| {
+            id.strip_prefix(&own)
+                .is_some_and(|r| self.select.may_match_below(r))
+        };
+        let regions: Vec<String> = ledger
+            .share_prefixes(&ids, &keep)
+            .map_err(|e| self.ledger_error(e))?
+            .into_iter()
+            .filter_map(|id| id.strip_prefix(&own).map(String::from))
             .collect();
         // Each prefix's listing, claims and watermark are its own: they run side by side,
         // and only the order in which prefixes finish changes.
@@ -365,6 +381,9 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .watermark(&prefix_id)
             .map_err(|e| self.ledger_error(e))?;
         let start_after = format!("{region}{}", day_path(from_day(mark.as_deref())));
+        ledger
+            .prepare_listing(&prefix_id, &s3_id(&bucket, &start_after))
+            .map_err(|e| self.ledger_error(e))?;
         let mut listed = self.lister.list_objects(region, Some(&start_after)).await?;
         listed.sort_by(|a, b| a.key.cmp(&b.key));
 
@@ -381,11 +400,13 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         // not pull the listing position after it.
         let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let entries = ledger.entries(&id_refs).map_err(|e| self.ledger_error(e))?;
+        let holds = ledger
+            .holding_watermark(&id_refs)
+            .map_err(|e| self.ledger_error(e))?;
         let open: std::collections::HashSet<&str> = wanted
             .iter()
-            .zip(entries)
-            .filter(|(_, e)| holds_watermark(e.as_ref()))
+            .zip(holds)
+            .filter(|(_, holds)| *holds)
             .map(|(o, _)| o.key.as_str())
             .collect();
         let cap = i64::from(now) / 86_400 + 1;

@@ -68,18 +68,7 @@ impl Discovery {
     }
 }
 
-/// Whether a listed object keeps its watermark (a prefix's key, or a time window's time)
-/// from passing it: anything not finished, except an object that has failed a try and
-/// waits in the ledger for the next one. That one is retried from the ledger (every scan re-queues the due open entries), not
-/// from listings; holding the watermark for it would make every scan list every day since,
-/// for as long as it keeps failing (a KMS key denied for a year: 106 LIST pages a scan per
-/// region). The watermark's move is a durable write, so the entry is on disk by then.
-pub(crate) fn holds_watermark(entry: Option<&crate::ledger::Entry>) -> bool {
-    entry.is_none_or(|e| match e.status {
-        crate::ledger::Status::Done | crate::ledger::Status::Failed => false,
-        crate::ledger::Status::Open => e.attempts == 0,
-    })
-}
+pub(crate) use crate::ledger::holds_watermark;
 
 /// Claims the open entries that are due and not in flight, for another try.
 pub fn requeue(ledger: &Ledger, now: u32, root: Option<&Path>, log: &Logger) -> Vec<ObjectRef> {

@@ -56,13 +56,16 @@ impl Engine {
                         reason: e.0,
                     })?;
                 let keep_done = u32::try_from(config.lookback.as_secs()).unwrap_or(u32::MAX);
-                let shared_ledger = SharedLedger::new(
+                let mut shared_ledger = SharedLedger::new(
                     Box::new(table),
                     shared.table.clone(),
                     shared.lease_time,
                     keep_done,
                     None,
                 );
+                if bucket.is_some() {
+                    shared_ledger = shared_ledger.listing();
+                }
                 log.info(format_args!(
                     "ledger: DynamoDB table {} shared with the other shippers, as owner {} (lease time {}s)",
                     shared.table,

@@ -33,6 +33,19 @@ pub struct Entry {
     pub reason: String,
 }
 
+/// Whether a listed object keeps its watermark (a prefix's key, or a time window's time)
+/// from passing it: anything not finished, except an object that has failed a try and
+/// waits in the ledger for the next one. That one is retried from the ledger (every scan re-queues the due open entries), not
+/// from listings; holding the watermark for it would make every scan list every day since,
+/// for as long as it keeps failing (a KMS key denied for a year: 106 LIST pages a scan per
+/// region). The watermark's move is a durable write, so the entry is on disk by then.
+pub fn holds_watermark(entry: Option<&Entry>) -> bool {
+    entry.is_none_or(|e| match e.status {
+        Status::Done | Status::Failed => false,
+        Status::Open => e.attempts == 0,
+    })
+}
+
 const FORM: u8 = 1;
 const FIXED: usize = 1 + 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4;
 

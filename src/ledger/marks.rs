@@ -10,6 +10,9 @@ use super::{Entry, FLOORS, Ledger, LedgerError, OBJECTS, Status, TIMES, WATERMAR
 impl Ledger {
     /// The low watermark of a listed prefix.
     pub fn watermark(&self, prefix_id: &str) -> Result<Option<String>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return Ok(sh.prefix_marks(prefix_id)?.0);
+        }
         self.read(|txn| {
             let t = txn.open_table(WATERMARKS)?;
             Ok(t.get(prefix_id)?.map(|v| v.value().to_string()))
@@ -18,6 +21,9 @@ impl Ledger {
 
     /// Every watermark, by prefix id.
     pub fn watermarks(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return sh.watermarks();
+        }
         self.read(|txn| {
             let t = txn.open_table(WATERMARKS)?;
             let mut out = Vec::new();
@@ -38,6 +44,10 @@ impl Ledger {
         to: &str,
         forget_below: &str,
     ) -> Result<(), LedgerError> {
+        if let Some(sh) = &self.shared {
+            let now = crate::timestamp::EventTime::now().secs();
+            return sh.advance_prefix(prefix_id, to, forget_below, now);
+        }
         self.write(|txn| {
             let mut marks = txn.open_table(WATERMARKS)?;
             let current = marks.get(prefix_id)?.map(|v| v.value().to_string());
@@ -59,8 +69,47 @@ impl Ledger {
         })
     }
 
+    /// The prefixes (ids) this shipper lists now, of `known` and, with a shared ledger,
+    /// those the table names that `keep` accepts: with a shared ledger, its share of them
+    /// (see `shared::prefixes`); alone, all of `known`.
+    pub fn share_prefixes(
+        &self,
+        known: &[String],
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, LedgerError> {
+        match &self.shared {
+            Some(sh) => sh.share_prefixes(known, keep),
+            None => Ok(known.to_vec()),
+        }
+    }
+
+    /// Before listing a prefix from `from_id`: a shared ledger reads the rows there in one
+    /// query the first time, so that the listing reads no row of a key known done.
+    pub fn prepare_listing(&self, prefix_id: &str, from_id: &str) -> Result<(), LedgerError> {
+        match &self.shared {
+            Some(sh) => sh.warm(prefix_id, from_id),
+            None => Ok(()),
+        }
+    }
+
+    /// For each listed object, whether it keeps its watermark from passing it
+    /// ([`super::holds_watermark`]).
+    pub fn holding_watermark(&self, ids: &[&str]) -> Result<Vec<bool>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return ids.iter().map(|id| sh.holds_watermark(id)).collect();
+        }
+        Ok(self
+            .entries(ids)?
+            .iter()
+            .map(|e| super::holds_watermark(e.as_ref()))
+            .collect())
+    }
+
     /// The forget line of a listed prefix: an id below which listings never start.
     pub fn floor(&self, prefix_id: &str) -> Result<Option<String>, LedgerError> {
+        if let Some(sh) = &self.shared {
+            return Ok(sh.prefix_marks(prefix_id)?.1);
+        }
         self.read(|txn| {
             let t = txn.open_table(FLOORS)?;
             Ok(t.get(prefix_id)?.map(|v| v.value().to_string()))

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-pub use entry::{Entry, Status};
+pub use entry::{Entry, Status, holds_watermark};
 use marks::{below_forget_line, time_key};
 
 use crate::engine::handoff::Mark;

@@ -277,3 +277,147 @@ fn a_message_that_comes_back_after_the_commit_ships_nothing_on_another_shipper()
     // done in the shared table.
     assert!(again.is_empty(), "{} events shipped again", again.len());
 }
+
+/// The bundled objects spread over `prefixes` account/region prefixes (object `i` under
+/// prefix `i % prefixes`), keys rewritten to match: `(key, gz)` and each prefix.
+pub(crate) fn spread_objects(prefixes: usize) -> (Vec<data::Object>, Vec<String>) {
+    let regions = ["us-east-1", "eu-west-1"];
+    let prefix = |p: usize| {
+        let account = format!("{:012}", 111_122_223_330 + (p / regions.len()) as u64);
+        (account, regions[p % regions.len()])
+    };
+    let objects = data::objects()
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let (account, region) = prefix(i % prefixes);
+            let key = o
+                .key
+                .replace("218007301253", &account)
+                .replace("us-east-1", region);
+            data::Object { key, gz: o.gz }
+        })
+        .collect();
+    let names = (0..prefixes)
+        .map(|p| {
+            let (account, region) = prefix(p);
+            format!("AWSLogs/{account}/CloudTrail/{region}/")
+        })
+        .collect();
+    (objects, names)
+}
+
+/// The owner of each prefix row in the table.
+fn prefix_owners(table: &str) -> HashMap<String, Option<String>> {
+    let out = block_on(
+        dynamodb()
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .key_condition_expression("p = :p")
+            .expression_attribute_values(
+                ":p",
+                aws_sdk_dynamodb::types::AttributeValue::S("~prefix".into()),
+            )
+            .send(),
+    )
+    .unwrap();
+    out.items()
+        .iter()
+        .map(|i| {
+            let text = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
+            (text("k").unwrap(), text("own"))
+        })
+        .collect()
+}
+
+#[test]
+fn two_shippers_listing_one_bucket_split_its_prefixes_and_ship_each_event_once() {
+    let bucket = server::bucket("shared-list");
+    let table = table("list");
+    let (objects, prefixes) = spread_objects(4);
+    for o in &objects {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    let mut props = server::s3_props(&bucket);
+    props.push(("ledger.dynamodb_table", table.clone()));
+    props.push(("ledger.dynamodb_endpoint", server::endpoint().into()));
+    props.push(("ledger.lease_time", "5".into()));
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let plugin = Plugin::load();
+    let a = plugin.start(&props).expect("init A");
+    let b = plugin.start(&props).expect("init B");
+    let mut shipped = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // Until every event arrived and the prefixes are split two and two (B takes its share
+    // from A at its first scans; a prefix listed by both for a moment repeats nothing).
+    loop {
+        shipped.0.extend(crate::host::decode(&a.collect().1));
+        shipped.1.extend(crate::host::decode(&b.collect().1));
+        let owners = prefix_owners(&table);
+        let mut per_owner: HashMap<&str, usize> = HashMap::new();
+        for o in owners.values().flatten() {
+            *per_owner.entry(o).or_default() += 1;
+        }
+        let split =
+            owners.len() == 4 && per_owner.len() == 2 && per_owner.values().all(|n| *n == 2);
+        if shipped.0.len() + shipped.1.len() >= data::EVENTS && split {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} events; prefix owners {owners:?}",
+            shipped.0.len() + shipped.1.len(),
+            data::EVENTS
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut all = shipped.0.clone();
+    all.extend(shipped.1.iter().cloned());
+    let seen = ids(&all);
+    let repeated: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(
+        (seen.len(), repeated),
+        (data::EVENTS, 0),
+        "every event once"
+    );
+    let owners = prefix_owners(&table);
+    let mut want: Vec<String> = prefixes
+        .iter()
+        .map(|p| format!("s3://{bucket}/{p}"))
+        .collect();
+    want.sort();
+    let mut got: Vec<&String> = owners.keys().collect();
+    got.sort();
+    assert_eq!(got, want.iter().collect::<Vec<_>>());
+
+    // A stops gracefully: B lists A's prefixes from its next scan, and an object landing
+    // in one of them now is shipped by B, once.
+    drop(a);
+    let late = &data::objects()[0];
+    let late_key = format!(
+        "{}2023/07/10/{}_CloudTrail_x_20230710T2359Z_late000000000001.json.gz",
+        prefixes[0],
+        &prefixes[0][8..20]
+    );
+    let events = late.events().len();
+    server::put(&bucket, &late_key, late.gz.clone());
+    let more = b.collect_until(Duration::from_secs(60), |r| r.len() >= events);
+    assert_eq!(
+        more.len(),
+        events,
+        "B ships the late object in A's former prefix"
+    );
+    let owners = prefix_owners(&table);
+    assert_eq!(
+        owners
+            .values()
+            .flatten()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "B holds every prefix: {owners:?}"
+    );
+    let again = b.collect_until(Duration::from_secs(3), |_| false);
+    assert!(again.is_empty(), "{} events again", again.len());
+}

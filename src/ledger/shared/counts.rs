@@ -16,11 +16,14 @@ pub struct Counts {
     pub held_elsewhere: AtomicU64,
     /// Leases this shipper held that another took over (renewed too late).
     pub leases_lost: AtomicU64,
+    /// Listed prefixes this shipper took (free, a stopped or dead shipper's, or its share
+    /// from the shipper holding the most).
+    pub prefixes_taken: AtomicU64,
 }
 
 impl Counts {
     /// Each counter with its metric name and help.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 8] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -57,6 +60,11 @@ impl Counts {
                 "ledger_leases_lost_total",
                 "leases of this shipper that another took over (renewed too late)",
                 get(&self.leases_lost),
+            ),
+            (
+                "ledger_prefixes_taken_total",
+                "listed prefixes this shipper took over to list (free, a stopped or dead shipper's, or its share)",
+                get(&self.prefixes_taken),
             ),
         ]
     }

@@ -28,10 +28,64 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::super::entry::Entry;
-use super::table::{Row, Table, TableError};
+use super::table::{LeaseKind, LeaseRow, Row, Table, TableError};
 
 const INDEX: &str = "open-due";
 const SETTING: &str = "~setting";
+
+/// The partition of each kind of lease row (the sort key is the prefix id or owner id).
+fn lease_partition(kind: LeaseKind) -> &'static str {
+    match kind {
+        LeaseKind::Prefix => "~prefix",
+        LeaseKind::Shipper => "~shipper",
+    }
+}
+
+fn lease_key(kind: LeaseKind, id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "p".to_string(),
+            AttributeValue::S(lease_partition(kind).into()),
+        ),
+        ("k".to_string(), AttributeValue::S(id.into())),
+    ])
+}
+
+fn lease_item(kind: LeaseKind, id: &str, row: &LeaseRow) -> HashMap<String, AttributeValue> {
+    let mut m = lease_key(kind, id);
+    m.insert("ver".into(), AttributeValue::N(row.version.to_string()));
+    let mut text = |name: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            m.insert(name.into(), AttributeValue::S(v.clone()));
+        }
+    };
+    text("own", &row.owner);
+    text("wm", &row.watermark);
+    text("fl", &row.floor);
+    if let Some(exp) = row.expires {
+        m.insert("exp".into(), AttributeValue::N(exp.to_string()));
+    }
+    m
+}
+
+fn lease_row(m: &HashMap<String, AttributeValue>) -> Option<(String, LeaseRow)> {
+    let text = |name: &str| m.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Some((
+        text("k")?,
+        LeaseRow {
+            version: number(m, "ver")?,
+            owner: text("own"),
+            watermark: text("wm"),
+            floor: text("fl"),
+            expires: number(m, "exp").and_then(|v| u32::try_from(v).ok()),
+        },
+    ))
+}
+
+/// Whether a write failed its condition (another writer came first), not the request.
+fn lost_race<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
 
 /// The partition and sort key of an object id: `s3://BUCKET/…/ACCOUNT/KIND/REGION/` and
 /// the rest, or the bucket and the whole key for a key outside CloudTrail's layout.
@@ -512,6 +566,130 @@ impl Table for DynamoTable {
             )
             .map_err(|e| fail(&format!("reading {what}"), e))?;
         Ok(out.item().and_then(|m| number(m, "val")).unwrap_or(value))
+    }
+    fn rows_under(
+        &self,
+        prefix_id: &str,
+        from: &str,
+        below: Option<&str>,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        let rest = |id: &str| id.strip_prefix(prefix_id).unwrap_or("").to_string();
+        let (from_id, below_id) = (from, below);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.requests.queries.fetch_add(1, Ordering::Relaxed);
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .consistent_read(true)
+                .expression_attribute_values(":p", AttributeValue::S(prefix_id.into()))
+                .set_exclusive_start_key(start);
+            // Key values may not be empty strings: an empty bound is no bound.
+            let (from, below) = (rest(from), below.map(rest).filter(|b| !b.is_empty()));
+            let condition = match (from.is_empty(), &below) {
+                (true, None) => "p = :p",
+                (false, None) => "p = :p AND k >= :f",
+                (true, Some(_)) => "p = :p AND k < :b",
+                (false, Some(_)) => "p = :p AND k BETWEEN :f AND :b",
+            };
+            req = req.key_condition_expression(condition);
+            if !from.is_empty() {
+                req = req.expression_attribute_values(":f", AttributeValue::S(from));
+            }
+            if let Some(b) = below {
+                req = req.expression_attribute_values(":b", AttributeValue::S(b));
+            }
+            let page = self
+                .block(req.send())
+                .map_err(|e| fail(&format!("querying the rows of {prefix_id}"), e))?;
+            out.extend(page.items().iter().filter_map(row).filter(|(id, _)| {
+                id.as_str() >= from_id && below_id.is_none_or(|b| id.as_str() < b)
+            }));
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_lease(&self, kind: LeaseKind, id: &str) -> Result<Option<LeaseRow>, TableError> {
+        self.requests.reads.fetch_add(1, Ordering::Relaxed);
+        let out = self
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.name)
+                    .set_key(Some(lease_key(kind, id)))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| fail(&format!("reading the lease of {id}"), e))?;
+        match out.item() {
+            None => Ok(None),
+            Some(item) => lease_row(item).map(|(_, r)| Some(r)).ok_or_else(|| {
+                TableError(format!(
+                    "the lease row of {id} is not in a form this version reads"
+                ))
+            }),
+        }
+    }
+
+    fn put_lease(
+        &self,
+        kind: LeaseKind,
+        id: &str,
+        expected: Option<u64>,
+        row: &LeaseRow,
+    ) -> Result<bool, TableError> {
+        self.requests.writes.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(lease_item(kind, id, row)));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(p)"),
+            Some(v) => req
+                .condition_expression("ver = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        match self.block(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(false),
+            Err(e) => Err(fail(&format!("writing the lease of {id}"), e)),
+        }
+    }
+
+    fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.requests.queries.fetch_add(1, Ordering::Relaxed);
+            let page = self
+                .block(
+                    self.client
+                        .query()
+                        .table_name(&self.name)
+                        .consistent_read(true)
+                        .key_condition_expression("p = :p")
+                        .expression_attribute_values(
+                            ":p",
+                            AttributeValue::S(lease_partition(kind).into()),
+                        )
+                        .set_exclusive_start_key(start)
+                        .send(),
+                )
+                .map_err(|e| fail("querying the lease rows", e))?;
+            out.extend(page.items().iter().filter_map(lease_row));
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod counts;
 mod dynamo;
+mod prefixes;
 mod table;
 
 use std::collections::{HashMap, HashSet};
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use counts::Counts;
 use counts::bump;
 pub use dynamo::DynamoTable;
-pub use table::{Hook, Hooked, MemTable, Put, Row, Table, TableError};
+pub use table::{Hook, Hooked, LeaseKind, LeaseRow, MemTable, Put, Row, Table, TableError};
 
 use super::entry::{Entry, Status};
 use super::{Backoff, Claimable, Committed, Honour, LedgerError};
@@ -85,6 +86,8 @@ pub struct SharedLedger {
     /// Objects whose claim is under way here: a second claim of one at once (a requeue and
     /// a message) passes instead of racing the first to the table, where both would win.
     claiming: Mutex<std::collections::HashSet<String>>,
+    /// What listing with this ledger keeps: prefix leases, heartbeats, finished keys.
+    listing: Option<prefixes::Listing>,
     pub counts: Counts,
 }
 
@@ -136,8 +139,17 @@ impl SharedLedger {
             recent: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             claiming: Mutex::default(),
+            listing: None,
             counts: Counts::default(),
         }
+    }
+
+    /// Lists the bucket too (listing or hybrid mode): prefixes are split among the
+    /// shippers by lease, and done rows under them are forgotten by the listings' forget
+    /// lines instead of by time (see [`prefixes`]).
+    pub fn listing(mut self) -> Self {
+        self.listing = Some(prefixes::Listing::default());
+        self
     }
 
     /// This shipper's owner id, as written in the rows it holds.
@@ -279,6 +291,9 @@ impl SharedLedger {
         bump(&self.counts.reads);
         let row = self.table.get(id).map_err(|e| self.err(e))?;
         if let Some(r) = &row {
+            if prefixes::is_done(&r.entry) {
+                self.remember_done(id);
+            }
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
             if recent.len() >= RECENT_LIMIT {
                 recent.clear();
@@ -289,7 +304,7 @@ impl SharedLedger {
     }
 
     fn claim_one(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
-        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) || self.known_done(o.id) {
             return Ok(Claim::Passed);
         }
         if !self
@@ -321,7 +336,12 @@ impl SharedLedger {
                 },
                 Claim::Taken,
             ),
-            Some(r) if r.entry.is_finished() => Step::Keep(Claim::Passed),
+            Some(r) if r.entry.is_finished() => {
+                if prefixes::is_done(&r.entry) {
+                    self.remember_done(o.id);
+                }
+                Step::Keep(Claim::Passed)
+            }
             Some(r) if r.entry.not_before > now && honour == Honour::Backoff => {
                 Step::Keep(Claim::Passed)
             }
@@ -459,7 +479,7 @@ impl SharedLedger {
                 }
                 let ended = row.entry.apply(m.position, m.end.as_ref(), now, abandoned);
                 if ended == Some(Status::Done) {
-                    row.expires = Some(now.saturating_add(self.keep_done));
+                    row.expires = self.done_expires(&m.id, now);
                 }
                 if self.mine(&row) {
                     if m.end.is_some() {
@@ -473,7 +493,10 @@ impl SharedLedger {
                 Step::Write(row, ended)
             })?;
             match end {
-                Some(Status::Done) => out.done += 1,
+                Some(Status::Done) => {
+                    self.remember_done(&m.id);
+                    out.done += 1;
+                }
                 Some(Status::Failed) => out.failed += 1,
                 _ => {}
             }
@@ -590,7 +613,7 @@ impl SharedLedger {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         let ids: Vec<String> = self.held().keys().cloned().collect();
-        ids.iter().filter(|id| self.let_go(id).is_err()).count()
+        ids.iter().filter(|id| self.let_go(id).is_err()).count() + self.let_go_prefixes()
     }
 
     /// How often [`SharedLedger::renew`] is to be called: with leases renewed once they
@@ -612,7 +635,7 @@ impl SharedLedger {
             .map(|(id, _)| id.clone())
             .collect();
         let mut lost = Vec::new();
-        let mut failed = None;
+        let mut failed = self.beat(false).err();
         for id in stale {
             // Each on its own: one failed write must not leave the others unrenewed.
             // `Some(true)`: renewed; `Some(false)`: another shipper holds it now; `None`:
@@ -680,3 +703,6 @@ fn owner_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod prefix_tests;

@@ -36,6 +36,32 @@ impl Row {
     }
 }
 
+/// What a lease row is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeaseKind {
+    /// A listed account/kind/region prefix: who lists it, and where its listing stands.
+    Prefix,
+    /// A shipper's heartbeat: its version moves while the shipper runs.
+    Shipper,
+}
+
+/// A row that is not an object's: a listed prefix's (who lists it, its watermark and forget
+/// line) or a shipper's heartbeat (whose version is the counter the others watch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// Bumped by every write, as an object row's.
+    pub version: u64,
+    /// The shipper listing the prefix; on a heartbeat, the shipper while it runs (`None`
+    /// once it stopped gracefully).
+    pub owner: Option<String>,
+    /// The prefix's low watermark: every wanted key up to it is finished.
+    pub watermark: Option<String>,
+    /// The prefix's forget line: listings never start below it.
+    pub floor: Option<String>,
+    /// Unix seconds after which the store may drop the row (heartbeats only).
+    pub expires: Option<u32>,
+}
+
 /// Why the store could not be read or written (a conflict is not an error: see
 /// [`Table::put`]).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +87,27 @@ pub trait Table: Send + Sync + std::fmt::Debug {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Row)>, TableError>;
     /// The named setting, stored as `value` if it has none yet.
     fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError>;
+    /// Object rows of one listed prefix (`prefix_id`, the partition) whose id is at or after
+    /// `from` and before `below` (no bound when `None`), in id order: one request where a
+    /// read per object would be thousands.
+    fn rows_under(
+        &self,
+        prefix_id: &str,
+        from: &str,
+        below: Option<&str>,
+    ) -> Result<Vec<(String, Row)>, TableError>;
+    /// The lease row of `id`, read consistently.
+    fn get_lease(&self, kind: LeaseKind, id: &str) -> Result<Option<LeaseRow>, TableError>;
+    /// Stores a lease row if the stored one's version is `expected`, as [`Table::put`].
+    fn put_lease(
+        &self,
+        kind: LeaseKind,
+        id: &str,
+        expected: Option<u64>,
+        row: &LeaseRow,
+    ) -> Result<bool, TableError>;
+    /// Every lease row of a kind, read consistently.
+    fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError>;
 }
 
 /// A [`Table`] in memory. Each call is atomic, as a DynamoDB request is; tests order the
@@ -69,6 +116,7 @@ pub trait Table: Send + Sync + std::fmt::Debug {
 pub struct MemTable {
     rows: Mutex<BTreeMap<String, Row>>,
     settings: Mutex<BTreeMap<String, u64>>,
+    leases: Mutex<BTreeMap<(LeaseKind, String), LeaseRow>>,
     /// Writes accepted, for tests that count requests.
     pub writes: std::sync::atomic::AtomicU64,
 }
@@ -119,6 +167,52 @@ impl Table for MemTable {
         let mut s = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(*s.entry(name.to_string()).or_insert(value))
     }
+
+    fn rows_under(
+        &self,
+        prefix_id: &str,
+        from: &str,
+        below: Option<&str>,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(rows
+            .range(from.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix_id) && below.is_none_or(|b| k.as_str() < b))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect())
+    }
+
+    fn get_lease(&self, kind: LeaseKind, id: &str) -> Result<Option<LeaseRow>, TableError> {
+        let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(leases.get(&(kind, id.to_string())).cloned())
+    }
+
+    fn put_lease(
+        &self,
+        kind: LeaseKind,
+        id: &str,
+        expected: Option<u64>,
+        row: &LeaseRow,
+    ) -> Result<bool, TableError> {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (kind, id.to_string());
+        if leases.get(&key).map(|r| r.version) != expected {
+            return Ok(false);
+        }
+        leases.insert(key, row.clone());
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError> {
+        let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(leases
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, id), r)| (id.clone(), r.clone()))
+            .collect())
+    }
 }
 
 /// Shippers in one process (tests) share one table through an `Arc`.
@@ -142,6 +236,29 @@ impl<T: Table + ?Sized> Table for std::sync::Arc<T> {
     }
     fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
         (**self).setting_or(name, value)
+    }
+    fn rows_under(
+        &self,
+        prefix_id: &str,
+        from: &str,
+        below: Option<&str>,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        (**self).rows_under(prefix_id, from, below)
+    }
+    fn get_lease(&self, kind: LeaseKind, id: &str) -> Result<Option<LeaseRow>, TableError> {
+        (**self).get_lease(kind, id)
+    }
+    fn put_lease(
+        &self,
+        kind: LeaseKind,
+        id: &str,
+        expected: Option<u64>,
+        row: &LeaseRow,
+    ) -> Result<bool, TableError> {
+        (**self).put_lease(kind, id, expected, row)
+    }
+    fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError> {
+        (**self).leases(kind)
     }
 }
 
@@ -187,5 +304,28 @@ impl Table for Hooked {
     }
     fn setting_or(&self, name: &str, value: u64) -> Result<u64, TableError> {
         self.inner.setting_or(name, value)
+    }
+    fn rows_under(
+        &self,
+        prefix_id: &str,
+        from: &str,
+        below: Option<&str>,
+    ) -> Result<Vec<(String, Row)>, TableError> {
+        self.inner.rows_under(prefix_id, from, below)
+    }
+    fn get_lease(&self, kind: LeaseKind, id: &str) -> Result<Option<LeaseRow>, TableError> {
+        self.inner.get_lease(kind, id)
+    }
+    fn put_lease(
+        &self,
+        kind: LeaseKind,
+        id: &str,
+        expected: Option<u64>,
+        row: &LeaseRow,
+    ) -> Result<bool, TableError> {
+        (self.hook)(id, &|| self.inner.put_lease(kind, id, expected, row))
+    }
+    fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError> {
+        self.inner.leases(kind)
     }
 }
