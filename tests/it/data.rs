@@ -113,6 +113,35 @@ pub fn upload_all(bucket: &str, prefix: &str) {
     }
 }
 
+/// The bundled objects spread over `prefixes` account/region prefixes (object `i` under
+/// prefix `i % prefixes`), keys rewritten to match: `(key, gz)` and each prefix.
+pub fn spread_objects(prefixes: usize) -> (Vec<Object>, Vec<String>) {
+    let regions = ["us-east-1", "eu-west-1"];
+    let prefix = |p: usize| {
+        let account = format!("{:012}", 111_122_223_330 + (p / regions.len()) as u64);
+        (account, regions[p % regions.len()])
+    };
+    let objects = objects()
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let (account, region) = prefix(i % prefixes);
+            let key = o
+                .key
+                .replace("218007301253", &account)
+                .replace("us-east-1", region);
+            Object { key, gz: o.gz }
+        })
+        .collect();
+    let names = (0..prefixes)
+        .map(|p| {
+            let (account, region) = prefix(p);
+            format!("AWSLogs/{account}/CloudTrail/{region}/")
+        })
+        .collect();
+    (objects, names)
+}
+
 /// One event of each kind a trail writes, in the shape of CloudTrail's documented record
 /// contents for that kind (management events; Insights events for trails; network activity
 /// events; aggregated events, which have `eventId` and no `eventTime`), and the time each

@@ -278,35 +278,6 @@ fn a_message_that_comes_back_after_the_commit_ships_nothing_on_another_shipper()
     assert!(again.is_empty(), "{} events shipped again", again.len());
 }
 
-/// The bundled objects spread over `prefixes` account/region prefixes (object `i` under
-/// prefix `i % prefixes`), keys rewritten to match: `(key, gz)` and each prefix.
-pub(crate) fn spread_objects(prefixes: usize) -> (Vec<data::Object>, Vec<String>) {
-    let regions = ["us-east-1", "eu-west-1"];
-    let prefix = |p: usize| {
-        let account = format!("{:012}", 111_122_223_330 + (p / regions.len()) as u64);
-        (account, regions[p % regions.len()])
-    };
-    let objects = data::objects()
-        .into_iter()
-        .enumerate()
-        .map(|(i, o)| {
-            let (account, region) = prefix(i % prefixes);
-            let key = o
-                .key
-                .replace("218007301253", &account)
-                .replace("us-east-1", region);
-            data::Object { key, gz: o.gz }
-        })
-        .collect();
-    let names = (0..prefixes)
-        .map(|p| {
-            let (account, region) = prefix(p);
-            format!("AWSLogs/{account}/CloudTrail/{region}/")
-        })
-        .collect();
-    (objects, names)
-}
-
 /// The owner of each prefix row in the table.
 fn prefix_owners(table: &str) -> HashMap<String, Option<String>> {
     let out = block_on(
@@ -335,7 +306,7 @@ fn prefix_owners(table: &str) -> HashMap<String, Option<String>> {
 fn two_shippers_listing_one_bucket_split_its_prefixes_and_ship_each_event_once() {
     let bucket = server::bucket("shared-list");
     let table = table("list");
-    let (objects, prefixes) = spread_objects(4);
+    let (objects, prefixes) = data::spread_objects(4);
     for o in &objects {
         server::put(&bucket, &o.key, o.gz.clone());
     }

@@ -5,7 +5,11 @@
 //!   shipping it part-way through, and a restart: every event once, **0 repeated** (the
 //!   other shipper resumes after the committed position);
 //! * the same with SIGKILL and filesystem storage: 0 lost, repeats within the killed
-//!   shipper's uncommitted batches (the other takes the object over after the lease time).
+//!   shipper's uncommitted batches (the other takes the object over after the lease time);
+//! * two shippers listing one bucket (no SQS), the bundled objects spread over four
+//!   account/region prefixes: every event once, and while idle each prefix is listed by
+//!   one shipper only (each host's S3 requests go through a proxy of its own);
+//! * three shippers in hybrid mode, notifications for half the objects: every event once.
 //!
 //! The DynamoDB requests go through a counting proxy: the closing figures per object come
 //! from here.
@@ -31,6 +35,14 @@ pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
         (
             "shared::sigkill_mid_object_two_shippers_lose_nothing",
             sigkill,
+        ),
+        (
+            "shared::two_listing_shippers_split_the_prefixes",
+            two_listing,
+        ),
+        (
+            "shared::three_hybrid_shippers_ship_each_event_once",
+            three_hybrid,
         ),
     ]
 }
@@ -227,5 +239,297 @@ fn two_shippers(fb: &FluentBit, stop: Stop) -> Result<(), Failed> {
             );
         }
     }
+    Ok(())
+}
+
+/// Account/region prefixes the bundled objects are spread over.
+const PREFIXES: usize = 4;
+
+/// The `prefix` parameter of a region listing (one with `start-after`; enumerations list
+/// with a delimiter instead), decoded.
+fn region_listed(path: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    if !query.contains("list-type=2") || !query.contains("start-after=") {
+        return None;
+    }
+    let prefix = query.split('&').find_map(|kv| kv.strip_prefix("prefix="))?;
+    Some(prefix.replace("%2F", "/"))
+}
+
+/// Object rows in the table that are finished (not in the open index: no `q`).
+fn finished_rows(table: &str) -> usize {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(server::endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            server::ACCESS_KEY,
+            server::SECRET_KEY,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let out = server::block_on(
+        client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .filter_expression("begins_with(id, :s) AND attribute_not_exists(q)")
+            .expression_attribute_values(
+                ":s",
+                aws_sdk_dynamodb::types::AttributeValue::S("s3://".into()),
+            )
+            .send(),
+    )
+    .unwrap();
+    out.items().len()
+}
+
+/// Region listings per prefix seen by a proxy so far.
+fn listings(proxy: &CountingProxy) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for s in proxy.seen() {
+        if let Some(p) = region_listed(&s.path) {
+            *out.entry(p).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// The input section of a shipper on the shared table, reaching S3 at `s3` and listing
+/// `bucket` (and reading `queue`, when given).
+fn lister_input(
+    s3: &str,
+    bucket: &str,
+    queue: Option<&str>,
+    (table, dynamodb): (&str, &str),
+) -> crate::fluent_bit::Section {
+    let mut pairs = vec![
+        ("name", "cloudtrail"),
+        ("tag", "ct"),
+        ("bucket", bucket),
+        ("endpoint", s3),
+        ("force_path_style", "on"),
+        ("region", "us-east-1"),
+        ("start_time", "2023-07-01T00:00:00Z"),
+        ("scan_interval", "1"),
+        ("ledger.dynamodb_table", table),
+        ("ledger.dynamodb_endpoint", dynamodb),
+        ("ledger.lease_time", "10"),
+    ];
+    if let Some(q) = queue {
+        pairs.extend([("sqs.queue_url", q), ("sqs.wait_time_secs", "1")]);
+    }
+    section(&pairs)
+}
+
+fn two_listing(fb: &FluentBit) -> Result<(), Failed> {
+    let tag = format!(
+        "shared-list-{}",
+        fb.label()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            .to_lowercase()
+    );
+    let work = Work::new(&tag);
+    let bucket = server::bucket(&tag);
+    let table = format!("{tag}-{}", std::process::id());
+    let (objects, _) = data::spread_objects(PREFIXES);
+    for o in &objects {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    let rx = Receiver::start();
+    let dynamo = CountingProxy::start(server::endpoint(), std::time::Duration::ZERO);
+    let proxies: Vec<CountingProxy> = (0..2)
+        .map(|_| CountingProxy::start(server::endpoint(), std::time::Duration::ZERO))
+        .collect();
+    let mut hosts: Vec<_> = proxies
+        .iter()
+        .enumerate()
+        .map(|(i, proxy)| {
+            let dir = work.path().join(format!("host{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let conf = Conf::new()
+                .input(lister_input(
+                    &proxy.endpoint,
+                    &bucket,
+                    None,
+                    (&table, &dynamo.endpoint),
+                ))
+                .output(http_output("*", &rx, &format!("/host{i}")))
+                .write_yaml(&dir);
+            fb.start(&dir, &format!("host{i}"), &conf, &[])
+        })
+        .collect();
+    let expected = Expected::of(&objects);
+    let mut tally = Tally::new(&expected, Time::LeadingIso("timestamp"), true);
+    wait_until("every event at the receiver", RUN_LIMIT, || {
+        for h in &mut hosts {
+            assert!(h.try_status().is_none(), "{}", h.stderr_tail(40));
+        }
+        tally.follow(&rx).all_arrived()
+    });
+    // Idle once every object's done commit is in the table (the commits follow the
+    // host's acknowledgements, after the events arrived): then every prefix listed at
+    // least three more times, counted per host.
+    wait_until("every object done in the table", RUN_LIMIT, || {
+        finished_rows(&table) == objects.len()
+    });
+    let before: Vec<_> = proxies.iter().map(listings).collect();
+    let dynamo_before = dynamo.seen().len();
+    let since = |i: usize| -> BTreeMap<String, usize> {
+        listings(&proxies[i])
+            .into_iter()
+            .map(|(p, n)| {
+                let was = before[i].get(&p).copied().unwrap_or(0);
+                (p, n - was)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    wait_until(
+        "each prefix listed three times while idle",
+        RUN_LIMIT,
+        || {
+            let (a, b) = (since(0), since(1));
+            let mut total: BTreeMap<&String, usize> = BTreeMap::new();
+            for (p, n) in a.iter().chain(b.iter()) {
+                *total.entry(p).or_default() += n;
+            }
+            total.len() == PREFIXES && total.values().all(|n| *n >= 3)
+        },
+    );
+    let secs = started.elapsed().as_secs_f64();
+    let (a, b) = (since(0), since(1));
+    let mut idle_ops: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &dynamo.seen()[dynamo_before..] {
+        let op = s.target.as_deref().and_then(|t| t.rsplit('.').next());
+        *idle_ops.entry(op.unwrap_or("?").to_string()).or_default() += 1;
+    }
+    for h in &mut hosts {
+        let status = h.stop();
+        assert!(status.success(), "{status}\n{}", h.stderr_tail(30));
+        h.assert_no_errors();
+    }
+    tally.follow(&rx);
+    let lists: usize = a.values().chain(b.values()).sum();
+    eprintln!(
+        "two listing shippers on {}: {}; while idle for {secs:.1}s, region listings by host0 {a:?}, by host1 {b:?}: {lists} LISTs over {PREFIXES} prefixes with a 1s scan interval; DynamoDB requests of both meanwhile {idle_ops:?}",
+        fb.label(),
+        tally.summary(),
+    );
+    assert!(
+        !idle_ops.contains_key("GetItem"),
+        "an idle scan reads no object rows: {idle_ops:?}"
+    );
+    // Writes while idle: heartbeats only, each shipper's at most every third of the lease
+    // time (10 s), one more at each end of the window.
+    let beats = 2.0 * (secs / (10.0 / 3.0) + 2.0);
+    let writes = idle_ops.get("PutItem").copied().unwrap_or(0);
+    assert!(
+        writes as f64 <= beats,
+        "idle writes beyond the heartbeats ({beats:.0}): {idle_ops:?}"
+    );
+    tally.assert_exactly_once("two shippers listing one bucket");
+    let both: Vec<&String> = a.keys().filter(|p| b.contains_key(*p)).collect();
+    assert!(
+        both.is_empty(),
+        "prefixes listed by both shippers while idle: {both:?} (host0 {a:?}, host1 {b:?})"
+    );
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "the prefixes are split: host0 {a:?}, host1 {b:?}"
+    );
+    Ok(())
+}
+
+fn three_hybrid(fb: &FluentBit) -> Result<(), Failed> {
+    let tag = format!(
+        "shared-hybrid-{}",
+        fb.label()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            .to_lowercase()
+    );
+    let work = Work::new(&tag);
+    let bucket = server::bucket(&tag);
+    let q = queue::create(&tag);
+    let table = format!("{tag}-{}", std::process::id());
+    let (objects, _) = data::spread_objects(PREFIXES);
+    let notify = |o: &data::Object| {
+        queue::send(
+            &q,
+            &format!(
+                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{}","size":{}}}}}}}]}}"#,
+                o.key,
+                o.gz.len()
+            ),
+        );
+    };
+    // Half the objects (every prefix among them) are there before the shippers start;
+    // the rest land while they run. Notifications come for every other object, those
+    // already there included: the listings and the queue race for the same objects.
+    let (early, late) = objects.split_at(objects.len() / 2);
+    for o in early {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    let rx = Receiver::start();
+    let mut hosts: Vec<_> = (0..3)
+        .map(|i| {
+            let dir = work.path().join(format!("host{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let conf = Conf::new()
+                .input(lister_input(
+                    server::endpoint(),
+                    &bucket,
+                    Some(&q),
+                    (&table, server::endpoint()),
+                ))
+                .output(http_output("*", &rx, &format!("/host{i}")))
+                .write_yaml(&dir);
+            fb.start(&dir, &format!("host{i}"), &conf, &[])
+        })
+        .collect();
+    for h in &mut hosts {
+        h.wait_started(1);
+    }
+    for o in late {
+        server::put(&bucket, &o.key, o.gz.clone());
+    }
+    for o in objects.iter().step_by(2) {
+        notify(o);
+    }
+    let expected = Expected::of(&objects);
+    let mut tally = Tally::new(&expected, Time::LeadingIso("timestamp"), true);
+    wait_until("every event at the receiver", RUN_LIMIT, || {
+        for h in &mut hosts {
+            assert!(h.try_status().is_none(), "{}", h.stderr_tail(40));
+        }
+        tally.follow(&rx).all_arrived()
+    });
+    wait_until("the queue to empty", RUN_LIMIT, || {
+        queue::messages_in(&q) == 0
+    });
+    for h in &mut hosts {
+        let status = h.stop();
+        assert!(status.success(), "{status}\n{}", h.stderr_tail(30));
+        h.assert_no_errors();
+    }
+    tally.follow(&rx);
+    let per_host: Vec<usize> = (0..3)
+        .map(|i| {
+            rx.lines()
+                .iter()
+                .filter(|l| l.path == format!("/host{i}"))
+                .count()
+        })
+        .collect();
+    eprintln!(
+        "three hybrid shippers on {}: {}; events per host {per_host:?}",
+        fb.label(),
+        tally.summary()
+    );
+    tally.assert_exactly_once("three shippers in hybrid mode");
     Ok(())
 }
