@@ -198,7 +198,7 @@ impl SharedLedger {
     /// The prefixes (ids) this shipper lists now: of those its enumeration found (`known`)
     /// and those the table names that `keep` accepts, the ones it holds, after taking free
     /// ones up to its share and, when still short, one at a time from the shipper holding
-    /// the most. Without listing, `known` as it is.
+    /// the most (while it holds two more than this one). Without listing, `known` as it is.
     pub fn share_prefixes(
         &self,
         known: &[String],
@@ -252,10 +252,13 @@ impl SharedLedger {
                 mine.push(id.to_string());
             }
         }
+        // From a shipper holding two more than this one at least: after the move it still
+        // holds as many as this one, so it never takes the prefix back, and the shares end
+        // within one of each other.
         while mine.len() < share {
             let Some((victim, ids)) = load
                 .iter_mut()
-                .filter(|(_, ids)| ids.len() > share)
+                .filter(|(_, ids)| ids.len() > mine.len() + 1)
                 .max_by_key(|(o, ids)| (ids.len(), **o))
             else {
                 break;
