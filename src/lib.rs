@@ -9,6 +9,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod digest;
 pub mod discover;
 pub mod encode;
 pub mod engine;

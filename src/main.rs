@@ -22,6 +22,8 @@ use cloudtrail_s3::log::{Level, Logger, StderrSink};
 use cloudtrail_s3::output::http::settings::{HttpConfig, HttpSettings};
 use cloudtrail_s3::{Config, Engine};
 
+mod verify_command;
+
 const USAGE: &str = "\
 cloudtrail-s3: ship AWS CloudTrail events from S3 (or a folder) as JSON lines, on stdout
 or posted to an HTTP receiver (the [http] table of the settings, or --http-url)
@@ -30,6 +32,7 @@ Usage: cloudtrail-s3 --config FILE [--once] [--http-url URL] [--exit-with-parent
        cloudtrail-s3 --config FILE --check-config
        cloudtrail-s3 status (--db FILE | --dynamodb-table NAME) [--json]
        cloudtrail-s3 retry (--db FILE | --dynamodb-table NAME) (KEY... | --all-failed)
+       cloudtrail-s3 verify --config FILE --from TIME [--to TIME] [--json]
 
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
@@ -69,6 +72,21 @@ process may open a ledger, because two writers would undo each other's work):
                       and changed while shippers run (credentials from the SDK's chain)
   Exit codes: 0 done; 1 the ledger is missing or held by a running shipper, or (retry)
   some KEY was not failed or not known; 2 bad usage.
+
+Proof from CloudTrail's signed digests (log file validation on the trail):
+  verify --config FILE --from TIME [--to TIME]
+                      for the settings' bucket, every digest ending in the range (TIME:
+                      RFC 3339 or -DURATION, e.g. -24h; --to defaults to now): its
+                      signature (CloudTrail's public keys, ListPublicKeys), its link to
+                      the previous digest (walked forwards: deleted digests show as a
+                      gap, however many in a row), and each log file it lists (present,
+                      with the SHA-256 it names). Per digest: complete or INCOMPLETE with
+                      the missing and altered keys.
+        [--json]      the same as one JSON document
+        [--cloudtrail-endpoint URL]
+                      CloudTrail's endpoint (a VPC endpoint, or a test stand-in)
+  Exit codes: 0 every digest verified and every listed file present and unaltered;
+  1 something missing, altered, unsigned or unreadable; 2 bad usage or settings.
 ";
 
 struct Args {
@@ -160,6 +178,9 @@ fn main() -> ExitCode {
         .filter(|a| a == "status" || a == "retry")
     {
         return operator(&command, std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("verify") {
+        return verify_command::run(std::env::args().skip(2));
     }
     let args = match parse_args() {
         Ok(Parsed::Run(args)) => args,

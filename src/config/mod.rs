@@ -26,6 +26,7 @@ mod keys;
 mod secret;
 mod validate;
 
+pub use de::parse_duration_secs;
 pub use file::{FileError, load_file, load_file_with};
 pub use keys::*;
 pub use secret::Secret;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod retry;
 mod status;
+pub mod verify;
 
 pub use retry::{NotPutBack, RetryOutcome, Selection, retry};
 pub use status::{

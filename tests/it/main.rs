@@ -24,3 +24,4 @@ mod shared;
 mod simulation;
 mod simulation_shared;
 mod sqs;
+mod verify;

@@ -1,0 +1,313 @@
+//! `cloudtrail-s3 verify` on the S3 test server: digests for the bundled objects, built and
+//! signed here with a generated RSA key as CloudTrail builds and signs them, uploaded with
+//! the signature in the object's metadata; `ListPublicKeys` answered by a stand-in on
+//! loopback (the test server does not implement it). Each fault is provoked and must be
+//! reported once: a log file deleted, a log file altered, two digests deleted in a row, a
+//! digest signed by another key, a digest moved, a trail gone silent.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use cloudtrail_s3::digest::{hex, sha256, sign::fingerprint};
+
+use crate::data;
+use crate::server::{self, block_on};
+
+const ACCOUNT: &str = "218007301253";
+const FOLDER: &str = "AWSLogs/218007301253/CloudTrail-Digest/us-east-1/2023/07/10/";
+
+/// Answers every request with CloudTrail's `ListPublicKeys` answer naming `der`.
+fn key_server(ders: Vec<Vec<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let keys: Vec<String> = ders
+        .iter()
+        .map(|der| {
+            format!(
+                r#"{{"Value":"{}","ValidityStartTime":1.0E9,"ValidityEndTime":4.0E9,"Fingerprint":"{}"}}"#,
+                aws_smithy_types::base64::encode(der),
+                fingerprint(der)
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"PublicKeyList":[{}]}}"#, keys.join(","));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut request = vec![0; length];
+            let _ = reader.read_exact(&mut request);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    data::gzip(bytes)
+}
+
+/// The time in a CloudTrail log key (`…_20230710T1145Z_…`), as minutes of the day.
+fn minute_of(key: &str) -> u32 {
+    let at = key.find("20230710T").unwrap() + 9;
+    key[at..at + 2].parse::<u32>().unwrap() * 60 + key[at + 2..at + 4].parse::<u32>().unwrap()
+}
+
+/// A digest chain being written: the last digest's location, hash and signature.
+struct Writer<'a> {
+    bucket: &'a str,
+    trail: &'a str,
+    key: &'a KeyPair,
+    previous: Option<(String, [u8; 32], String)>,
+}
+
+impl Writer<'_> {
+    fn key_of(&self, end_hour: u32) -> String {
+        format!(
+            "{FOLDER}{ACCOUNT}_CloudTrail-Digest_us-east-1_{}_us-east-1_20230710T{end_hour:02}0000Z.json.gz",
+            self.trail
+        )
+    }
+
+    /// Writes the digest for the hour ending at `end_hour`, listing `logs` (key, gzip
+    /// bytes), signed by `signer` (the chain's key unless given), at `key` (its own place
+    /// unless given). Returns its key.
+    fn write(
+        &mut self,
+        end_hour: u32,
+        logs: &[(String, Vec<u8>)],
+        signer: Option<&KeyPair>,
+        stored_at: Option<&str>,
+    ) -> String {
+        let key = self.key_of(end_hour);
+        let files: Vec<serde_json::Value> = logs
+            .iter()
+            .map(|(k, gz)| {
+                let mut raw = Vec::new();
+                flate2::read::GzDecoder::new(gz.as_slice())
+                    .read_to_end(&mut raw)
+                    .unwrap();
+                serde_json::json!({
+                    "s3Bucket": self.bucket, "s3Object": k,
+                    "hashValue": hex::encode(&sha256(&raw)), "hashAlgorithm": "SHA-256",
+                    "newestEventTime": "2023-07-10T11:00:00Z", "oldestEventTime": "2023-07-10T11:00:00Z"
+                })
+            })
+            .collect();
+        let (pb, pk, ph, pa, ps) = match &self.previous {
+            Some((k, h, s)) => (
+                serde_json::json!(self.bucket),
+                serde_json::json!(k),
+                serde_json::json!(hex::encode(h)),
+                serde_json::json!("SHA-256"),
+                serde_json::json!(s),
+            ),
+            None => Default::default(),
+        };
+        let end = format!("2023-07-10T{end_hour:02}:00:00Z");
+        let body = serde_json::json!({
+            "awsAccountId": ACCOUNT,
+            "digestStartTime": format!("2023-07-10T{:02}:00:00Z", end_hour - 1),
+            "digestEndTime": end,
+            "digestS3Bucket": self.bucket,
+            "digestS3Object": key,
+            "digestPublicKeyFingerprint": fingerprint(self.key.public_key().as_ref()),
+            "digestSignatureAlgorithm": "SHA256withRSA",
+            "newestEventTime": null, "oldestEventTime": null,
+            "previousDigestS3Bucket": pb, "previousDigestS3Object": pk,
+            "previousDigestHashValue": ph, "previousDigestHashAlgorithm": pa,
+            "previousDigestSignature": ps,
+            "logFiles": files,
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let hash = sha256(&bytes);
+        let signing = format!(
+            "{end}\n{}/{key}\n{}\n{}",
+            self.bucket,
+            hex::encode(&hash),
+            self.previous.as_ref().map_or("null", |p| p.2.as_str())
+        );
+        let signer = signer.unwrap_or(self.key);
+        let mut sig = vec![0; signer.public_modulus_len()];
+        signer
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                signing.as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+        let sig = hex::encode(&sig);
+        block_on(
+            server::client()
+                .put_object()
+                .bucket(self.bucket)
+                .key(stored_at.unwrap_or(&key))
+                .body(gzip(&bytes).into())
+                .metadata("signature", &sig)
+                .metadata("signature-algorithm", "SHA256withRSA")
+                .send(),
+        )
+        .unwrap();
+        self.previous = Some((key.clone(), hash, sig));
+        key
+    }
+}
+
+fn verify(dir: &Path, bucket: &str, keys: &str, to: &str) -> (i32, serde_json::Value) {
+    let settings = dir.join(format!("{bucket}.toml"));
+    let text: String = server::s3_props(bucket)
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    std::fs::write(&settings, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .args(["verify", "--json", "--config"])
+        .arg(&settings)
+        .args(["--from", "2023-07-10T10:30:00Z", "--to", to])
+        .args(["--cloudtrail-endpoint", keys])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), report)
+}
+
+/// Log files: key and gzip bytes.
+type Logs = Vec<(String, Vec<u8>)>;
+
+/// The bundled objects in `bucket`, split by hour (11:xx and 12:xx).
+fn upload_logs(bucket: &str) -> (Logs, Logs) {
+    data::upload_all(bucket, "");
+    let all: Logs = data::objects().into_iter().map(|o| (o.key, o.gz)).collect();
+    all.into_iter().partition(|(k, _)| minute_of(k) < 12 * 60)
+}
+
+#[test]
+fn every_file_of_an_intact_trail_verifies() {
+    let bucket = server::bucket("verify-ok");
+    let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
+    let (eleven, twelve) = upload_logs(&bucket);
+    let mut w = Writer {
+        bucket: &bucket,
+        trail: "org-trail",
+        key: &key,
+        previous: None,
+    };
+    w.write(12, &eleven, None, None);
+    w.write(13, &twelve, None, None);
+    w.write(14, &[], None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report) = verify(dir.path(), &bucket, &keys, "2023-07-10T14:00:00Z");
+    assert_eq!(code, 0, "{report:#}");
+    let hours = report["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 3, "{report:#}");
+    assert!(hours.iter().all(|h| h["complete"] == true), "{report:#}");
+    let logs: u64 = hours.iter().map(|h| h["logs"].as_u64().unwrap()).sum();
+    assert_eq!(logs as usize, data::OBJECTS);
+    assert_eq!(report["chain"], serde_json::json!([]));
+}
+
+#[test]
+fn each_provoked_fault_is_reported_once() {
+    let bucket = server::bucket("verify-faults");
+    let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let other = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
+    let (eleven, twelve) = upload_logs(&bucket);
+    let mut w = Writer {
+        bucket: &bucket,
+        trail: "org-trail",
+        key: &key,
+        previous: None,
+    };
+    w.write(12, &eleven, None, None);
+    w.write(13, &twelve, None, None);
+    let (gone_a, gone_b) = (w.write(14, &[], None, None), w.write(15, &[], None, None));
+    w.write(16, &[], None, None);
+    // Two digests deleted in a row.
+    for k in [&gone_a, &gone_b] {
+        block_on(
+            server::client()
+                .delete_object()
+                .bucket(&bucket)
+                .key(k)
+                .send(),
+        )
+        .unwrap();
+    }
+    // A log file of 11:xx deleted, one of 12:xx altered (one byte of its JSON).
+    let deleted = &eleven[0].0;
+    block_on(
+        server::client()
+            .delete_object()
+            .bucket(&bucket)
+            .key(deleted)
+            .send(),
+    )
+    .unwrap();
+    let altered = &twelve[0].0;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(twelve[0].1.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let at = raw.iter().position(|b| *b == b'Z').unwrap();
+    raw[at] = b'z';
+    server::put(&bucket, altered, gzip(&raw));
+    // Another trail: its first digest signed by a key CloudTrail never published; its
+    // second stored somewhere other than where it says it is.
+    let mut forged = Writer {
+        bucket: &bucket,
+        trail: "second",
+        key: &key,
+        previous: None,
+    };
+    let forged_key = forged.write(12, &[], Some(&other), None);
+    let moved_to = forged.key_of(13).replace("T130000Z", "T133000Z");
+    forged.write(13, &[], None, Some(&moved_to));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report) = verify(dir.path(), &bucket, &keys, "2023-07-10T16:00:00Z");
+    assert_eq!(code, 1, "{report:#}");
+    let text = report.to_string();
+    let once = |needle: &str| {
+        assert_eq!(
+            text.matches(needle).count(),
+            1,
+            "{needle:?} once in {report:#}"
+        );
+    };
+    once(&format!("missing: s3://{bucket}/{deleted}"));
+    once(&format!("altered: s3://{bucket}/{altered}"));
+    once("digests missing from 2023-07-10T13:00:00Z to 2023-07-10T15:00:00Z");
+    once("the signature does not verify");
+    once("not where it was found: moved");
+    assert!(text.contains(&forged_key));
+    // The second trail's last digest ended at 13:00, three hours before the range's end.
+    once("no digest after 2023-07-10T13:00:00Z");
+    let hours = report["hours"].as_array().unwrap();
+    let incomplete = hours.iter().filter(|h| h["complete"] == false).count();
+    // 12:00 (deleted file), 13:00 (altered file), and the second trail's two.
+    assert_eq!(incomplete, 4, "{report:#}");
+}
