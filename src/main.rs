@@ -32,7 +32,7 @@ Usage: cloudtrail-s3 --config FILE [--once] [--http-url URL] [--exit-with-parent
        cloudtrail-s3 --config FILE --check-config
        cloudtrail-s3 status (--db FILE | --dynamodb-table NAME) [--json]
        cloudtrail-s3 retry (--db FILE | --dynamodb-table NAME) (KEY... | --all-failed)
-       cloudtrail-s3 verify --config FILE --from TIME [--to TIME] [--json]
+       cloudtrail-s3 verify --config FILE --from TIME [--to TIME] [--json] [--no-ledger]
 
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
@@ -81,7 +81,11 @@ Proof from CloudTrail's signed digests (log file validation on the trail):
                       the previous digest (walked forwards: deleted digests show as a
                       gap, however many in a row), and each log file it lists (present,
                       with the SHA-256 it names). Per digest: complete or INCOMPLETE with
-                      the missing and altered keys.
+                      the missing and altered keys. With the settings' ledger ('db', which
+                      needs the shipper stopped, or 'ledger.dynamodb_table'), each file is
+                      checked against what was shipped: its SHA-256 as shipped (no
+                      download), and a file never shipped is reported.
+        [--no-ledger] the bucket only
         [--json]      the same as one JSON document
         [--cloudtrail-endpoint URL]
                       CloudTrail's endpoint (a VPC endpoint, or a test stand-in)

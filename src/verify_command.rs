@@ -27,6 +27,7 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
     };
     let now = EventTime::now();
     let (mut config, mut from, mut to, mut json, mut endpoint) = (None, None, now, false, None);
+    let mut use_ledger = true;
     let mut args = args;
     while let Some(arg) = args.next() {
         let mut value = |what: &str| args.next().ok_or_else(|| format!("{arg} needs {what}"));
@@ -53,6 +54,7 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
                 Err(e) => return usage(&e),
             },
             "--json" => json = true,
+            "--no-ledger" => use_ledger = false,
             other => return usage(&format!("unknown argument '{other}'")),
         }
     }
@@ -76,6 +78,27 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
         _ => return usage("the settings name no 'bucket': verify reads one bucket's digests"),
     };
     let base = base_of(settings.selection.expr());
+    // The shipper's ledger, when the settings name one: a file needs the shipper stopped
+    // (one process at a time); a shared table is read while shippers run.
+    let ledger = match (&settings.shared_ledger, &settings.db) {
+        _ if !use_ledger => None,
+        (Some(shared), _) => Some(cloudtrail_s3::ops::open_shared(
+            &shared.table,
+            shared.endpoint.as_deref(),
+            s3.region.as_deref(),
+        )),
+        (None, Some(db)) => Some(cloudtrail_s3::ops::open(db, now.secs())),
+        (None, None) => None,
+    };
+    let ledger = match ledger.transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "cloudtrail-s3 verify: {e}\n(or give --no-ledger to check the bucket only, without what was shipped)"
+            );
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,6 +122,7 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
             &lister,
             &S3Reader(client),
             &mut keys,
+            ledger.as_ref(),
             base.as_deref(),
             from,
             to,

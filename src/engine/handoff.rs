@@ -24,6 +24,9 @@ pub struct Mark {
     pub newest_event: u32,
     /// The object's LastModified (Unix seconds): freshness.
     pub modified: u32,
+    /// On a done object's last mark: the SHA-256 of all its decompressed bytes, read as it
+    /// was shipped (what CloudTrail's digests name for each log file).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// How an object ended.

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::sqs_side::{heartbeat_loop, receive_loop};
 use super::{CHUNK_START, Core};
+use crate::digest::Sha256;
 use crate::discover::Discovery;
 use crate::discover::folder;
 use crate::engine::handoff::{Chunk, End, Mark};
@@ -171,6 +172,7 @@ impl Core {
                         end: Some(End::Failed(reason)),
                         newest_event: 0,
                         modified: object.last_modified.secs(),
+                        sha256: None,
                     },
                 });
                 return;
@@ -197,10 +199,13 @@ impl Core {
             observe: m.clone(),
             decompressed: false,
         };
-        let reader = Counted {
-            inner: decode::open_stream(downloaded, self.config.max_object_bytes),
-            observe: m,
-            decompressed: true,
+        let mut reader = Hashing {
+            inner: Counted {
+                inner: decode::open_stream(downloaded, self.config.max_object_bytes),
+                observe: m,
+                decompressed: true,
+            },
+            hash: Sha256::default(),
         };
         // Chunk buffers start small and grow by doubling: the queue's byte budget counts
         // lengths, so capacity must stay within 2x of them (objects are mostly small).
@@ -212,7 +217,7 @@ impl Core {
             fallback,
             max_event_bytes: self.config.max_event_bytes,
         };
-        let outcome = split(reader, options, |event| {
+        let outcome = split(&mut reader, options, |event| {
             let before = buf.len();
             if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
                 buf.truncate(before);
@@ -239,6 +244,7 @@ impl Core {
                     end: None,
                     newest_event: std::mem::take(&mut newest),
                     modified: object.last_modified.secs(),
+                    sha256: None,
                 },
             };
             self.queue.push(chunk).map_err(|_| Stop)
@@ -260,10 +266,21 @@ impl Core {
                 stats.not_objects
             ));
         }
+        let mut sha256 = None;
         let end = match outcome.error {
             None => {
                 self.log
                     .debug(format_args!("{object}: {} events", stats.events));
+                // The hash CloudTrail's digest names covers every byte, those after
+                // `Records` too: the split reads to the end already (nothing may follow the
+                // JSON), and draining here keeps the hash whole whatever it does. A read
+                // failing now leaves the hash unknown.
+                match std::io::copy(&mut reader, &mut std::io::sink()) {
+                    Ok(_) => sha256 = Some(reader.hash.finish()),
+                    Err(e) => self.log.debug(format_args!(
+                        "{object}: its last bytes could not be read for its SHA-256: {e}"
+                    )),
+                }
                 End::Done
             }
             Some(SplitError::Stopped) => return,
@@ -303,6 +320,7 @@ impl Core {
                 end: Some(end),
                 newest_event: newest,
                 modified: object.last_modified.secs(),
+                sha256,
             },
         });
     }
@@ -480,6 +498,20 @@ pub(super) async fn lease_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>)
 
 /// Counts the bytes read through it into the metrics: downloaded (compressed) or
 /// decompressed.
+/// A reader that hashes what passes through it (an object's decompressed bytes).
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 pub(super) struct Counted<R> {
     inner: R,
     observe: Arc<Observe>,

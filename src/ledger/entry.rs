@@ -31,6 +31,9 @@ pub struct Entry {
     pub changed_at: u32,
     /// Why it failed (failed), or the last transient error (open).
     pub reason: String,
+    /// SHA-256 of the object's decompressed bytes, kept when it is done (checked against
+    /// CloudTrail's digests).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Whether a listed object keeps its watermark (a prefix's key, or a time window's time)
@@ -47,6 +50,9 @@ pub fn holds_watermark(entry: Option<&Entry>) -> bool {
 }
 
 const FORM: u8 = 1;
+/// The same, with the 32 bytes of the SHA-256 between the numbers and the reason. An entry
+/// without a hash keeps the first form, which releases before this one read.
+const FORM_HASHED: u8 = 2;
 const FIXED: usize = 1 + 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4;
 
 impl Entry {
@@ -61,6 +67,7 @@ impl Entry {
             modified,
             changed_at: now,
             reason: String::new(),
+            sha256: None,
         }
     }
 
@@ -78,17 +85,17 @@ impl Entry {
     /// finishes it or backs it off (`abandoned`). Returns the status it finished with.
     pub fn apply(
         &mut self,
-        position: u64,
-        end: Option<&crate::engine::handoff::End>,
+        mark: &crate::engine::handoff::Mark,
         now: u32,
         abandoned: super::Backoff,
     ) -> Option<Status> {
         use crate::engine::handoff::End;
-        self.position = self.position.max(position);
-        match end? {
+        self.position = self.position.max(mark.position);
+        match mark.end.as_ref()? {
             End::Done => {
                 self.status = Status::Done;
                 self.reason.clear();
+                self.sha256 = mark.sha256;
             }
             End::Failed(reason) => {
                 self.status = Status::Failed;
@@ -122,8 +129,12 @@ impl Entry {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED + self.reason.len());
-        out.push(FORM);
+        let mut out = Vec::with_capacity(FIXED + 33 + self.reason.len());
+        out.push(if self.sha256.is_some() {
+            FORM_HASHED
+        } else {
+            FORM
+        });
         out.push(match self.status {
             Status::Open => 0,
             Status::Done => 1,
@@ -136,13 +147,22 @@ impl Entry {
         out.extend_from_slice(&self.modified.0.to_le_bytes());
         out.extend_from_slice(&self.modified.1.to_le_bytes());
         out.extend_from_slice(&self.changed_at.to_le_bytes());
+        if let Some(h) = &self.sha256 {
+            out.extend_from_slice(h);
+        }
         out.extend_from_slice(self.reason.as_bytes());
         out
     }
 
     /// `None` for bytes that are not an entry of this form.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() < FIXED || b[0] != FORM {
+        let hashed = match *b.first()? {
+            FORM => false,
+            FORM_HASHED => true,
+            _ => return None,
+        };
+        let text_at = if hashed { FIXED + 32 } else { FIXED };
+        if b.len() < text_at {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
@@ -160,7 +180,8 @@ impl Entry {
             size: u64_at(18),
             modified: (u32_at(26), u32_at(30)),
             changed_at: u32_at(34),
-            reason: String::from_utf8(b[FIXED..].to_vec()).ok()?,
+            reason: String::from_utf8(b[text_at..].to_vec()).ok()?,
+            sha256: hashed.then(|| b[FIXED..FIXED + 32].try_into().unwrap_or_default()),
         })
     }
 }
@@ -180,8 +201,25 @@ mod tests {
             modified: (1_690_000_000, 123),
             changed_at: 1_700_000_001,
             reason: "gzip: invalid header ü".into(),
+            sha256: None,
         };
         assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        assert_eq!(
+            e.encode()[0],
+            1,
+            "without a hash: the first form, as before"
+        );
+        let hashed = Entry {
+            status: Status::Done,
+            sha256: Some([0xab; 32]),
+            ..e.clone()
+        };
+        assert_eq!(Entry::decode(&hashed.encode()), Some(hashed.clone()));
+        assert_eq!(
+            Entry::decode(&hashed.encode()[..FIXED + 31]),
+            None,
+            "a hash cut short"
+        );
         let open = Entry::open(5, (1, 2), 3);
         assert_eq!(Entry::decode(&open.encode()), Some(open));
         assert_eq!(Entry::decode(b""), None);

@@ -347,7 +347,7 @@ impl Ledger {
                 if e.is_finished() {
                     continue;
                 }
-                match e.apply(m.position, m.end.as_ref(), now, abandoned) {
+                match e.apply(m, now, abandoned) {
                     Some(Status::Done) => out.done += 1,
                     Some(Status::Failed) => out.failed += 1,
                     _ => {}

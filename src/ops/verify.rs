@@ -8,6 +8,11 @@
 //! aws-cli's backwards walk reports only the first), and each log file it lists: present,
 //! and with the SHA-256 it names over its uncompressed bytes. A stream whose last digest is
 //! more than two hours older than the end of the range is reported silent.
+//!
+//! With the shipper's ledger, a listed file is checked against what was shipped: the
+//! engine keeps the SHA-256 of every file it shipped, so a file shipped since hashes are
+//! kept costs no download, and a file CloudTrail wrote that the shipper never shipped (a
+//! notification lost, an object deleted before it was read) is reported as not shipped.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +24,8 @@ use crate::digest::keys::{KeyRing, KeySource};
 use crate::digest::{Digest, Location, LogFile, Sha256, file::inflate, hex, sign};
 use crate::discover::listing::{Listed, Lister};
 use crate::layout::{self, Base, SEARCH_DEPTH, day_path};
+use crate::ledger::{Ledger, Status};
+use crate::object::s3_id;
 use crate::timestamp::EventTime;
 
 /// Log files fetched at once while their hashes are checked.
@@ -42,6 +49,9 @@ pub struct HourReport {
     pub digest: String,
     pub complete: bool,
     pub logs: usize,
+    /// Listed files the ledger says were shipped with the digest's hash (with a ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<usize>,
     /// What is wrong, one line each (missing and altered log files with their keys).
     pub problems: Vec<String>,
 }
@@ -196,6 +206,7 @@ pub async fn verify<L: Lister, R: Reader, K: KeySource>(
     lister: &L,
     reader: &R,
     keys: &mut KeyRing<K>,
+    ledger: Option<&Ledger>,
     base: Option<&str>,
     from: EventTime,
     to: EventTime,
@@ -240,7 +251,7 @@ pub async fn verify<L: Lister, R: Reader, K: KeySource>(
                 bucket: bucket.clone(),
                 key,
             };
-            match check_digest(reader, keys, &mut chains, &stream, &at).await {
+            match check_digest(reader, keys, ledger, &mut chains, &stream, &at).await {
                 Ok((hour, link)) => {
                     if let Some(l) = link {
                         report.chain.push(format!(
@@ -275,6 +286,7 @@ pub async fn verify<L: Lister, R: Reader, K: KeySource>(
 async fn check_digest<R: Reader, K: KeySource>(
     reader: &R,
     keys: &mut KeyRing<K>,
+    ledger: Option<&Ledger>,
     chains: &mut Chains,
     stream: &Stream,
     at: &Location,
@@ -291,6 +303,7 @@ async fn check_digest<R: Reader, K: KeySource>(
         digest: at.to_string(),
         complete: false,
         logs: 0,
+        shipped: ledger.map(|_| 0),
         problems: Vec::new(),
     };
     let digest = match inflate(&gz).and_then(|b| Digest::parse(&b)) {
@@ -345,32 +358,93 @@ async fn check_digest<R: Reader, K: KeySource>(
         )),
     };
     let checks = stream::iter(digest.logs.iter())
-        .map(|log| check_log(reader, log))
+        .map(|log| check_log(reader, ledger, log))
         .buffered(FETCHES)
         .collect::<Vec<_>>()
         .await;
-    for problem in checks.into_iter().flatten() {
-        hour.problems.push(problem);
+    for (problem, shipped) in checks {
+        hour.problems.extend(problem);
+        if let (Some(n), true) = (hour.shipped.as_mut(), shipped) {
+            *n += 1;
+        }
     }
     hour.complete = hour.problems.is_empty();
     Ok((hour, link))
 }
 
-/// What is wrong with one listed log file, if anything.
-async fn check_log<R: Reader>(reader: &R, log: &LogFile) -> Option<String> {
-    match reader.get(&log.location).await {
-        Ok(Fetched::Missing) => Some(format!("missing: {}", log.location)),
+/// What is wrong with one listed log file, if anything, and whether the ledger says it
+/// was shipped with the digest's hash.
+async fn check_log<R: Reader>(
+    reader: &R,
+    ledger: Option<&Ledger>,
+    log: &LogFile,
+) -> (Option<String>, bool) {
+    let id = s3_id(&log.location.bucket, &log.location.key);
+    let entry = match ledger.map(|l| l.entry(&id)) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(e)) => return (Some(format!("could not read the ledger: {e}")), false),
+    };
+    let l = &log.location;
+    match entry
+        .as_ref()
+        .map(|e| e.as_ref().map(|e| (e.status, e.sha256)))
+    {
+        Some(Some((Status::Done, Some(h)))) if h == log.hash => return (None, true),
+        Some(Some((Status::Done, Some(h)))) => {
+            return (
+                Some(format!(
+                    "altered: {l} was shipped with SHA-256 {}, the digest names {}",
+                    hex::encode(&h),
+                    hex::encode(&log.hash)
+                )),
+                false,
+            );
+        }
+        Some(Some((Status::Open, _))) => {
+            let why = entry.flatten().map(|e| e.reason).unwrap_or_default();
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" (last error: {why})")
+            };
+            return (
+                Some(format!("not shipped yet: {l} is open in the ledger{why}")),
+                false,
+            );
+        }
+        Some(Some((Status::Failed, _))) => {
+            let why = entry.flatten().map(|e| e.reason).unwrap_or_default();
+            return (Some(format!("not shipped: {l} failed: {why}")), false);
+        }
+        // Shipped before hashes were kept, unknown to the ledger, or no ledger: the bucket.
+        _ => {}
+    }
+    let done = matches!(entry, Some(Some(ref e)) if e.status == Status::Done);
+    let problem = match reader.get(l).await {
+        Ok(Fetched::Missing) => Some(format!("missing: {l}")),
         Err(e) => Some(format!("could not read: {e}")),
         Ok(Fetched::Found { bytes, .. }) => match log_hash(&bytes) {
             Ok(h) if h == log.hash => None,
             Ok(h) => Some(format!(
-                "altered: {} (SHA-256 {}, the digest names {})",
-                log.location,
+                "altered: {l} (SHA-256 {}, the digest names {})",
                 hex::encode(&h),
                 hex::encode(&log.hash)
             )),
-            Err(e) => Some(format!("altered: {}: {e}", log.location)),
+            Err(e) => Some(format!("altered: {l}: {e}")),
         },
+    };
+    match (problem, entry) {
+        (Some(p), _) => (Some(p), false),
+        // In the bucket and intact, but the ledger does not know it: never shipped (no
+        // notification or listing found it), or forgotten (older than the lookback).
+        (None, Some(None)) => (
+            Some(format!(
+                "not shipped: {l} is in the bucket, unaltered, and not in the ledger (never found, or forgotten after the lookback)"
+            )),
+            false,
+        ),
+        (None, _) => (None, done),
     }
 }
 

@@ -311,3 +311,166 @@ fn each_provoked_fault_is_reported_once() {
     // 12:00 (deleted file), 13:00 (altered file), and the second trail's two.
     assert_eq!(incomplete, 4, "{report:#}");
 }
+
+#[test]
+fn the_engine_keeps_the_sha256_of_each_file_it_shipped() {
+    let bucket = server::bucket("verify-hash");
+    data::upload_all(&bucket, "");
+    // One file with a byte after its JSON (a newline), which the digest's hash covers.
+    let extra = "AWSLogs/218007301253/CloudTrail/us-east-1/2023/07/10/218007301253_CloudTrail_us-east-1_20230710T1300Z_newline000000001.json.gz";
+    let raw_extra = b"{\"Records\":[{\"eventVersion\":\"1.08\",\"eventTime\":\"2023-07-10T13:00:00Z\",\"eventID\":\"x1\"}]}\n";
+    server::put(&bucket, extra, gzip(raw_extra));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut props = server::s3_props(&bucket);
+    props.push(("db", db.display().to_string()));
+    let settings = dir.path().join("s.toml");
+    let text: String = props
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    std::fs::write(&settings, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .arg("--config")
+        .arg(&settings)
+        .arg("--once")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let now = cloudtrail_s3::timestamp::EventTime::now().secs();
+    let ledger = cloudtrail_s3::ops::open(&db, now).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = data::objects()
+        .into_iter()
+        .map(|o| {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(o.gz.as_slice())
+                .read_to_end(&mut raw)
+                .unwrap();
+            (o.key, raw)
+        })
+        .collect();
+    files.push((extra.to_string(), raw_extra.to_vec()));
+    for (key, raw) in files {
+        let entry = ledger
+            .entry(&format!("s3://{bucket}/{key}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key}: no entry"));
+        assert_eq!(entry.sha256, Some(sha256(&raw)), "{key}");
+    }
+}
+
+#[test]
+fn with_the_ledger_files_are_checked_against_what_was_shipped() {
+    let bucket = server::bucket("verify-ledger");
+    let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
+    let (eleven, mut twelve) = upload_logs(&bucket);
+    // One file is shipped altered (a byte changed before the shipper read it): the digest
+    // names CloudTrail's bytes.
+    let (tampered, original) = twelve[1].clone();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(original.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let at = raw.iter().position(|b| *b == b'Z').unwrap();
+    raw[at] = b'z';
+    server::put(&bucket, &tampered, gzip(&raw));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let mut props = server::s3_props(&bucket);
+    props.push(("db", db.display().to_string()));
+    let settings = dir.path().join("shipper.toml");
+    let text: String = props
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    std::fs::write(&settings, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .arg("--config")
+        .arg(&settings)
+        .arg("--once")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file CloudTrail wrote after the shipper stopped: in the bucket, never shipped.
+    let late = eleven[0]
+        .0
+        .replace("T1145Z_", "T1259Z_")
+        .replace("7xgocspSowgK0Gto", "neverShipped0001");
+    server::put(&bucket, &late, eleven[0].1.clone());
+    twelve.push((late.clone(), eleven[0].1.clone()));
+    let mut w = Writer {
+        bucket: &bucket,
+        trail: "t",
+        key: &key,
+        previous: None,
+    };
+    w.write(12, &eleven, None, None);
+    twelve[1].1 = original;
+    w.write(13, &twelve, None, None);
+
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+            .args(["verify", "--json", "--config"])
+            .arg(&settings)
+            .args([
+                "--from",
+                "2023-07-10T10:30:00Z",
+                "--to",
+                "2023-07-10T13:00:00Z",
+            ])
+            .args(["--cloudtrail-endpoint", &keys])
+            .args(extra)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), report)
+    };
+    let (code, report) = run(&[]);
+    assert_eq!(code, 1, "{report:#}");
+    let hours = report["hours"].as_array().unwrap();
+    assert_eq!(hours[0]["complete"], true, "{report:#}");
+    assert_eq!(hours[0]["shipped"], eleven.len(), "{report:#}");
+    assert_eq!(hours[1]["shipped"], twelve.len() - 2, "{report:#}");
+    let problems: Vec<&str> = hours[1]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with(&format!(
+            "altered: s3://{bucket}/{tampered} was shipped with SHA-256"
+        ))),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.starts_with(&format!(
+            "not shipped: s3://{bucket}/{late} is in the bucket"
+        ))),
+        "{problems:#?}"
+    );
+    // The bucket alone: the tampered file is altered in the bucket too, the late one fine.
+    let (code, report) = run(&["--no-ledger"]);
+    assert_eq!(code, 1);
+    let text = report["hours"][1]["problems"].to_string();
+    assert!(
+        text.contains(&format!("altered: s3://{bucket}/{tampered} (SHA-256")),
+        "{text}"
+    );
+    assert!(!text.contains("not shipped"), "{text}");
+    assert!(report["hours"][1].get("shipped").is_none());
+}

@@ -477,7 +477,7 @@ impl SharedLedger {
                 if m.end.is_none() && row.entry.position >= m.position {
                     return Step::Keep(None);
                 }
-                let ended = row.entry.apply(m.position, m.end.as_ref(), now, abandoned);
+                let ended = row.entry.apply(m, now, abandoned);
                 if ended == Some(Status::Done) {
                     row.expires = self.done_expires(&m.id, now);
                 }
