@@ -180,8 +180,11 @@ fn run_stage(stage: &str) {
                 "serde_json from_slice, IgnoredAny, parse time only",
             )
         }
-        "engine-msgpack" | "engine-ndjson" => {
-            let encoder: Box<dyn Encoder> = if stage == "engine-msgpack" {
+        "engine-msgpack" | "engine-ndjson" | "engine-msgpack-sha256" => {
+            // With `-sha256`: the SHA-256 of the decompressed bytes as they are read, as the
+            // worker keeps it for CloudTrail's digests.
+            let hashing = stage.ends_with("-sha256");
+            let encoder: Box<dyn Encoder> = if stage.starts_with("engine-msgpack") {
                 Box::new(MsgpackEncoder { metadata_key: None })
             } else {
                 Box::new(NdjsonEncoder::default())
@@ -193,9 +196,11 @@ fn run_stage(stage: &str) {
             for f in &files {
                 let data = std::fs::read(f).unwrap();
                 let object = ObjectRef::file(f.clone(), String::new(), data.len() as u64, fallback);
+                let mut hash = hashing.then(cloudtrail_s3::digest::Sha256::default);
                 let reader = CountingReader {
                     inner: decode::open(&data, 1 << 30),
                     n: &mut json_bytes,
+                    hash: hash.as_mut(),
                 };
                 let options = split::SplitOptions {
                     skip: 0,
@@ -212,6 +217,7 @@ fn run_stage(stage: &str) {
                 });
                 assert!(outcome.error.is_none());
                 events += outcome.stats.events;
+                std::hint::black_box(hash.map(|h| h.finish()));
             }
             out_bytes += out.len() as u64;
             let note = format!(
@@ -455,12 +461,16 @@ fn run_stage(stage: &str) {
 struct CountingReader<'a, R> {
     inner: R,
     n: &'a mut u64,
+    hash: Option<&'a mut cloudtrail_s3::digest::Sha256>,
 }
 
 impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         *self.n += n as u64;
+        if let Some(h) = self.hash.as_mut() {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -702,6 +712,7 @@ fn main() {
         "floor-gunzip-miniz",
         "floor-json",
         "engine-msgpack",
+        "engine-msgpack-sha256",
         "engine-ndjson",
         "plugin-dir",
         "plugin-dir-defaults",
