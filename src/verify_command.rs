@@ -117,13 +117,13 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
             bucket: Arc::from(s3.bucket.clone().unwrap_or_default()),
             observe: Arc::new(Observe::new(u32::MAX, Default::default())),
         };
-        let mut keys = KeyRing::new(CloudTrailKeys::new(sdk, endpoint));
+        let keys = KeyRing::new(CloudTrailKeys::new(sdk, endpoint));
         verify(
-            &lister,
-            &S3Reader(client),
-            &mut keys,
+            lister,
+            S3Reader(client),
+            keys,
             ledger.as_ref(),
-            base.as_deref(),
+            base,
             from,
             to,
         )

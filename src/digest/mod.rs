@@ -10,6 +10,7 @@
 //! forwards ([`chain`]), so a deleted digest is seen when the next one arrives, two in a row
 //! included (aws-cli walks it backwards and reports only the first of two, aws/aws-cli#7054).
 
+pub mod audit;
 pub mod chain;
 pub mod file;
 pub mod keys;

@@ -1,0 +1,584 @@
+//! Checking a bucket's digests, pass after pass: each digest is read once (form, place,
+//! signature, link to the previous one), and the log files it lists are checked until each
+//! is settled: shipped with the digest's hash (per the ledger), or found missing, altered,
+//! failed, or not shipped.
+//!
+//! The `verify` command makes one strict pass over a time range. The engine (with
+//! `digest.validate`) keeps one [`Audit`] for its life and makes a pass every
+//! `digest.every`: a file the ledger does not know is given `digest.grace` after its
+//! digest's end to be found by notifications or listings, then it is fetched and shipped
+//! from here ([`PassOutcome::heal`]): the digest heals what discovery missed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+
+use super::chain::{Chains, Link, Stream, stream_of};
+use super::keys::{KeyRing, KeySource};
+use super::{Digest, Location, LogFile, Sha256, file::inflate, hex, sign};
+use crate::discover::listing::{Listed, Lister};
+use crate::layout::{self, SEARCH_DEPTH, day_path};
+use crate::ledger::{Ledger, Status};
+use crate::object::s3_id;
+use crate::timestamp::EventTime;
+
+/// Log files fetched at once while their hashes are checked.
+const FETCHES: usize = 8;
+
+/// A stream with no digest for this long before the end of a pass's range is reported
+/// silent: CloudTrail delivers a digest every hour, and takes up to an hour to.
+const SILENT_AFTER: u32 = 2 * 3600;
+
+/// Log files larger than this uncompressed are reported, not hashed.
+const MAX_LOG_BYTES: u64 = 1 << 30;
+
+/// What a read of an object gave.
+pub enum Fetched {
+    Found {
+        bytes: Vec<u8>,
+        metadata: BTreeMap<String, String>,
+    },
+    Missing,
+}
+
+/// Reading single objects (the listings go through [`Lister`]).
+pub trait Reader: Send + Sync {
+    fn get(
+        &self,
+        location: &Location,
+    ) -> impl std::future::Future<Output = Result<Fetched, String>> + Send;
+}
+
+/// Reads through the AWS SDK.
+pub struct S3Reader(pub aws_sdk_s3::Client);
+
+impl Reader for S3Reader {
+    async fn get(&self, l: &Location) -> Result<Fetched, String> {
+        let out = self
+            .0
+            .get_object()
+            .bucket(&l.bucket)
+            .key(&l.key)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(Fetched::Missing);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{l}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ));
+            }
+        };
+        let metadata = out
+            .metadata()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("{l}: reading: {e}"))?
+            .into_bytes()
+            .to_vec();
+        Ok(Fetched::Found { bytes, metadata })
+    }
+}
+
+/// One digest's hour, as found so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct HourReport {
+    pub account: String,
+    pub region: String,
+    pub trail: String,
+    /// The digest's end time (the hour it covers ends here).
+    pub end: String,
+    pub digest: String,
+    pub complete: bool,
+    pub logs: usize,
+    /// Listed files the ledger says were shipped with the digest's hash (with a ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<usize>,
+    /// What is wrong, one line each (missing and altered log files with their keys).
+    pub problems: Vec<String>,
+}
+
+/// What a pass found.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    /// Every digest read in this pass or still tracked, as it stands.
+    pub hours: Vec<HourReport>,
+    /// Findings new in this pass, each once over the audit's life: a digest's problems and
+    /// the chain's (gaps, restarts, silent streams).
+    pub findings: Vec<String>,
+    /// Findings of the chain and of streams (also in `findings` when new).
+    pub chain: Vec<String>,
+    /// Files a digest lists that are in the bucket and unknown to the ledger past the grace
+    /// time: to be shipped now.
+    pub heal: Vec<(Location, u64)>,
+    /// Requests that failed: what could not be checked (tried again next pass).
+    pub errors: Vec<String>,
+}
+
+/// A digest read, with the files it lists not settled yet.
+struct Tracked {
+    end: EventTime,
+    hour: HourReport,
+    pending: Vec<LogFile>,
+}
+
+/// What one listed file came to.
+enum FileCheck {
+    /// Shipped with the digest's hash, or (without a ledger, or shipped before hashes were
+    /// kept) in the bucket with it.
+    Verified { shipped: bool },
+    /// Settled with a problem.
+    Problem(String),
+    /// In the bucket and unknown to the ledger: to be shipped (the text says why).
+    NotShipped(String, u64),
+    /// Not settled yet (open in the ledger, or within the grace time).
+    Pending,
+}
+
+/// Digests checked pass after pass.
+pub struct Audit<L, R, K> {
+    lister: L,
+    reader: R,
+    keys: KeyRing<K>,
+    /// The layout's literal `…/AWSLogs/` folder, or searched when `None`.
+    base: Option<String>,
+    /// Seconds after a digest's end before a file the ledger does not know is a finding.
+    grace: u32,
+    /// One pass judging everything now (`verify`): an open file is a problem, not pending.
+    strict: bool,
+    chains: Chains,
+    /// Digest keys read (each once).
+    seen: HashSet<String>,
+    /// Digests whose files are not all settled, in the order read.
+    tracked: Vec<Tracked>,
+}
+
+impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
+    pub fn new(
+        lister: L,
+        reader: R,
+        keys: KeyRing<K>,
+        base: Option<String>,
+        grace: u32,
+        strict: bool,
+    ) -> Self {
+        Self {
+            lister,
+            reader,
+            keys,
+            base,
+            grace,
+            strict,
+            chains: Chains::default(),
+            seen: HashSet::new(),
+            tracked: Vec::new(),
+        }
+    }
+
+    /// Reads the digests ending in `from`..`to` (an hour more at the end: a digest covers
+    /// the hour before its end) not read before, then checks every tracked digest's
+    /// unsettled files.
+    pub async fn pass(
+        &mut self,
+        ledger: Option<&Ledger>,
+        from: EventTime,
+        to: EventTime,
+        now: EventTime,
+    ) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        let bucket = self.lister.bucket().to_string();
+        let folders = self.digest_folders(&mut out.errors).await;
+        let (lo, hi) = (from.secs(), to.secs().saturating_add(3600));
+        let mut streams: BTreeMap<Stream, Vec<(EventTime, String)>> = BTreeMap::new();
+        for folder in folders {
+            let start = format!("{folder}{}", day_path(i64::from(lo) / 86_400 - 1));
+            let listed = match self.lister.list_objects(&folder, Some(&start)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    out.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            for Listed { key, .. } in listed {
+                if self.seen.contains(&key) {
+                    continue;
+                }
+                if let Some((stream, end)) = stream_of(&bucket, &key)
+                    && end.secs() > lo
+                    && end.secs() <= hi
+                {
+                    streams.entry(stream).or_default().push((end, key));
+                }
+            }
+        }
+        for (stream, mut digests) in streams {
+            digests.sort();
+            for (end, key) in digests {
+                let at = Location {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                };
+                match self.read_digest(&stream, &at).await {
+                    Ok((tracked, link)) => {
+                        self.seen.insert(key);
+                        if let Some(l) = link {
+                            let l = format!(
+                                "{} {} {}: {l}",
+                                stream.account, stream.region, stream.trail
+                            );
+                            out.chain.push(l.clone());
+                            out.findings.push(l);
+                        }
+                        let t = Tracked { end, ..tracked };
+                        out.findings.extend(
+                            t.hour
+                                .problems
+                                .iter()
+                                .map(|p| format!("{}: {p}", t.hour.digest)),
+                        );
+                        self.tracked.push(t);
+                    }
+                    Err(e) => out.errors.push(e),
+                }
+            }
+        }
+        for (stream, end, at) in self.chains.ends() {
+            if to.secs().saturating_sub(end.secs()) > SILENT_AFTER {
+                out.chain.push(format!(
+                    "{} {} {}: no digest after {} (the last is {at}): digests deleted, or logging stopped",
+                    stream.account,
+                    stream.region,
+                    stream.trail,
+                    end.to_rfc3339()
+                ));
+            }
+        }
+        out.chain.sort();
+        self.check_files(ledger, now, &mut out).await;
+        out
+    }
+
+    /// Checks the unsettled files of every tracked digest; settled digests stop being
+    /// tracked (after this pass's report).
+    async fn check_files(
+        &mut self,
+        ledger: Option<&Ledger>,
+        now: EventTime,
+        out: &mut PassOutcome,
+    ) {
+        let mut tracked = std::mem::take(&mut self.tracked);
+        for t in &mut tracked {
+            if ledger.is_some() && t.hour.shipped.is_none() {
+                t.hour.shipped = Some(0);
+            }
+            let past_grace = self.strict || now.secs() >= t.end.secs().saturating_add(self.grace);
+            let pending = std::mem::take(&mut t.pending);
+            let checks = stream::iter(pending.into_iter())
+                .map(|log| async {
+                    let c = self.check_log(ledger, &log, past_grace).await;
+                    (log, c)
+                })
+                .buffered(FETCHES)
+                .collect::<Vec<_>>()
+                .await;
+            for (log, check) in checks {
+                match check {
+                    FileCheck::Verified { shipped } => {
+                        if let (Some(n), true) = (t.hour.shipped.as_mut(), shipped) {
+                            *n += 1;
+                        }
+                    }
+                    FileCheck::Problem(p) => {
+                        out.findings.push(format!("{}: {p}", t.hour.digest));
+                        t.hour.problems.push(p);
+                    }
+                    FileCheck::NotShipped(p, size) => {
+                        out.findings.push(format!("{}: {p}", t.hour.digest));
+                        t.hour.problems.push(p);
+                        out.heal.push((log.location.clone(), size));
+                    }
+                    FileCheck::Pending => t.pending.push(log),
+                }
+            }
+            t.hour.complete = t.pending.is_empty() && t.hour.problems.is_empty();
+            out.hours.push(t.hour.clone());
+        }
+        tracked.retain(|t| !t.pending.is_empty());
+        self.tracked = tracked;
+    }
+
+    /// Reads, checks and links one digest. Returns it tracked with all its files pending,
+    /// and what its link to the previous digest says of the hours before it, when that is
+    /// not "nothing missing".
+    async fn read_digest(
+        &mut self,
+        stream: &Stream,
+        at: &Location,
+    ) -> Result<(Tracked, Option<String>), String> {
+        let (gz, metadata) = match self.reader.get(at).await? {
+            Fetched::Found { bytes, metadata } => (bytes, metadata),
+            Fetched::Missing => return Err(format!("{at}: listed, then gone")),
+        };
+        let mut hour = HourReport {
+            account: stream.account.clone(),
+            region: stream.region.clone(),
+            trail: stream.trail.clone(),
+            end: String::new(),
+            digest: at.to_string(),
+            complete: false,
+            logs: 0,
+            shipped: None,
+            problems: Vec::new(),
+        };
+        let digest = match inflate(&gz).and_then(|b| Digest::parse(&b)) {
+            Ok(d) => d,
+            Err(e) => {
+                hour.problems.push(format!("the digest is unreadable: {e}"));
+                let t = Tracked {
+                    end: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
+                    hour,
+                    pending: Vec::new(),
+                };
+                return Ok((t, None));
+            }
+        };
+        hour.end = digest.end_text.clone();
+        hour.logs = digest.logs.len();
+        if digest.location != *at {
+            hour.problems.push(format!(
+                "the digest says it is {}, not where it was found: moved",
+                digest.location
+            ));
+        }
+        let signature = metadata.get("signature").map(String::as_str);
+        let algorithm = metadata.get("signature-algorithm").map(String::as_str);
+        let checked = match self
+            .keys
+            .find(
+                &stream.region,
+                &digest.fingerprint,
+                i64::from(digest.end.secs()),
+            )
+            .await?
+        {
+            Some(key) => sign::verify(&digest, signature, algorithm, &key.der),
+            None => Err(sign::SignatureError::UnknownKey(digest.fingerprint.clone())),
+        };
+        if let Err(e) = checked {
+            hour.problems.push(format!("signature: {e}"));
+        }
+        let link = match self.chains.follow(stream, at, &digest, signature) {
+            Link::Follows | Link::First => None,
+            Link::Restarted { after, from } => Some(format!(
+                "{at} starts a new chain after {after}: no digest covers {} to {} (logging or validation was off)",
+                from.to_rfc3339(),
+                digest.start.to_rfc3339()
+            )),
+            Link::Gap {
+                names,
+                last_seen,
+                from,
+            } => Some(format!(
+                "digests missing from {} to {}: {at} names {names} as the one before it, and the last one found is {last_seen}",
+                from.to_rfc3339(),
+                digest.start.to_rfc3339()
+            )),
+            Link::Altered { previous, what } => Some(format!(
+                "{previous} has another {what} than {at} names for it: altered after {at} was signed"
+            )),
+        };
+        let t = Tracked {
+            end: digest.end,
+            hour,
+            pending: digest.logs,
+        };
+        Ok((t, link))
+    }
+
+    /// What one listed log file comes to now.
+    async fn check_log(
+        &self,
+        ledger: Option<&Ledger>,
+        log: &LogFile,
+        past_grace: bool,
+    ) -> FileCheck {
+        let l = &log.location;
+        let entry = match ledger.map(|led| led.entry(&s3_id(&l.bucket, &l.key))) {
+            None => None,
+            Some(Ok(e)) => Some(e),
+            // Not settled: the next pass reads it again.
+            Some(Err(_)) => return FileCheck::Pending,
+        };
+        if let Some(Some(e)) = &entry {
+            match (e.status, e.sha256) {
+                (Status::Done, Some(h)) if h == log.hash => {
+                    return FileCheck::Verified { shipped: true };
+                }
+                (Status::Done, Some(h)) => {
+                    return FileCheck::Problem(format!(
+                        "altered: {l} was shipped with SHA-256 {}, the digest names {}",
+                        hex::encode(&h),
+                        hex::encode(&log.hash)
+                    ));
+                }
+                (Status::Open, _) if !self.strict => return FileCheck::Pending,
+                (Status::Open, _) => {
+                    let why = if e.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last error: {})", e.reason)
+                    };
+                    return FileCheck::Problem(format!(
+                        "not shipped yet: {l} is open in the ledger{why}"
+                    ));
+                }
+                (Status::Failed, _) => {
+                    return FileCheck::Problem(format!("not shipped: {l} failed: {}", e.reason));
+                }
+                // Done before hashes were kept: the bucket's copy is checked.
+                (Status::Done, None) => {}
+            }
+        }
+        let unknown = matches!(entry, Some(None));
+        if unknown && !past_grace {
+            return FileCheck::Pending;
+        }
+        let bytes = match self.reader.get(l).await {
+            Ok(Fetched::Missing) => return FileCheck::Problem(format!("missing: {l}")),
+            Err(e) => return FileCheck::Problem(format!("could not read: {e}")),
+            Ok(Fetched::Found { bytes, .. }) => bytes,
+        };
+        let altered = match log_hash(&bytes) {
+            Ok(h) if h == log.hash => None,
+            Ok(h) => Some(format!(
+                "altered: {l} (SHA-256 {}, the digest names {})",
+                hex::encode(&h),
+                hex::encode(&log.hash)
+            )),
+            Err(e) => Some(format!("altered: {l}: {e}")),
+        };
+        match (altered, unknown) {
+            (Some(p), false) => FileCheck::Problem(p),
+            (None, false) => FileCheck::Verified {
+                shipped: matches!(entry, Some(Some(_))),
+            },
+            // In the bucket, unknown to the ledger: no notification or listing found it (or
+            // it was forgotten after the lookback). Shipped from here.
+            (altered, true) => FileCheck::NotShipped(
+                format!(
+                    "not shipped: {l} is in the bucket{} and not in the ledger (no notification or listing found it, or it was forgotten after the lookback)",
+                    altered.map_or(", unaltered,".to_string(), |a| format!(" ({a})"))
+                ),
+                bytes.len() as u64,
+            ),
+        }
+    }
+
+    /// The `…/CloudTrail-Digest/REGION/` folders of every account under the layout's base.
+    async fn digest_folders(&self, errors: &mut Vec<String>) -> Vec<String> {
+        let mut list = async |prefix: &str| match self.lister.list_dirs(prefix).await {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(e.to_string());
+                Vec::new()
+            }
+        };
+        let bases = match &self.base {
+            Some(b) => vec![b.clone()],
+            None => {
+                let mut bases = Vec::new();
+                let mut level = vec![String::new()];
+                for depth in 0..=SEARCH_DEPTH {
+                    let mut next = Vec::new();
+                    for prefix in &level {
+                        for dir in list(prefix).await {
+                            if dir[prefix.len()..] == *"AWSLogs/" {
+                                bases.push(dir);
+                            } else if depth < SEARCH_DEPTH {
+                                next.push(dir);
+                            }
+                        }
+                    }
+                    level = next;
+                }
+                bases
+            }
+        };
+        let mut accounts = Vec::new();
+        for base in bases {
+            for dir in list(&base).await {
+                let name = dir[base.len()..].trim_end_matches('/');
+                if layout::is_account(name) {
+                    accounts.push(dir);
+                } else if name.starts_with("o-") {
+                    for child in list(&dir).await {
+                        if layout::is_account(child[dir.len()..].trim_end_matches('/')) {
+                            accounts.push(child);
+                        }
+                    }
+                }
+            }
+        }
+        let mut folders = Vec::new();
+        for account in accounts {
+            folders.extend(list(&format!("{account}CloudTrail-Digest/")).await);
+        }
+        folders
+    }
+}
+
+/// SHA-256 of a gzipped log file's uncompressed bytes: one gzip member, nothing after it
+/// (as aws-cli requires since it found files with bytes appended).
+fn log_hash(gz: &[u8]) -> Result<[u8; 32], String> {
+    let mut decoder = flate2::bufread::GzDecoder::new(gz);
+    let mut hash = Sha256::default();
+    let n = std::io::copy(
+        &mut std::io::Read::take(&mut decoder, MAX_LOG_BYTES + 1),
+        &mut hash,
+    )
+    .map_err(|e| format!("not a gzip stream: {e}"))?;
+    if n > MAX_LOG_BYTES {
+        return Err(format!("larger than {MAX_LOG_BYTES} bytes uncompressed"));
+    }
+    let rest = decoder.into_inner();
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes after the end of the compressed data",
+            rest.len()
+        ));
+    }
+    Ok(hash.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_hashes_refuse_bytes_after_the_gzip_member() {
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, b).unwrap();
+            e.finish().unwrap()
+        };
+        let one = gz(b"{\"Records\":[]}");
+        assert_eq!(
+            super::log_hash(&one).unwrap(),
+            crate::digest::sha256(b"{\"Records\":[]}")
+        );
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        assert!(super::log_hash(&two).unwrap_err().contains("after the end"));
+    }
+}
