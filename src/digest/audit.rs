@@ -286,7 +286,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             }
             let past_grace = self.strict || now.secs() >= t.end.secs().saturating_add(self.grace);
             let pending = std::mem::take(&mut t.pending);
-            let checks = stream::iter(pending.into_iter())
+            let checks = stream::iter(pending)
                 .map(|log| async {
                     let c = self.check_log(ledger, &log, past_grace).await;
                     (log, c)
