@@ -286,6 +286,36 @@ pub const KEYS: &[Key] = &[
         Some("60"),
         "how long a shipper's lease stands still before another takes the object over (5-3600)",
     ),
+    key(
+        "digest.validate",
+        Bool,
+        Some("false"),
+        "check CloudTrail's signed digests while shipping, and ship the files they list that nothing else found",
+    ),
+    key(
+        "digest.bucket",
+        Str,
+        None,
+        "bucket whose digests are checked (default: 'bucket'; needed with 'sqs.queue_url' alone)",
+    ),
+    key(
+        "digest.every",
+        Time,
+        Some("600"),
+        "time between two passes over the digests (1s-1d)",
+    ),
+    key(
+        "digest.grace",
+        Time,
+        Some("3600"),
+        "time after a digest is read for notifications or listings to ship a file it lists, before it is shipped from the digest (0-1d)",
+    ),
+    key(
+        "digest.cloudtrail_endpoint",
+        Str,
+        None,
+        "custom CloudTrail endpoint URL for ListPublicKeys (VPC endpoint, tests)",
+    ),
 ];
 
 /// Default `path_expression`: CloudTrail logs of any account (organization trails included)
@@ -319,6 +349,12 @@ pub(super) const DEFAULT_SQS_IN_FLIGHT: u64 = 1000;
 /// so one at a time stops near 10 / round trip (about 190 a second at 30 ms added).
 pub(super) const DEFAULT_SQS_RECEIVERS: u64 = 4;
 pub(super) const DEFAULT_LEASE_SECS: u64 = 60;
+/// Ten minutes between digest passes: a pass lists each digest folder once (one LIST per
+/// account and region) and reads the digests it has not read; CloudTrail writes one an hour.
+pub(super) const DEFAULT_DIGEST_EVERY_SECS: u64 = 600;
+/// An hour after a digest's end before a file it lists that nothing shipped is shipped from
+/// the digest: notifications arrive within minutes, listings within `scan_interval`.
+pub(super) const DEFAULT_DIGEST_GRACE_SECS: u64 = 3600;
 pub(super) const DEFAULT_MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// CloudTrail caps an event at 256 KB; the default leaves room for other producers.
 pub(super) const DEFAULT_MAX_EVENT_BYTES: u64 = 16 << 20;

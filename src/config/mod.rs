@@ -171,6 +171,27 @@ pub struct Settings {
         deserialize_with = "de::opt_secs"
     )]
     pub ledger_lease_time: Option<u64>,
+    /// Check CloudTrail's signed digests while shipping.
+    #[serde(rename = "digest.validate", default, deserialize_with = "de::opt_bool")]
+    pub digest_validate: Option<bool>,
+    #[serde(rename = "digest.bucket")]
+    pub digest_bucket: Option<String>,
+    #[serde(rename = "digest.every", default, deserialize_with = "de::opt_secs")]
+    pub digest_every: Option<u64>,
+    #[serde(rename = "digest.grace", default, deserialize_with = "de::opt_secs")]
+    pub digest_grace: Option<u64>,
+    #[serde(rename = "digest.cloudtrail_endpoint")]
+    pub digest_cloudtrail_endpoint: Option<String>,
+}
+
+/// Checking CloudTrail's signed digests while shipping (`digest.validate`).
+#[derive(Debug, Clone)]
+pub struct DigestConfig {
+    /// The bucket whose digests are checked.
+    pub bucket: String,
+    pub every: Duration,
+    pub grace: Duration,
+    pub cloudtrail_endpoint: Option<String>,
 }
 
 /// A ledger shared by several shippers in DynamoDB.
@@ -260,6 +281,8 @@ pub struct Config {
     pub db: Option<PathBuf>,
     /// The shared ledger, in place of `db`.
     pub shared_ledger: Option<SharedLedgerConfig>,
+    /// Digest checks while shipping (`digest.validate`).
+    pub digest: Option<DigestConfig>,
     pub batch_bytes: usize,
     pub buffer_bytes: usize,
     pub workers: usize,
@@ -455,7 +478,7 @@ mod tests {
         // The shared ledger's keys go with a table, which this base has none of.
         explicit.extend(
             KEYS.iter()
-                .filter(|k| !k.name.starts_with("ledger."))
+                .filter(|k| !k.name.starts_with("ledger.") && !k.name.starts_with("digest."))
                 .filter_map(|k| Some((k.name, k.default?))),
         );
         assert_eq!(format!("{:?}", props(&explicit).unwrap()), implicit);

@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use super::keys::{
-    DEFAULT_BATCH_BYTES, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS,
-    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION,
-    DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT,
-    DEFAULT_SQS_RECEIVERS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
+    DEFAULT_BATCH_BYTES, DEFAULT_DIGEST_EVERY_SECS, DEFAULT_DIGEST_GRACE_SECS, DEFAULT_LEASE_SECS,
+    DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS,
+    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS,
+    DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
 };
 use super::{
-    AssumeRole, Config, ConfigError, S3Source, Settings, SharedLedgerConfig, Source, SqsConfig,
-    StartTime, StaticCredentials, de,
+    AssumeRole, Config, ConfigError, DigestConfig, S3Source, Settings, SharedLedgerConfig, Source,
+    SqsConfig, StartTime, StaticCredentials, de,
 };
 use crate::layout::{Kind, Kinds};
 use crate::ledger::Backoff;
@@ -400,6 +401,16 @@ impl Settings {
                 })
             }
         };
+        let digest = digest_config(
+            DigestKeys {
+                validate: self.digest_validate.unwrap_or(false),
+                bucket: self.digest_bucket,
+                every: self.digest_every,
+                grace: self.digest_grace,
+                endpoint: self.digest_cloudtrail_endpoint,
+            },
+            &source,
+        )?;
         if shared_ledger.is_none() {
             if self.ledger_dynamodb_endpoint.is_some() {
                 return Err(bad(
@@ -426,6 +437,7 @@ impl Settings {
             start_time,
             db: self.db,
             shared_ledger,
+            digest,
             batch_bytes: batch_bytes as usize,
             buffer_bytes: buffer_bytes as usize,
             workers: workers as usize,
@@ -481,6 +493,84 @@ fn event_kinds(names: &[String]) -> Result<Kinds, ConfigError> {
         ));
     }
     Ok(kinds)
+}
+
+/// The `digest.*` keys as written.
+struct DigestKeys {
+    validate: bool,
+    bucket: Option<String>,
+    every: Option<u64>,
+    grace: Option<u64>,
+    endpoint: Option<String>,
+}
+
+/// `digest.validate` and its keys: the bucket is `digest.bucket`, else `bucket`; the other
+/// keys are refused without `digest.validate`, so a typo does not pass for a check.
+fn digest_config(k: DigestKeys, source: &Source) -> Result<Option<DigestConfig>, ConfigError> {
+    if !k.validate {
+        let set = [
+            ("digest.bucket", k.bucket.is_some()),
+            ("digest.every", k.every.is_some()),
+            ("digest.grace", k.grace.is_some()),
+            ("digest.cloudtrail_endpoint", k.endpoint.is_some()),
+        ];
+        if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(bad(name, "needs 'digest.validate true'"));
+        }
+        return Ok(None);
+    }
+    let Source::S3(s3) = source else {
+        return Err(bad(
+            "digest.validate",
+            "checks an S3 bucket's digests: not with 'dir'",
+        ));
+    };
+    let bucket = match (k.bucket, &s3.bucket) {
+        (Some(b), _) => {
+            validate_bucket(&b).map_err(|_| bad("digest.bucket", "is not a bucket name"))?;
+            b
+        }
+        (None, Some(b)) => b.clone(),
+        (None, None) => {
+            return Err(bad(
+                "digest.validate",
+                "needs the bucket whose digests to check: set 'digest.bucket' (with 'sqs.queue_url' alone there is no 'bucket')",
+            ));
+        }
+    };
+    let secs = |name: &'static str,
+                v: Option<u64>,
+                default: u64,
+                range: std::ops::RangeInclusive<u64>,
+                says: &'static str| {
+        let v = v.unwrap_or(default);
+        if range.contains(&v) {
+            Ok(Duration::from_secs(v))
+        } else {
+            Err(bad(name, says))
+        }
+    };
+    if let Some(e) = &k.endpoint {
+        validate_url("digest.cloudtrail_endpoint", e)?;
+    }
+    Ok(Some(DigestConfig {
+        bucket,
+        every: secs(
+            "digest.every",
+            k.every,
+            DEFAULT_DIGEST_EVERY_SECS,
+            1..=86_400,
+            "must be between 1 second and 1 day",
+        )?,
+        grace: secs(
+            "digest.grace",
+            k.grace,
+            DEFAULT_DIGEST_GRACE_SECS,
+            0..=86_400,
+            "must be between 0 and 1 day",
+        )?,
+        cloudtrail_endpoint: k.endpoint,
+    }))
 }
 
 fn validate_bucket(bucket: &str) -> Result<(), ConfigError> {

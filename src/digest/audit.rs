@@ -6,10 +6,12 @@
 //! The `verify` command makes one strict pass over a time range. The engine (with
 //! `digest.validate`) keeps one [`Audit`] for its life and makes a pass every
 //! `digest.every`: a file the ledger does not know is given `digest.grace` after its
-//! digest's end to be found by notifications or listings, then it is fetched and shipped
+//! digest was read to be found by notifications or listings, then it is fetched and shipped
 //! from here ([`PassOutcome::heal`]): the digest heals what discovery missed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
@@ -32,6 +34,51 @@ const SILENT_AFTER: u32 = 2 * 3600;
 
 /// Log files larger than this uncompressed are reported, not hashed.
 const MAX_LOG_BYTES: u64 = 1 << 30;
+
+/// What the audit did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub passes: AtomicU64,
+    pub digests: AtomicU64,
+    pub files_verified: AtomicU64,
+    pub findings: AtomicU64,
+    /// Files shipped from a digest (nothing else had found them).
+    pub shipped_from_digests: AtomicU64,
+}
+
+impl Counts {
+    /// Each counter with its metric name and help.
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 5] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "digest_passes_total",
+                "passes over CloudTrail's digests",
+                get(&self.passes),
+            ),
+            (
+                "digests_read_total",
+                "digests read (form, place, signature, chain checked)",
+                get(&self.digests),
+            ),
+            (
+                "digest_files_verified_total",
+                "log files listed in a digest found shipped (or present) with its SHA-256",
+                get(&self.files_verified),
+            ),
+            (
+                "digest_findings_total",
+                "digest findings: missing, altered, not shipped or failed files, bad signatures, chain gaps, moved digests",
+                get(&self.findings),
+            ),
+            (
+                "digest_files_shipped_total",
+                "files a digest listed that nothing else had found, shipped from the digest",
+                get(&self.shipped_from_digests),
+            ),
+        ]
+    }
+}
 
 /// What a read of an object gave.
 pub enum Fetched {
@@ -130,7 +177,10 @@ pub struct PassOutcome {
 
 /// A digest read, with the files it lists not settled yet.
 struct Tracked {
-    end: EventTime,
+    /// When this audit read the digest: the grace time counts from here, not from the
+    /// digest's end (a backfill reads digests of long ago, whose files the listing is
+    /// still on its way to).
+    read_at: EventTime,
     hour: HourReport,
     pending: Vec<LogFile>,
 }
@@ -155,15 +205,23 @@ pub struct Audit<L, R, K> {
     keys: KeyRing<K>,
     /// The layout's literal `…/AWSLogs/` folder, or searched when `None`.
     base: Option<String>,
-    /// Seconds after a digest's end before a file the ledger does not know is a finding.
+    /// Seconds after a digest is read before a file it lists that the ledger does not know
+    /// is a finding.
     grace: u32,
     /// One pass judging everything now (`verify`): an open file is a problem, not pending.
     strict: bool,
     chains: Chains,
-    /// Digest keys read (each once).
+    /// Digest keys read (each once), back to a day before each folder's position.
     seen: HashSet<String>,
+    /// The day of the newest digest listed in each folder: the next pass lists from the day
+    /// before it (a late digest lands in its own day), not from the start again.
+    positions: std::collections::HashMap<String, i64>,
     /// Digests whose files are not all settled, in the order read.
     tracked: Vec<Tracked>,
+    /// Streams reported silent, with the end of their last digest then (reported again
+    /// only after a newer digest).
+    silent: std::collections::HashMap<Stream, EventTime>,
+    pub counts: Arc<Counts>,
 }
 
 impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
@@ -184,7 +242,10 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             strict,
             chains: Chains::default(),
             seen: HashSet::new(),
+            positions: std::collections::HashMap::new(),
             tracked: Vec::new(),
+            silent: std::collections::HashMap::new(),
+            counts: Arc::default(),
         }
     }
 
@@ -203,8 +264,13 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         let folders = self.digest_folders(&mut out.errors).await;
         let (lo, hi) = (from.secs(), to.secs().saturating_add(3600));
         let mut streams: BTreeMap<Stream, Vec<(EventTime, String)>> = BTreeMap::new();
+        let lo_day = i64::from(lo) / 86_400;
         for folder in folders {
-            let start = format!("{folder}{}", day_path(i64::from(lo) / 86_400 - 1));
+            let from_day = self
+                .positions
+                .get(&folder)
+                .map_or(lo_day, |d| (d - 1).max(lo_day));
+            let start = format!("{folder}{}", day_path(from_day - 1));
             let listed = match self.lister.list_objects(&folder, Some(&start)).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -213,6 +279,10 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                 }
             };
             for Listed { key, .. } in listed {
+                if let Some(day) = key.get(folder.len()..).and_then(layout::key_day) {
+                    let p = self.positions.entry(folder.clone()).or_insert(day);
+                    *p = (*p).max(day);
+                }
                 if self.seen.contains(&key) {
                     continue;
                 }
@@ -226,7 +296,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         }
         for (stream, mut digests) in streams {
             digests.sort();
-            for (end, key) in digests {
+            for (_, key) in digests {
                 let at = Location {
                     bucket: bucket.clone(),
                     key: key.clone(),
@@ -234,6 +304,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                 match self.read_digest(&stream, &at).await {
                     Ok((tracked, link)) => {
                         self.seen.insert(key);
+                        self.counts.digests.fetch_add(1, Ordering::Relaxed);
                         if let Some(l) = link {
                             let l = format!(
                                 "{} {} {}: {l}",
@@ -242,7 +313,10 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                             out.chain.push(l.clone());
                             out.findings.push(l);
                         }
-                        let t = Tracked { end, ..tracked };
+                        let t = Tracked {
+                            read_at: now,
+                            ..tracked
+                        };
                         out.findings.extend(
                             t.hour
                                 .problems
@@ -257,17 +331,41 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         }
         for (stream, end, at) in self.chains.ends() {
             if to.secs().saturating_sub(end.secs()) > SILENT_AFTER {
-                out.chain.push(format!(
+                let line = format!(
                     "{} {} {}: no digest after {} (the last is {at}): digests deleted, or logging stopped",
                     stream.account,
                     stream.region,
                     stream.trail,
                     end.to_rfc3339()
-                ));
+                );
+                if self.silent.insert(stream.clone(), end) != Some(end) {
+                    out.findings.push(line.clone());
+                }
+                out.chain.push(line);
             }
         }
         out.chain.sort();
+        // Keys before a folder's listing start are not listed again.
+        let positions = &self.positions;
+        self.seen.retain(|key| {
+            // `FOLDER` + `YYYY/MM/DD/` + the name.
+            let Some((dir, _)) = key.rsplit_once('/') else {
+                return false;
+            };
+            let Some(split) = dir.len().checked_sub(10) else {
+                return false;
+            };
+            let (folder, day) = (&dir[..split], layout::key_day(&key[split..]));
+            match (positions.get(folder), day) {
+                (Some(p), Some(d)) => d >= p - 2,
+                _ => true,
+            }
+        });
         self.check_files(ledger, now, &mut out).await;
+        let c = &self.counts;
+        c.passes.fetch_add(1, Ordering::Relaxed);
+        c.findings
+            .fetch_add(out.findings.len() as u64, Ordering::Relaxed);
         out
     }
 
@@ -284,7 +382,8 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             if ledger.is_some() && t.hour.shipped.is_none() {
                 t.hour.shipped = Some(0);
             }
-            let past_grace = self.strict || now.secs() >= t.end.secs().saturating_add(self.grace);
+            let past_grace =
+                self.strict || now.secs() >= t.read_at.secs().saturating_add(self.grace);
             let pending = std::mem::take(&mut t.pending);
             let checks = stream::iter(pending)
                 .map(|log| async {
@@ -297,6 +396,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             for (log, check) in checks {
                 match check {
                     FileCheck::Verified { shipped } => {
+                        self.counts.files_verified.fetch_add(1, Ordering::Relaxed);
                         if let (Some(n), true) = (t.hour.shipped.as_mut(), shipped) {
                             *n += 1;
                         }
@@ -348,7 +448,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             Err(e) => {
                 hour.problems.push(format!("the digest is unreadable: {e}"));
                 let t = Tracked {
-                    end: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
+                    read_at: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
                     hour,
                     pending: Vec::new(),
                 };
@@ -401,7 +501,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             )),
         };
         let t = Tracked {
-            end: digest.end,
+            read_at: digest.end,
             hour,
             pending: digest.logs,
         };

@@ -37,6 +37,11 @@ impl Core {
                     "1 when /health answers 200",
                     u8::from(self.observe.health.reasons().is_empty()),
                 );
+                if let Some(counts) = &self.digest_counts {
+                    for (name, help, value) in counts.named() {
+                        crate::observe::metrics::counter(&mut out, name, help, value);
+                    }
+                }
                 if let Some(shared) = self.ledger.shared() {
                     for (name, help, value) in shared.counts.named() {
                         crate::observe::metrics::counter(&mut out, name, help, value);

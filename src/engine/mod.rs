@@ -37,6 +37,7 @@ use crate::observe::metrics::Op;
 use crate::timestamp::EventTime;
 
 mod answer;
+mod digests;
 pub mod handoff;
 mod progress;
 mod sqs_side;
@@ -125,6 +126,8 @@ struct Core {
     /// Verdicts for the settler ([`settle_loop`]), which carries them out one call at a
     /// time, deletes in batches.
     settle_tx: mpsc::UnboundedSender<Verdict>,
+    /// The digest audit's counters, with `digest.validate`.
+    digest_counts: Option<Arc<crate::digest::audit::Counts>>,
 }
 
 /// A running engine. Dropping it shuts it down.

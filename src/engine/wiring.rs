@@ -114,6 +114,7 @@ impl Engine {
                 Some(l)
             }
         };
+        let mut audit = None;
         let (client, discovery, sqs) = match &config.source {
             Source::S3(s3) => {
                 let (client, sdk) = match clients {
@@ -155,6 +156,29 @@ impl Engine {
                 let sqs = s3.sqs.clone().map(|q| {
                     Arc::new(runtime.block_on(Queue::new(q, &sdk, log.clone(), observe.clone())))
                 });
+                audit = config
+                    .digest
+                    .as_ref()
+                    .map(|d| {
+                        crate::digest::audit::Audit::new(
+                            S3Lister {
+                                client: client.clone(),
+                                bucket: d.bucket.as_str().into(),
+                                observe: observe.clone(),
+                            },
+                            crate::digest::audit::S3Reader(client.clone()),
+                            crate::digest::keys::KeyRing::new(
+                                crate::digest::keys::CloudTrailKeys::new(
+                                    sdk.clone(),
+                                    d.cloudtrail_endpoint.clone(),
+                                ),
+                            ),
+                            crate::ops::verify::base_of(config.selection.expr()),
+                            u32::try_from(d.grace.as_secs()).unwrap_or(u32::MAX),
+                            false,
+                        )
+                    })
+                    .map(|a| (a, start));
                 (Some(client), discovery, sqs)
             }
             Source::Dir(root) => (
@@ -213,6 +237,7 @@ impl Engine {
             listing: discovery.is_some(),
             settling: Arc::new(watch::Sender::new(0)),
             settle_tx,
+            digest_counts: audit.as_ref().map(|(a, _)| a.counts.clone()),
             config,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -233,7 +258,7 @@ impl Engine {
             runtime.spawn(settle_loop(queue.clone(), settle_rx, core.settling.clone()));
         }
         runtime.spawn(watch_loop(core.clone(), stop_rx.clone()));
-        runtime.spawn(run(core.clone(), discovery, stop_rx));
+        runtime.spawn(run(core.clone(), discovery, audit, stop_rx));
         Ok(Self {
             core,
             runtime: Some(runtime),

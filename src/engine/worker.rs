@@ -346,6 +346,7 @@ impl Core {
 pub(super) async fn run(
     core: Arc<Core>,
     discovery: Option<Discovery>,
+    audit: Option<(super::digests::EngineAudit, EventTime)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, rx) = mpsc::channel::<ObjectRef>(core.config.workers * 2);
@@ -362,6 +363,14 @@ pub(super) async fn run(
                 }
             }
         });
+    }
+    if let Some(audit) = audit {
+        tokio::spawn(super::digests::digest_loop(
+            core.clone(),
+            audit,
+            tx.clone(),
+            stop.clone(),
+        ));
     }
     if let Some(queue) = core.sqs.clone() {
         for _ in 0..queue.config.receivers {

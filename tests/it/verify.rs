@@ -474,3 +474,108 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
     assert!(!text.contains("not shipped"), "{text}");
     assert!(report["hours"][1].get("shipped").is_none());
 }
+
+#[test]
+fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_shipped() {
+    let bucket = server::bucket("digest-heal");
+    let q = crate::sqs::queue("digest-heal");
+    let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
+    let (eleven, twelve) = upload_logs(&bucket);
+    // Two files no notification announces; a third deleted before anything read it.
+    let unannounced = [&twelve[0].0, &twelve[1].0];
+    let deleted = &twelve[2].0;
+    block_on(
+        server::client()
+            .delete_object()
+            .bucket(&bucket)
+            .key(deleted)
+            .send(),
+    )
+    .unwrap();
+    for (k, gz) in eleven.iter().chain(&twelve[3..]) {
+        crate::sqs::send(
+            &q,
+            &format!(
+                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{}}}}}}}]}}"#,
+                gz.len()
+            ),
+        );
+    }
+    let events_of = |keys: &[&String]| -> usize {
+        data::objects()
+            .iter()
+            .filter(|o| keys.contains(&&o.key))
+            .map(|o| o.events().len())
+            .sum()
+    };
+    let want = data::EVENTS - events_of(&[deleted]);
+    let announced = want - events_of(&unannounced);
+    let props = crate::sqs::sqs_props(
+        &q,
+        &[
+            ("digest.validate", "true"),
+            ("digest.bucket", &bucket),
+            ("digest.every", "1"),
+            ("digest.grace", "0"),
+            ("digest.cloudtrail_endpoint", &keys),
+        ],
+    );
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let inst = crate::host::Plugin::load().start(&props).expect("init");
+    // What the notifications announced arrives first; then CloudTrail's digests land (an
+    // hour's digest lands after its files): with no grace time, what they list that is
+    // not shipped by then is a finding at once.
+    let mut records =
+        inst.collect_until(std::time::Duration::from_secs(60), |r| r.len() >= announced);
+    assert_eq!(records.len(), announced);
+    crate::sqs::wait_until_empty(&q, &inst);
+    let mut w = Writer {
+        bucket: &bucket,
+        trail: "t",
+        key: &key,
+        previous: None,
+    };
+    w.write(12, &eleven, None, None);
+    w.write(13, &twelve, None, None);
+    let so_far = records.len();
+    records.extend(inst.collect_until(std::time::Duration::from_secs(60), |r| {
+        so_far + r.len() >= want
+    }));
+    // A few more passes: nothing is shipped or reported twice.
+    records.extend(inst.collect_until(std::time::Duration::from_secs(3), |_| false));
+    let mut ids = std::collections::HashMap::new();
+    for r in &records {
+        *ids.entry(r.body.str("eventID").unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    let repeated: usize = ids.values().map(|n| n - 1).sum();
+    assert_eq!((ids.len(), repeated), (want, 0), "every event once");
+    let logs = |needle: &str| {
+        crate::host::logs_containing(needle)
+            .into_iter()
+            .filter(|(_, l)| l.contains(&bucket))
+            .count()
+    };
+    for k in unannounced {
+        assert_eq!(
+            crate::host::logs_containing(k)
+                .iter()
+                .filter(|(_, l)| l.contains("found through its digest"))
+                .count(),
+            1,
+            "{k}"
+        );
+    }
+    assert_eq!(logs("found through its digest"), 2);
+    assert_eq!(logs(&format!("missing: s3://{bucket}/{deleted}")), 1);
+    // The digests are of 2023: the trail is silent since, said once.
+    assert_eq!(logs("no digest after 2023-07-10T13:00:00Z"), 1);
+    let findings: Vec<String> = crate::host::logs_containing("digest: ")
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.contains(&bucket) && !l.contains("digest: pass over"))
+        .collect();
+    assert_eq!(findings.len(), 4, "{findings:#?}");
+    drop(inst);
+}
