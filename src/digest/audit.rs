@@ -156,6 +156,14 @@ pub struct HourReport {
     pub shipped: Option<usize>,
     /// What is wrong, one line each (missing and altered log files with their keys).
     pub problems: Vec<String>,
+    /// Listed files the ledger does not know and may have forgotten (the digest is older
+    /// than it remembers): not judged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unjudged: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What a pass found.
@@ -177,6 +185,7 @@ pub struct PassOutcome {
 
 /// A digest read, with the files it lists not settled yet.
 struct Tracked {
+    end: EventTime,
     /// When this audit read the digest: the grace time counts from here, not from the
     /// digest's end (a backfill reads digests of long ago, whose files the listing is
     /// still on its way to).
@@ -196,6 +205,9 @@ enum FileCheck {
     NotShipped(String, u64),
     /// Not settled yet (open in the ledger, or within the grace time).
     Pending,
+    /// Unknown to a ledger that may have forgotten it (its digest is older than the ledger
+    /// remembers): neither verified nor shipped again.
+    Unjudged,
 }
 
 /// Digests checked pass after pass.
@@ -222,9 +234,20 @@ pub struct Audit<L, R, K> {
     /// only after a newer digest).
     silent: std::collections::HashMap<Stream, EventTime>,
     pub counts: Arc<Counts>,
+    /// How long the ledger is sure to remember a shipped file after its digest's end.
+    remembers: Option<u32>,
 }
 
 impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
+    /// The ledger forgets done entries a `lookback` behind (by the listing's forget line,
+    /// or by claim time for notifications): a file a digest ending more than `secs` ago
+    /// lists that the ledger does not know may have been shipped and forgotten, so it is
+    /// not shipped again from the digest.
+    pub fn remembering(mut self, secs: u32) -> Self {
+        self.remembers = Some(secs);
+        self
+    }
+
     pub fn new(
         lister: L,
         reader: R,
@@ -246,6 +269,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             tracked: Vec::new(),
             silent: std::collections::HashMap::new(),
             counts: Arc::default(),
+            remembers: None,
         }
     }
 
@@ -296,7 +320,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         }
         for (stream, mut digests) in streams {
             digests.sort();
-            for (_, key) in digests {
+            for (end, key) in digests {
                 let at = Location {
                     bucket: bucket.clone(),
                     key: key.clone(),
@@ -314,6 +338,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                             out.findings.push(l);
                         }
                         let t = Tracked {
+                            end,
                             read_at: now,
                             ..tracked
                         };
@@ -384,10 +409,15 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             }
             let past_grace =
                 self.strict || now.secs() >= t.read_at.secs().saturating_add(self.grace);
+            let maybe_forgotten = self
+                .remembers
+                .is_some_and(|r| now.secs().saturating_sub(t.end.secs()) > r);
             let pending = std::mem::take(&mut t.pending);
             let checks = stream::iter(pending)
                 .map(|log| async {
-                    let c = self.check_log(ledger, &log, past_grace).await;
+                    let c = self
+                        .check_log(ledger, &log, past_grace, maybe_forgotten)
+                        .await;
                     (log, c)
                 })
                 .buffered(FETCHES)
@@ -411,9 +441,11 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                         out.heal.push((log.location.clone(), size));
                     }
                     FileCheck::Pending => t.pending.push(log),
+                    FileCheck::Unjudged => t.hour.unjudged += 1,
                 }
             }
-            t.hour.complete = t.pending.is_empty() && t.hour.problems.is_empty();
+            t.hour.complete =
+                t.pending.is_empty() && t.hour.problems.is_empty() && t.hour.unjudged == 0;
             out.hours.push(t.hour.clone());
         }
         tracked.retain(|t| !t.pending.is_empty());
@@ -442,12 +474,14 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             logs: 0,
             shipped: None,
             problems: Vec::new(),
+            unjudged: 0,
         };
         let digest = match inflate(&gz).and_then(|b| Digest::parse(&b)) {
             Ok(d) => d,
             Err(e) => {
                 hour.problems.push(format!("the digest is unreadable: {e}"));
                 let t = Tracked {
+                    end: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
                     read_at: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
                     hour,
                     pending: Vec::new(),
@@ -501,6 +535,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             )),
         };
         let t = Tracked {
+            end: digest.end,
             read_at: digest.end,
             hour,
             pending: digest.logs,
@@ -514,6 +549,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         ledger: Option<&Ledger>,
         log: &LogFile,
         past_grace: bool,
+        maybe_forgotten: bool,
     ) -> FileCheck {
         let l = &log.location;
         let entry = match ledger.map(|led| led.entry(&s3_id(&l.bucket, &l.key))) {
@@ -553,6 +589,9 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             }
         }
         let unknown = matches!(entry, Some(None));
+        if unknown && maybe_forgotten {
+            return FileCheck::Unjudged;
+        }
         if unknown && !past_grace {
             return FileCheck::Pending;
         }

@@ -177,6 +177,10 @@ impl Engine {
                             u32::try_from(d.grace.as_secs()).unwrap_or(u32::MAX),
                             false,
                         )
+                        // Keys of a day are forgotten once the forget line, a lookback
+                        // behind the watermark's day (at most tomorrow), passes them: a day
+                        // and an hour less than the lookback is always remembered.
+                        .remembering(lookback.saturating_sub(86_400 + 3600))
                     })
                     .map(|a| (a, start));
                 (Some(client), discovery, sqs)
