@@ -54,7 +54,7 @@ pub fn load_file_with<T: serde::de::DeserializeOwned>(
 type FileProblem = (Option<(usize, usize)>, String);
 
 /// Key groups a settings file may write as a table (`[sqs]` then `queue_url = …`).
-const TABLES: [&str; 2] = ["sqs", "metrics"];
+const TABLES: [&str; 4] = ["sqs", "metrics", "ledger", "digest"];
 
 fn settings_from_toml<T: serde::de::DeserializeOwned>(
     text: &str,
@@ -246,6 +246,14 @@ mod tests {
             "bucket = \"b\"\n[sqs]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n",
         );
         assert!(got.unwrap().sqs_queue_url.is_some());
+        // Dotted keys in TOML are tables: the shared ledger's and the digests' too.
+        let (_, got, _dir) = load(
+            "s.toml",
+            "bucket = \"b\"\nledger.dynamodb_table = \"t\"\ndigest.validate = true\n",
+        );
+        let got = got.unwrap();
+        assert_eq!(got.ledger_dynamodb_table.as_deref(), Some("t"));
+        assert_eq!(got.digest_validate, Some(true));
         let (_, got, _dir) = load("s.toml", "bucket = \"b\"\nscan_intervall = 5\n");
         assert!(got.unwrap_err().message.contains("scan_intervall"));
     }

@@ -199,13 +199,15 @@ impl Core {
             observe: m.clone(),
             decompressed: false,
         };
+        // The SHA-256 the digests name costs a fifth of this thread's time (scripts/bench:
+        // engine-msgpack-sha256), so it is kept only when digests are checked.
         let mut reader = Hashing {
             inner: Counted {
                 inner: decode::open_stream(downloaded, self.config.max_object_bytes),
                 observe: m,
                 decompressed: true,
             },
-            hash: Sha256::default(),
+            hash: self.config.digest.is_some().then(Sha256::default),
         };
         // Chunk buffers start small and grow by doubling: the queue's byte budget counts
         // lengths, so capacity must stay within 2x of them (objects are mostly small).
@@ -276,7 +278,7 @@ impl Core {
                 // JSON), and draining here keeps the hash whole whatever it does. A read
                 // failing now leaves the hash unknown.
                 match std::io::copy(&mut reader, &mut std::io::sink()) {
-                    Ok(_) => sha256 = Some(reader.hash.finish()),
+                    Ok(_) => sha256 = reader.hash.map(Sha256::finish),
                     Err(e) => self.log.debug(format_args!(
                         "{object}: its last bytes could not be read for its SHA-256: {e}"
                     )),
@@ -507,16 +509,19 @@ pub(super) async fn lease_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>)
 
 /// Counts the bytes read through it into the metrics: downloaded (compressed) or
 /// decompressed.
-/// A reader that hashes what passes through it (an object's decompressed bytes).
+/// A reader that hashes what passes through it (an object's decompressed bytes), when
+/// it has a hash to keep.
 struct Hashing<R> {
     inner: R,
-    hash: Sha256,
+    hash: Option<Sha256>,
 }
 
 impl<R: std::io::Read> std::io::Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

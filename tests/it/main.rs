@@ -4,6 +4,7 @@ mod abuse;
 mod cli;
 mod conf;
 mod data;
+mod digest_data;
 mod engine;
 mod faults;
 mod host;

@@ -20,6 +20,9 @@
 #[path = "../it/data.rs"]
 mod data;
 #[allow(dead_code)]
+#[path = "../it/digest_data.rs"]
+mod digest_data;
+#[allow(dead_code)]
 #[path = "../it/json.rs"]
 mod json;
 #[allow(dead_code)]
@@ -40,6 +43,7 @@ mod work;
 
 mod fb_backpressure;
 mod fb_copies;
+mod fb_digests;
 mod fb_ledger;
 mod fb_metrics;
 mod fb_restarts;
@@ -99,6 +103,7 @@ fn fluent_bit_trials() -> Vec<(&'static str, Body<fluent_bit::FluentBit>)> {
     all.extend(fb_ledger::trials());
     all.extend(fb_metrics::trials());
     all.extend(fb_shared::trials());
+    all.extend(fb_digests::trials());
     all
 }
 

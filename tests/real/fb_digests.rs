@@ -1,0 +1,157 @@
+//! CloudTrail's digests checked while shipping (`digest.validate`), through the real Fluent
+//! Bit in SQS-only mode: digests built and signed as CloudTrail signs them (a generated
+//! RSA key; `ListPublicKeys` answered by a stand-in on loopback), notifications for all but
+//! two of the bundled files, a third file deleted before anything read it. The two are
+//! found through the digests and shipped (every event once at the receiver), the deleted
+//! one is reported missing, each said once in the host's log.
+
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use libtest_mimic::Failed;
+
+use crate::check::{Expected, Tally, Time};
+use crate::digest_data::{Writer, key_on, key_server, upload_logs_on};
+use crate::fluent_bit::{Conf, FluentBit, RUN_LIMIT, http_output, section};
+use crate::receiver::Receiver;
+use crate::wait::wait_until;
+use crate::work::Work;
+use crate::{Body, data, queue, server};
+
+pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
+    vec![(
+        "digests::files_no_notification_announced_are_shipped_from_the_digests",
+        heal,
+    )]
+}
+
+fn heal(fb: &FluentBit) -> Result<(), Failed> {
+    let tag = format!(
+        "digests-{}",
+        fb.label()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+            .to_lowercase()
+    );
+    let work = Work::new(&tag);
+    let bucket = server::bucket(&tag);
+    let q = queue::create(&tag);
+    let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+    let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
+    // A recent day whose 13:00 is past: the ledger vouches for what it still remembers.
+    let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
+        (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 13 * 3600) / 86_400,
+    );
+    let day = format!("{y:04}-{m:02}-{d:02}");
+    let (eleven, twelve) = upload_logs_on(&bucket, &day);
+    let (unannounced, deleted) = ([&twelve[0].0, &twelve[1].0], &twelve[2].0);
+    server::block_on(
+        server::client()
+            .delete_object()
+            .bucket(&bucket)
+            .key(deleted)
+            .send(),
+    )
+    .unwrap();
+    for (k, gz) in eleven.iter().chain(&twelve[3..]) {
+        queue::send(
+            &q,
+            &format!(
+                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{}}}}}}}]}}"#,
+                gz.len()
+            ),
+        );
+    }
+    let shipped: Vec<data::Object> = data::objects()
+        .into_iter()
+        .filter(|o| key_on(&o.key, &day) != *deleted)
+        .collect();
+    let announced: Vec<data::Object> = data::objects()
+        .into_iter()
+        .filter(|o| {
+            let k = key_on(&o.key, &day);
+            k != *deleted && !unannounced.contains(&&k)
+        })
+        .collect();
+    let rx = Receiver::start();
+    let dir = work.path().join("host");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = Conf::new()
+        .input(section(&[
+            ("name", "cloudtrail"),
+            ("tag", "ct"),
+            ("sqs.queue_url", &q),
+            ("sqs.wait_time_secs", "1"),
+            ("endpoint", server::endpoint()),
+            ("force_path_style", "on"),
+            ("region", "us-east-1"),
+            ("start_time", "2023-07-01T00:00:00Z"),
+            ("lookback", "120h"),
+            ("digest.validate", "true"),
+            ("digest.bucket", &bucket),
+            ("digest.every", "1"),
+            ("digest.grace", "0"),
+            ("digest.cloudtrail_endpoint", &keys),
+        ]))
+        .output(http_output("*", &rx, "/"))
+        .write_yaml(&dir);
+    let mut host = fb.start(&dir, "host", &conf, &[]);
+    // What the notifications announced arrives first; then the hour's digests land.
+    let first = Expected::of(&announced);
+    let mut tally = Tally::new(&first, Time::LeadingIso("timestamp"), true);
+    wait_until("the announced events at the receiver", RUN_LIMIT, || {
+        assert!(host.try_status().is_none(), "{}", host.stderr_tail(40));
+        tally.follow(&rx).all_arrived()
+    });
+    wait_until("the queue to empty", RUN_LIMIT, || {
+        queue::messages_in(&q) == 0
+    });
+    let mut w = Writer {
+        bucket: &bucket,
+        day: &day,
+        trail: "org",
+        key: &key,
+        previous: None,
+    };
+    w.write(12, &eleven, None, None);
+    w.write(13, &twelve, None, None);
+    let expected = Expected::of(&shipped);
+    let mut tally = Tally::new(&expected, Time::LeadingIso("timestamp"), true);
+    wait_until("every event at the receiver", RUN_LIMIT, || {
+        assert!(host.try_status().is_none(), "{}", host.stderr_tail(40));
+        tally.follow(&rx).all_arrived()
+    });
+    // A few more passes (one a second): nothing is shipped or said twice.
+    let passes = |h: &crate::fluent_bit::Fb| {
+        h.stderr
+            .snapshot()
+            .iter()
+            .filter(|l| l.contains("digest: pass over"))
+            .count()
+    };
+    let seen = passes(&host);
+    wait_until("three more digest passes", RUN_LIMIT, || {
+        passes(&host) >= seen + 3
+    });
+    let status = host.stop();
+    assert!(status.success(), "{status}\n{}", host.stderr_tail(30));
+    tally.follow(&rx);
+    let log = host.stderr.snapshot();
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    eprintln!(
+        "digests on {}: {}; found through digests {}, missing reported {}",
+        fb.label(),
+        tally.summary(),
+        count("found through its digest"),
+        count(&format!("missing: s3://{bucket}/{deleted}"))
+    );
+    tally.assert_exactly_once("files shipped from CloudTrail's digests");
+    for k in unannounced {
+        let lines = log
+            .iter()
+            .filter(|l| l.contains(k.as_str()) && l.contains("found through its digest"))
+            .count();
+        assert_eq!(lines, 1, "{k}");
+    }
+    assert_eq!(count(&format!("missing: s3://{bucket}/{deleted}")), 1);
+    host.assert_no_errors_except(&["missing: s3://", "no digest after"]);
+    Ok(())
+}
