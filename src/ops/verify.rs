@@ -11,9 +11,8 @@
 //! more than two hours older than the end of the range is reported silent.
 //!
 //! With the shipper's ledger, a listed file is checked against what was shipped: the
-//! engine keeps (with `digest.validate`) the SHA-256 of every file it shipped, so a file
-//! shipped since hashes are
-//! kept costs no download, and a file CloudTrail wrote that the shipper never shipped (a
+//! engine keeps (with `digest.validate`) the SHA-256 of every file it ships, so such a
+//! file costs no download, and a file CloudTrail wrote that the shipper never shipped (a
 //! notification lost, an object deleted before it was read) is reported as not shipped.
 
 use serde::Serialize;

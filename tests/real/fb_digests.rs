@@ -74,7 +74,9 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
     let rx = Receiver::start();
     let dir = work.path().join("host");
     std::fs::create_dir_all(&dir).unwrap();
+    // Debug: each digest pass says so, and the test waits for passes.
     let conf = Conf::new()
+        .service("log_level", "debug")
         .input(section(&[
             ("name", "cloudtrail"),
             ("tag", "ct"),
