@@ -122,7 +122,12 @@ pub fn run(args: impl Iterator<Item = String>) -> ExitCode {
             lister,
             S3Reader(client),
             keys,
-            ledger.as_ref(),
+            ledger.as_ref().map(|l| {
+                (
+                    l,
+                    u32::try_from(settings.lookback.as_secs()).unwrap_or(u32::MAX),
+                )
+            }),
             base,
             from,
             to,

@@ -311,6 +311,12 @@ pub const KEYS: &[Key] = &[
         "time after a digest is read for notifications or listings to ship a file it lists, before it is shipped from the digest (0-1d)",
     ),
     key(
+        "digest.ship_missing",
+        Bool,
+        None,
+        "ship the files digests list that nothing else found (default: on with 'bucket' or a shared ledger, off with 'sqs.queue_url' alone and a ledger of this shipper's own)",
+    ),
+    key(
         "digest.cloudtrail_endpoint",
         Str,
         None,

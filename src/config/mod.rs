@@ -182,6 +182,12 @@ pub struct Settings {
     pub digest_grace: Option<u64>,
     #[serde(rename = "digest.cloudtrail_endpoint")]
     pub digest_cloudtrail_endpoint: Option<String>,
+    #[serde(
+        rename = "digest.ship_missing",
+        default,
+        deserialize_with = "de::opt_bool"
+    )]
+    pub digest_ship_missing: Option<bool>,
 }
 
 /// Checking CloudTrail's signed digests while shipping (`digest.validate`).
@@ -192,6 +198,10 @@ pub struct DigestConfig {
     pub every: Duration,
     pub grace: Duration,
     pub cloudtrail_endpoint: Option<String>,
+    /// Files a digest lists that nothing else found are shipped from the digest. Off by
+    /// default with SQS alone and a ledger of this shipper's own: other shippers on the
+    /// queue ship files this ledger never hears of.
+    pub ship_missing: bool,
 }
 
 /// A ledger shared by several shippers in DynamoDB.
@@ -561,6 +571,64 @@ mod tests {
                 &[q, ("ledger.lease_time", "60")][..],
                 "'ledger.lease_time'",
                 "needs",
+            ),
+        ] {
+            let err = props(pairs).unwrap_err();
+            assert!(err.contains(key) && err.contains(says), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn digest_checks_have_their_bucket_lookback_and_a_safe_default_for_shipping() {
+        let q = ("sqs.queue_url", "https://sqs.us-east-1.amazonaws.com/1/q");
+        let on = ("digest.validate", "true");
+        let listing = props(&[("bucket", "trail"), on]).unwrap().digest.unwrap();
+        assert_eq!(
+            (listing.bucket.as_str(), listing.ship_missing),
+            ("trail", true)
+        );
+        assert_eq!(
+            (listing.every.as_secs(), listing.grace.as_secs()),
+            (600, 3600)
+        );
+        // SQS alone with this shipper's own ledger: other shippers on the queue may ship
+        // what it never hears of, so it does not ship from digests unless told to.
+        let alone = props(&[q, on, ("digest.bucket", "trail")])
+            .unwrap()
+            .digest
+            .unwrap();
+        assert!(!alone.ship_missing);
+        let told = props(&[
+            q,
+            on,
+            ("digest.bucket", "trail"),
+            ("digest.ship_missing", "true"),
+        ]);
+        assert!(told.unwrap().digest.unwrap().ship_missing);
+        let shared = props(&[
+            q,
+            on,
+            ("digest.bucket", "trail"),
+            ("ledger.dynamodb_table", "tab"),
+        ]);
+        assert!(shared.unwrap().digest.unwrap().ship_missing);
+        assert!(props(&[("bucket", "trail")]).unwrap().digest.is_none());
+        for (pairs, key, says) in [
+            (&[q, on][..], "'digest.validate'", "digest.bucket"),
+            (
+                &[("bucket", "trail"), on, ("lookback", "24h")][..],
+                "'digest.validate'",
+                "27h",
+            ),
+            (
+                &[("bucket", "trail"), ("digest.grace", "0")][..],
+                "'digest.grace'",
+                "needs",
+            ),
+            (
+                &[("bucket", "trail"), on, ("digest.every", "0")][..],
+                "'digest.every'",
+                "between",
             ),
         ] {
             let err = props(pairs).unwrap_err();

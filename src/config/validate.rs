@@ -408,8 +408,11 @@ impl Settings {
                 every: self.digest_every,
                 grace: self.digest_grace,
                 endpoint: self.digest_cloudtrail_endpoint,
+                ship_missing: self.digest_ship_missing,
             },
             &source,
+            shared_ledger.is_some(),
+            lookback,
         )?;
         if shared_ledger.is_none() {
             if self.ledger_dynamodb_endpoint.is_some() {
@@ -495,6 +498,9 @@ fn event_kinds(names: &[String]) -> Result<Kinds, ConfigError> {
     Ok(kinds)
 }
 
+/// The shortest `lookback` digests are checked with.
+const DIGEST_MIN_LOOKBACK_SECS: u64 = 27 * 3600;
+
 /// The `digest.*` keys as written.
 struct DigestKeys {
     validate: bool,
@@ -502,17 +508,24 @@ struct DigestKeys {
     every: Option<u64>,
     grace: Option<u64>,
     endpoint: Option<String>,
+    ship_missing: Option<bool>,
 }
 
 /// `digest.validate` and its keys: the bucket is `digest.bucket`, else `bucket`; the other
 /// keys are refused without `digest.validate`, so a typo does not pass for a check.
-fn digest_config(k: DigestKeys, source: &Source) -> Result<Option<DigestConfig>, ConfigError> {
+fn digest_config(
+    k: DigestKeys,
+    source: &Source,
+    shared_ledger: bool,
+    lookback: u64,
+) -> Result<Option<DigestConfig>, ConfigError> {
     if !k.validate {
         let set = [
             ("digest.bucket", k.bucket.is_some()),
             ("digest.every", k.every.is_some()),
             ("digest.grace", k.grace.is_some()),
             ("digest.cloudtrail_endpoint", k.endpoint.is_some()),
+            ("digest.ship_missing", k.ship_missing.is_some()),
         ];
         if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
             return Err(bad(name, "needs 'digest.validate true'"));
@@ -553,6 +566,17 @@ fn digest_config(k: DigestKeys, source: &Source) -> Result<Option<DigestConfig>,
     if let Some(e) = &k.endpoint {
         validate_url("digest.cloudtrail_endpoint", e)?;
     }
+    // A file is judged against the ledger only while the ledger surely remembers it: a
+    // lookback less a day and two hours after its digest's end (see `engine::digests`).
+    if lookback < DIGEST_MIN_LOOKBACK_SECS {
+        return Err(bad(
+            "digest.validate",
+            "needs 'lookback' of at least 27h: the ledger must remember a shipped file for a while after its digest ends",
+        ));
+    }
+    let ship_missing = k
+        .ship_missing
+        .unwrap_or(shared_ledger || s3.bucket.is_some());
     Ok(Some(DigestConfig {
         bucket,
         every: secs(
@@ -570,6 +594,7 @@ fn digest_config(k: DigestKeys, source: &Source) -> Result<Option<DigestConfig>,
             "must be between 0 and 1 day",
         )?,
         cloudtrail_endpoint: k.endpoint,
+        ship_missing,
     }))
 }
 

@@ -206,8 +206,11 @@ enum FileCheck {
     /// Not settled yet (open in the ledger, or within the grace time).
     Pending,
     /// Unknown to a ledger that may have forgotten it (its digest is older than the ledger
-    /// remembers): neither verified nor shipped again.
+    /// remembers), or not this shipper's to ship (`path_expression`, `start_time`):
+    /// neither verified nor shipped.
     Unjudged,
+    /// Could not be read now: checked again next pass.
+    Retry(String),
 }
 
 /// Digests checked pass after pass.
@@ -236,7 +239,22 @@ pub struct Audit<L, R, K> {
     pub counts: Arc<Counts>,
     /// How long the ledger is sure to remember a shipped file after its digest's end.
     remembers: Option<u32>,
+    /// Which listed files are this shipper's to ship (`path_expression`, `start_time`).
+    wanted: Option<Wanted>,
+    /// Whether files found through digests are handed back to be shipped ([`PassOutcome::heal`]).
+    ship: bool,
 }
+
+/// How long after a digest's end a ledger with this `lookback` surely remembers the files
+/// it shipped: keys of a day are forgotten once the forget line, a lookback behind the
+/// watermark's day (tomorrow at most), passes them, and SQS-found files a lookback after
+/// their claim. A day and two hours less than the lookback leaves an hour of margin.
+pub fn remembered(lookback: u32) -> u32 {
+    lookback.saturating_sub(86_400 + 2 * 3600)
+}
+
+/// A filter over log file keys.
+pub type Wanted = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
     /// The ledger forgets done entries a `lookback` behind (by the listing's forget line,
@@ -245,6 +263,18 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
     /// not shipped again from the digest.
     pub fn remembering(mut self, secs: u32) -> Self {
         self.remembers = Some(secs);
+        self
+    }
+
+    /// Judges only the files `wanted` accepts: the others are not this shipper's to ship.
+    pub fn wanting(mut self, wanted: Wanted) -> Self {
+        self.wanted = Some(wanted);
+        self
+    }
+
+    /// Reports files found through digests without handing them back to be shipped.
+    pub fn not_shipping(mut self) -> Self {
+        self.ship = false;
         self
     }
 
@@ -270,6 +300,8 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             silent: std::collections::HashMap::new(),
             counts: Arc::default(),
             remembers: None,
+            wanted: None,
+            ship: true,
         }
     }
 
@@ -350,7 +382,12 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                         );
                         self.tracked.push(t);
                     }
-                    Err(e) => out.errors.push(e),
+                    // The stream's later digests wait for the next pass: read now, they
+                    // would be linked past this one and report a gap that is not there.
+                    Err(e) => {
+                        out.errors.push(e);
+                        break;
+                    }
                 }
             }
         }
@@ -438,10 +475,16 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                     FileCheck::NotShipped(p, size) => {
                         out.findings.push(format!("{}: {p}", t.hour.digest));
                         t.hour.problems.push(p);
-                        out.heal.push((log.location.clone(), size));
+                        if self.ship {
+                            out.heal.push((log.location.clone(), size));
+                        }
                     }
                     FileCheck::Pending => t.pending.push(log),
                     FileCheck::Unjudged => t.hour.unjudged += 1,
+                    FileCheck::Retry(e) => {
+                        out.errors.push(e);
+                        t.pending.push(log);
+                    }
                 }
             }
             t.hour.complete =
@@ -552,6 +595,9 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         maybe_forgotten: bool,
     ) -> FileCheck {
         let l = &log.location;
+        if self.wanted.as_ref().is_some_and(|w| !w(&l.key)) {
+            return FileCheck::Unjudged;
+        }
         let entry = match ledger.map(|led| led.entry(&s3_id(&l.bucket, &l.key))) {
             None => None,
             Some(Ok(e)) => Some(e),
@@ -597,6 +643,8 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         }
         let bytes = match self.reader.get(l).await {
             Ok(Fetched::Missing) => return FileCheck::Problem(format!("missing: {l}")),
+            // Read again next pass (one strict pass says so).
+            Err(e) if !self.strict => return FileCheck::Retry(e),
             Err(e) => return FileCheck::Problem(format!("could not read: {e}")),
             Ok(Fetched::Found { bytes, .. }) => bytes,
         };

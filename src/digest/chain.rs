@@ -38,7 +38,7 @@ pub fn stream_of(bucket: &str, key: &str) -> Option<(Stream, EventTime)> {
     let (rest, stamp) = rest.rsplit_once('_')?;
     let (trail, home) = rest.rsplit_once('_')?;
     let b = stamp.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if !stamp.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
     let text = format!(
@@ -185,6 +185,9 @@ mod tests {
         let backfill = KEY.replace(".json.gz", "_backfill.json.gz");
         assert_eq!(stream_of("b", &backfill).unwrap().0, s);
         assert!(stream_of("b", "AWSLogs/1/CloudTrail/us-east-1/2015/08/17/x.json.gz").is_none());
+        // A name that is not ASCII where the time is: refused, not sliced mid-character.
+        let odd = KEY.replace("20150817T150131Z", "2015€8T150131Z");
+        assert!(stream_of("b", &odd).is_none());
     }
 
     fn digest(n: u8, previous: Option<(u8, [u8; 32], &str)>) -> (Location, Digest) {

@@ -106,11 +106,14 @@ impl<S: KeySource> KeyRing<S> {
         end: i64,
     ) -> Result<Option<&PublicKey>, String> {
         let id = (region.to_string(), fingerprint.to_string());
-        if !self.keys.contains_key(&id) && self.asked.insert((region.to_string(), end / 3600)) {
+        let hour = (region.to_string(), end / 3600);
+        if !self.keys.contains_key(&id) && !self.asked.contains(&hour) {
+            // Noted as asked only once answered: a failed call is asked again.
             for k in self.source.list(region, end - 3600, end + 2 * 3600).await? {
                 self.keys
                     .insert((region.to_string(), k.fingerprint.clone()), k);
             }
+            self.asked.insert(hour);
         }
         Ok(self.keys.get(&id))
     }
@@ -129,6 +132,28 @@ mod tests {
             *self.1.lock().unwrap() += 1;
             Ok(vec![PublicKey::new(self.0.clone())])
         }
+    }
+
+    /// Fails its first call, then answers.
+    struct Flaky(Vec<u8>, Mutex<usize>);
+
+    impl KeySource for Flaky {
+        async fn list(&self, _: &str, _: i64, _: i64) -> Result<Vec<PublicKey>, String> {
+            let mut n = self.1.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                return Err("throttled".into());
+            }
+            Ok(vec![PublicKey::new(self.0.clone())])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_is_asked_again() {
+        let mut ring = KeyRing::new(Flaky(b"der".to_vec(), Mutex::new(0)));
+        let fp = fingerprint(b"der");
+        assert!(ring.find("us-east-1", &fp, 7200).await.is_err());
+        assert!(ring.find("us-east-1", &fp, 7200).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use crate::digest::audit::{Audit, S3Reader};
 use crate::digest::keys::CloudTrailKeys;
 use crate::discover::listing::S3Lister;
 use crate::ledger::{Claimable, Honour};
-use crate::object::{ObjectRef, s3_id};
+use crate::object::ObjectRef;
 use crate::timestamp::EventTime;
 
 /// The audit the engine runs.
@@ -38,9 +38,15 @@ pub(super) async fn digest_loop(
         let pass = audit.pass(Some(&core.ledger), start, now, now).await;
         for finding in &pass.findings {
             if finding.contains("not shipped: ") && finding.contains("is in the bucket") {
-                core.log.warn(format_args!(
-                    "digest: {finding}: found through its digest, shipping it now"
-                ));
+                if config.ship_missing {
+                    core.log.warn(format_args!(
+                        "digest: {finding}: found through its digest, shipping it now"
+                    ));
+                } else {
+                    core.log.error(format_args!(
+                        "digest: {finding}: found through its digest (not shipped from here: digest.ship_missing is off)"
+                    ));
+                }
             } else {
                 core.log.error(format_args!("digest: {finding}"));
             }
@@ -58,12 +64,15 @@ pub(super) async fn digest_loop(
             pass.heal.len()
         ));
         for (location, size) in pass.heal {
-            let id = s3_id(&location.bucket, &location.key);
+            let bucket: Arc<str> = location.bucket.as_str().into();
+            let object = ObjectRef::s3(&bucket, location.key, size, now);
+            // Forgotten as a notified object is, or by the listing's forget line.
+            let forget = core.forget_rule(&object, now.secs());
             let claim = Claimable {
-                id: &id,
+                id: &object.id,
                 size,
                 modified: (now.secs(), 0),
-                forget_by: None,
+                forget_by: forget.as_ref().map(|(g, t)| (g.as_str(), *t)),
             };
             match core.ledger.claim(&[claim], now.secs(), Honour::Backoff) {
                 Ok(claimed) if !claimed.is_empty() => {
@@ -71,8 +80,6 @@ pub(super) async fn digest_loop(
                         .counts
                         .shipped_from_digests
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let bucket: Arc<str> = location.bucket.as_str().into();
-                    let object = ObjectRef::s3(&bucket, location.key, size, now);
                     tokio::select! {
                         sent = tx.send(object) => if sent.is_err() { return },
                         _ = stop.changed() => return,
@@ -80,7 +87,7 @@ pub(super) async fn digest_loop(
                 }
                 // Claimed meanwhile by a notification or a listing: it ships from there.
                 Ok(_) => {}
-                Err(e) => core.log.error(format_args!("digest: {id}: {e}")),
+                Err(e) => core.log.error(format_args!("digest: {}: {e}", object.id)),
             }
         }
         tokio::select! {

@@ -63,8 +63,8 @@ impl Engine {
                     keep_done,
                     None,
                 );
-                if bucket.is_some() {
-                    shared_ledger = shared_ledger.listing();
+                if let Some(bucket) = &bucket {
+                    shared_ledger = shared_ledger.listing(bucket);
                 }
                 log.info(format_args!(
                     "ledger: DynamoDB table {} shared with the other shippers, as owner {} (lease time {}s)",
@@ -177,12 +177,22 @@ impl Engine {
                             u32::try_from(d.grace.as_secs()).unwrap_or(u32::MAX),
                             false,
                         )
-                        // Keys of a day are forgotten once the forget line, a lookback
-                        // behind the watermark's day (at most tomorrow), passes them: a day
-                        // and an hour less than the lookback is always remembered.
-                        .remembering(lookback.saturating_sub(86_400 + 3600))
+                        .remembering(crate::digest::audit::remembered(lookback))
+                        .wanting({
+                            // This shipper's files only: `path_expression`, and landed
+                            // (by the time in their name) at or after `start_time`.
+                            let select = config.selection.clone();
+                            Box::new(move |key: &str| {
+                                select.matches(key)
+                                    && crate::layout::file_time(key)
+                                        .is_none_or(|t| t >= start.secs())
+                            })
+                        })
                     })
-                    .map(|a| (a, start));
+                    .map(|a| {
+                        let ship = config.digest.as_ref().is_some_and(|d| d.ship_missing);
+                        (if ship { a } else { a.not_shipping() }, start)
+                    });
                 (Some(client), discovery, sqs)
             }
             Source::Dir(root) => (

@@ -17,7 +17,7 @@
 
 use serde::Serialize;
 
-use crate::digest::audit::Audit;
+use crate::digest::audit::{Audit, remembered};
 pub use crate::digest::audit::{Fetched, HourReport, Reader, S3Reader};
 use crate::digest::keys::{KeyRing, KeySource};
 use crate::discover::listing::Lister;
@@ -92,13 +92,19 @@ pub async fn verify<L: Lister, R: Reader, K: KeySource>(
     lister: L,
     reader: R,
     keys: KeyRing<K>,
-    ledger: Option<&Ledger>,
+    ledger: Option<(&Ledger, u32)>,
     base: Option<String>,
     from: EventTime,
     to: EventTime,
 ) -> VerifyReport {
     let bucket = lister.bucket().to_string();
     let mut audit = Audit::new(lister, reader, keys, base, 0, true);
+    // A file under a digest older than the ledger surely remembers may have been shipped
+    // and forgotten: not judged (`lookback`).
+    if let Some((_, lookback)) = ledger {
+        audit = audit.remembering(remembered(lookback));
+    }
+    let ledger = ledger.map(|(l, _)| l);
     let pass = audit.pass(ledger, from, to, EventTime::now()).await;
     VerifyReport {
         bucket,

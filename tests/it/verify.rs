@@ -17,6 +17,14 @@ use crate::data;
 use crate::digest_data::{DAY, Writer, gzip, key_on, key_server, upload_logs, upload_logs_on};
 use crate::server::{self, block_on};
 
+/// A recent day (`YYYY-MM-DD`) whose 13:00 is past, and less than a day ago.
+fn recent_day() -> String {
+    let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
+        (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 13 * 3600) / 86_400,
+    );
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 fn verify(dir: &Path, bucket: &str, keys: &str, to: &str) -> (i32, serde_json::Value) {
     let settings = dir.join(format!("{bucket}.toml"));
     let text: String = server::s3_props(bucket)
@@ -209,7 +217,9 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
     let bucket = server::bucket("verify-ledger");
     let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
     let keys = key_server(vec![key.public_key().as_ref().to_vec()]);
-    let (eleven, mut twelve) = upload_logs(&bucket);
+    // A recent day: the ledger judges only what it surely still remembers.
+    let day = recent_day();
+    let (eleven, mut twelve) = upload_logs_on(&bucket, &day);
     // One file is shipped altered (a byte changed before the shipper read it): the digest
     // names CloudTrail's bytes.
     let (tampered, original) = twelve[1].clone();
@@ -226,6 +236,7 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
     props.push(("db", db.display().to_string()));
     // Hashes are kept when digests are checked.
     props.push(("digest.validate", "true".into()));
+    props.push(("lookback", "120h".into()));
     let settings = dir.path().join("shipper.toml");
     let text: String = props
         .iter()
@@ -253,7 +264,7 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
     twelve.push((late.clone(), eleven[0].1.clone()));
     let mut w = Writer {
         bucket: &bucket,
-        day: DAY,
+        day: &day,
         trail: "t",
         key: &key,
         previous: None,
@@ -266,12 +277,8 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
         let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
             .args(["verify", "--json", "--config"])
             .arg(&settings)
-            .args([
-                "--from",
-                "2023-07-10T10:30:00Z",
-                "--to",
-                "2023-07-10T13:00:00Z",
-            ])
+            .args(["--from", &format!("{day}T10:30:00Z")])
+            .args(["--to", &format!("{day}T13:00:00Z")])
             .args(["--cloudtrail-endpoint", &keys])
             .args(extra)
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -327,10 +334,7 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     // A recent day, whose 13:00 is past: the ledger vouches only for what it still
     // remembers, and shipped files are forgotten a lookback after (older digests' unknown
     // files are not judged, let alone shipped again).
-    let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
-        (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 13 * 3600) / 86_400,
-    );
-    let day = format!("{y:04}-{m:02}-{d:02}");
+    let day = recent_day();
     let (eleven, twelve) = upload_logs_on(&bucket, &day);
     // Two files no notification announces; a third deleted before anything read it.
     let unannounced = [&twelve[0].0, &twelve[1].0];
@@ -370,6 +374,8 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
             ("digest.grace", "0"),
             ("digest.cloudtrail_endpoint", &keys),
             ("lookback", "120h"),
+            // SQS alone with this shipper's own ledger: off unless it is the only one.
+            ("digest.ship_missing", "true"),
         ],
     );
     let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -92,6 +92,8 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
             ("digest.every", "1"),
             ("digest.grace", "0"),
             ("digest.cloudtrail_endpoint", &keys),
+            // The only shipper on the queue: files found through digests are its to ship.
+            ("digest.ship_missing", "true"),
         ]))
         .output(http_output("*", &rx, "/"))
         .write_yaml(&dir);

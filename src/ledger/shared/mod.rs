@@ -147,8 +147,8 @@ impl SharedLedger {
     /// Lists the bucket too (listing or hybrid mode): prefixes are split among the
     /// shippers by lease, and done rows under them are forgotten by the listings' forget
     /// lines instead of by time (see [`prefixes`]).
-    pub fn listing(mut self) -> Self {
-        self.listing = Some(prefixes::Listing::default());
+    pub fn listing(mut self, bucket: &str) -> Self {
+        self.listing = Some(prefixes::Listing::of(bucket));
         self
     }
 

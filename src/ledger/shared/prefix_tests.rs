@@ -30,7 +30,7 @@ fn lister(table: &Arc<dyn Table>, clock: &Clock) -> SharedLedger {
         3600,
         Some(clock.monotonic()),
     )
-    .listing()
+    .listing("b")
 }
 
 fn prefixes(n: usize) -> Vec<String> {
@@ -172,7 +172,11 @@ fn the_watermark_is_shared_and_the_forget_line_expires_done_rows_below_it() {
         (Some(new.clone()), Some(format!("{p}2023/07/10")))
     );
     let expires = |id: &str| a.row(id).unwrap().unwrap().expires;
-    assert_eq!(expires(&old), Some(200), "below the forget line");
+    assert_eq!(
+        expires(&old),
+        Some(200 + 86_400),
+        "below the forget line: a day later"
+    );
     assert_eq!(expires(&new), None);
     assert!(!a.known_done(&old) && a.known_done(&new));
     // Never lowered.

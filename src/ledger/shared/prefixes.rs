@@ -32,6 +32,8 @@ type Sighting = (u64, Duration);
 /// What a shipper that lists keeps besides the object rules.
 #[derive(Debug, Default)]
 pub(super) struct Listing {
+    /// `s3://BUCKET/`, the listed bucket's ids start so.
+    bucket: String,
     /// The prefix rows as last read or written here.
     prefixes: Mutex<HashMap<String, LeaseRow>>,
     /// Ids known done under listed prefixes (done never goes back): a listing passes them
@@ -47,6 +49,15 @@ pub(super) struct Listing {
     free: Mutex<HashMap<String, Sighting>>,
     /// This shipper's heartbeat as last written, and when.
     beat: Mutex<Option<(LeaseRow, Duration)>>,
+}
+
+impl Listing {
+    pub(super) fn of(bucket: &str) -> Self {
+        Self {
+            bucket: format!("s3://{bucket}/"),
+            ..Self::default()
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,7 +85,13 @@ impl SharedLedger {
     /// The Unix seconds at which a done row may be dropped: a lookback from now, or never
     /// (`None`) for a row a listing forgets by its forget line.
     pub(super) fn done_expires(&self, id: &str, now: u32) -> Option<u32> {
-        if self.listing.is_some() && under_a_prefix(id) {
+        // Only the listed bucket's rows: another bucket's (a notification from elsewhere, a
+        // digest's) has no forget line to pass it.
+        if self
+            .listing
+            .as_ref()
+            .is_some_and(|l| id.starts_with(&l.bucket) && under_a_prefix(id))
+        {
             None
         } else {
             Some(now.saturating_add(self.keep_done))
@@ -431,9 +448,12 @@ impl SharedLedger {
             if r.entry.status != Status::Done || r.expires.is_some() {
                 continue;
             }
+            // A day from now, not at once: a shipper listing the prefix from a forget line
+            // it read before this one rose (the prefix moving between shippers) still
+            // finds the row, and passes the key instead of shipping it again.
             let row = Row {
                 version: r.version + 1,
-                expires: Some(now),
+                expires: Some(now.saturating_add(86_400)),
                 ..r.clone()
             };
             super::counts::bump(&self.counts.writes);
@@ -466,8 +486,7 @@ impl SharedLedger {
             .table
             .rows_under(prefix_id, from_id, None)
             .map_err(|e| self.err(e))?;
-        let mut done = lock(&l.done);
-        done.extend(
+        lock(&l.done).extend(
             rows.into_iter()
                 .filter(|(_, r)| r.entry.status == Status::Done)
                 .map(|(id, _)| id),
