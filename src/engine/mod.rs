@@ -157,10 +157,16 @@ impl Engine {
     /// Stops starting new downloads and scans (Fluent Bit paused the input).
     pub fn pause(&self) {
         self.core.paused.send_replace(true);
+        if let Some(shared) = self.core.ledger.shared() {
+            shared.set_paused(true);
+        }
     }
 
     pub fn resume(&self) {
         self.core.paused.send_replace(false);
+        if let Some(shared) = self.core.ledger.shared() {
+            shared.set_paused(false);
+        }
     }
 
     /// True when a scan has finished and everything it found is delivered or given up on.

@@ -145,6 +145,36 @@ fn ship(l: &SharedLedger, id: &str) -> bool {
 }
 
 #[test]
+fn a_paused_shippers_prefixes_move_after_the_lease_time_and_come_back() {
+    let (t, clock): (Arc<dyn Table>, _) = (Arc::new(MemTable::default()), Clock::default());
+    let all = prefixes(4);
+    let a = lister(&t, &clock);
+    let b = lister(&t, &clock);
+    share(&a, &all);
+    share(&b, &all);
+    let a1 = share(&a, &all);
+    assert_eq!(a1.len(), 2);
+    // B's host pauses the input: B's scans stop, and so does its heartbeat.
+    b.set_paused(true);
+    for _ in 0..6 {
+        clock.advance(11);
+        a.renew().unwrap();
+        b.renew().unwrap();
+        share(&a, &all);
+    }
+    assert_eq!(
+        share(&a, &all),
+        all,
+        "B's heartbeat stood still a lease time"
+    );
+    b.set_paused(false);
+    b.renew().unwrap();
+    assert_eq!(share(&b, &all).len(), 2, "B takes its share back");
+    let a2 = share(&a, &all);
+    assert_eq!(a2.len(), 2);
+}
+
+#[test]
 fn the_watermark_is_shared_and_the_forget_line_expires_done_rows_below_it() {
     let (t, clock): (Arc<dyn Table>, _) = (Arc::new(MemTable::default()), Clock::default());
     let p = &prefixes(1)[0];

@@ -49,6 +49,9 @@ pub(super) struct Listing {
     free: Mutex<HashMap<String, Sighting>>,
     /// This shipper's heartbeat as last written, and when.
     beat: Mutex<Option<(LeaseRow, Duration)>>,
+    /// Set while the host has paused the input: no scan runs, so the heartbeat stops and
+    /// the other shippers take this one's prefixes after the lease time.
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Listing {
@@ -108,6 +111,15 @@ impl SharedLedger {
         }
     }
 
+    /// The host paused (or resumed) the input: while paused this shipper lists nothing, so
+    /// it stops its heartbeat and its prefixes move to the others after the lease time
+    /// (they come back by the usual share once it beats again).
+    pub fn set_paused(&self, paused: bool) {
+        if let Some(l) = &self.listing {
+            l.paused.store(paused, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Whether `id` is known done here (no read needed).
     pub fn known_done(&self, id: &str) -> bool {
         self.listing
@@ -131,6 +143,9 @@ impl SharedLedger {
         let Some(l) = &self.listing else {
             return Ok(());
         };
+        if l.paused.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         let now = (self.clock)();
         let mut beat = lock(&l.beat);
         if let Some((_, at)) = &*beat
