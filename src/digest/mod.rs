@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod chain;
+pub mod fetch;
 pub mod file;
 pub mod keys;
 pub mod sign;
