@@ -40,22 +40,6 @@ fn table(tag: &str) -> String {
     format!("it-{tag}-{}", std::process::id())
 }
 
-fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(server::endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            server::ACCESS_KEY,
-            server::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
-}
-
 #[test]
 fn a_graceful_stop_hands_a_half_shipped_object_to_the_next_shipper() {
     let bucket = server::bucket("shared-stop");
@@ -100,7 +84,7 @@ fn a_graceful_stop_hands_a_half_shipped_object_to_the_next_shipper() {
     );
     crate::sqs::wait_until_empty(&q, &b);
     let rows = block_on(
-        dynamodb()
+        server::dynamodb()
             .get_item()
             .table_name(&table)
             // Partition: the object's region prefix; sort: the rest of its key.
@@ -281,7 +265,7 @@ fn a_message_that_comes_back_after_the_commit_ships_nothing_on_another_shipper()
 /// The owner of each prefix row in the table.
 fn prefix_owners(table: &str) -> HashMap<String, Option<String>> {
     let out = block_on(
-        dynamodb()
+        server::dynamodb()
             .query()
             .table_name(table)
             .consistent_read(true)

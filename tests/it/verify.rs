@@ -6,7 +6,7 @@
 //! digest signed by another key, a digest moved, a trail gone silent.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aws_lc_rs::rsa::{KeyPair, KeySize};
@@ -17,6 +17,42 @@ use crate::data;
 use crate::digest_data::{DAY, Writer, gzip, key_on, key_server, upload_logs, upload_logs_on};
 use crate::server::{self, block_on};
 
+/// Writes the shipper's settings for `bucket` (a ledger file, digests checked so hashes
+/// are kept, and `extra`) and ships once with the command. Returns the settings and the
+/// ledger's paths.
+fn ship_once(dir: &Path, bucket: &str, extra: &[(&'static str, &str)]) -> (PathBuf, PathBuf) {
+    let db = dir.join("state.db");
+    let mut props = server::s3_props(bucket);
+    props.push(("db", db.display().to_string()));
+    props.push(("digest.validate", "true".into()));
+    props.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let settings = write_settings(dir, "shipper.toml", &props);
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
+        .arg("--config")
+        .arg(&settings)
+        .arg("--once")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (settings, db)
+}
+
+/// A TOML settings file of `props`.
+fn write_settings(dir: &Path, name: &str, props: &[(&str, String)]) -> PathBuf {
+    let path = dir.join(name);
+    let text: String = props
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A recent day (`YYYY-MM-DD`) whose 13:00 is past, and less than a day ago.
 fn recent_day() -> String {
     let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
@@ -26,12 +62,7 @@ fn recent_day() -> String {
 }
 
 fn verify(dir: &Path, bucket: &str, keys: &str, to: &str) -> (i32, serde_json::Value) {
-    let settings = dir.join(format!("{bucket}.toml"));
-    let text: String = server::s3_props(bucket)
-        .iter()
-        .map(|(k, v)| format!("{k} = {v:?}\n"))
-        .collect();
-    std::fs::write(&settings, text).unwrap();
+    let settings = write_settings(dir, &format!("{bucket}.toml"), &server::s3_props(bucket));
     let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
         .args(["verify", "--json", "--config"])
         .arg(&settings)
@@ -167,29 +198,7 @@ fn the_engine_keeps_the_sha256_of_each_file_it_shipped() {
     let raw_extra = b"{\"Records\":[{\"eventVersion\":\"1.08\",\"eventTime\":\"2023-07-10T13:00:00Z\",\"eventID\":\"x1\"}]}\n";
     server::put(&bucket, extra, gzip(raw_extra));
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
-    let mut props = server::s3_props(&bucket);
-    props.push(("db", db.display().to_string()));
-    // Hashes are kept when digests are checked.
-    props.push(("digest.validate", "true".into()));
-    let settings = dir.path().join("s.toml");
-    let text: String = props
-        .iter()
-        .map(|(k, v)| format!("{k} = {v:?}\n"))
-        .collect();
-    std::fs::write(&settings, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
-        .arg("--config")
-        .arg(&settings)
-        .arg("--once")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, db) = ship_once(dir.path(), &bucket, &[]);
     let now = cloudtrail_s3::timestamp::EventTime::now().secs();
     let ledger = cloudtrail_s3::ops::open(&db, now).unwrap();
     let mut files: Vec<(String, Vec<u8>)> = data::objects()
@@ -231,30 +240,7 @@ fn with_the_ledger_files_are_checked_against_what_was_shipped() {
     raw[at] = b'z';
     server::put(&bucket, &tampered, gzip(&raw));
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
-    let mut props = server::s3_props(&bucket);
-    props.push(("db", db.display().to_string()));
-    // Hashes are kept when digests are checked.
-    props.push(("digest.validate", "true".into()));
-    props.push(("lookback", "120h".into()));
-    let settings = dir.path().join("shipper.toml");
-    let text: String = props
-        .iter()
-        .map(|(k, v)| format!("{k} = {v:?}\n"))
-        .collect();
-    std::fs::write(&settings, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-s3"))
-        .arg("--config")
-        .arg(&settings)
-        .arg("--once")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (settings, _) = ship_once(dir.path(), &bucket, &[("lookback", "120h")]);
     // A file CloudTrail wrote after the shipper stopped: in the bucket, never shipped.
     let late = eleven[0]
         .0

@@ -25,12 +25,7 @@ pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
 }
 
 fn heal(fb: &FluentBit) -> Result<(), Failed> {
-    let tag = format!(
-        "digests-{}",
-        fb.label()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-            .to_lowercase()
-    );
+    let tag = fb.tag("digests");
     let work = Work::new(&tag);
     let bucket = server::bucket(&tag);
     let q = queue::create(&tag);

@@ -258,19 +258,7 @@ fn region_listed(path: &str) -> Option<String> {
 
 /// Object rows in the table that are finished (not in the open index: no `q`).
 fn finished_rows(table: &str) -> usize {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(server::endpoint())
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            server::ACCESS_KEY,
-            server::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let client = server::dynamodb();
     let out = server::block_on(
         client
             .scan()
@@ -326,12 +314,7 @@ fn lister_input(
 }
 
 fn two_listing(fb: &FluentBit) -> Result<(), Failed> {
-    let tag = format!(
-        "shared-list-{}",
-        fb.label()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-            .to_lowercase()
-    );
+    let tag = fb.tag("shared-list");
     let work = Work::new(&tag);
     let bucket = server::bucket(&tag);
     let table = format!("{tag}-{}", std::process::id());
@@ -446,12 +429,7 @@ fn two_listing(fb: &FluentBit) -> Result<(), Failed> {
 }
 
 fn three_hybrid(fb: &FluentBit) -> Result<(), Failed> {
-    let tag = format!(
-        "shared-hybrid-{}",
-        fb.label()
-            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-            .to_lowercase()
-    );
+    let tag = fb.tag("shared-hybrid");
     let work = Work::new(&tag);
     let bucket = server::bucket(&tag);
     let q = queue::create(&tag);

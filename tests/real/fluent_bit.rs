@@ -60,6 +60,13 @@ impl FluentBit {
         format!("Fluent Bit {a}.{b}.{c}")
     }
 
+    /// A name for a trial's bucket, queue and table on this host: `PREFIX-fluentbitABC`
+    /// (lower case: bucket names take no capitals).
+    pub fn tag(&self, prefix: &str) -> String {
+        let Version(a, b, c) = self.version;
+        format!("{prefix}-fluentbit{a}{b}{c}")
+    }
+
     /// 5.1.1 reads the registration's `config_map` and refuses unknown keys (ABI doc 2.6).
     pub fn checks_unknown_keys(&self) -> bool {
         self.version >= Version(5, 1, 1)

@@ -202,6 +202,33 @@ impl DynamoTable {
     /// Runs a request to completion on the table's runtime for a synchronous caller: the
     /// host's thread, a blocking task, or (moved aside with `block_in_place`) one of the
     /// engine's workers.
+    /// Stores `item` if the stored version is `expected` (`None`: no item): `Ok(false)`
+    /// when another writer came first.
+    fn put_if(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        expected: Option<u64>,
+        what: impl Fn() -> String,
+    ) -> Result<bool, TableError> {
+        self.requests.writes.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item));
+        req = match expected {
+            None => req.condition_expression("attribute_not_exists(p)"),
+            Some(v) => req
+                .condition_expression("ver = :v")
+                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+        };
+        match self.block(req.send()) {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(false),
+            Err(e) => Err(fail(&what(), e)),
+        }
+    }
+
     fn block<F>(&self, f: F) -> F::Output
     where
         F: Future + Send,
@@ -439,28 +466,7 @@ impl Table for DynamoTable {
     }
 
     fn put(&self, id: &str, expected: Option<u64>, r: &Row) -> Result<bool, TableError> {
-        self.requests.writes.fetch_add(1, Ordering::Relaxed);
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item(id, r)));
-        req = match expected {
-            None => req.condition_expression("attribute_not_exists(p)"),
-            Some(v) => req
-                .condition_expression("ver = :v")
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
-        };
-        match self.block(req.send()) {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(fail(&format!("writing {id}"), e)),
-        }
+        self.put_if(item(id, r), expected, || format!("writing {id}"))
     }
 
     fn open_due(
@@ -644,23 +650,9 @@ impl Table for DynamoTable {
         expected: Option<u64>,
         row: &LeaseRow,
     ) -> Result<bool, TableError> {
-        self.requests.writes.fetch_add(1, Ordering::Relaxed);
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(lease_item(kind, id, row)));
-        req = match expected {
-            None => req.condition_expression("attribute_not_exists(p)"),
-            Some(v) => req
-                .condition_expression("ver = :v")
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
-        };
-        match self.block(req.send()) {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(lost_race) => Ok(false),
-            Err(e) => Err(fail(&format!("writing the lease of {id}"), e)),
-        }
+        self.put_if(lease_item(kind, id, row), expected, || {
+            format!("writing the lease of {id}")
+        })
     }
 
     fn leases(&self, kind: LeaseKind) -> Result<Vec<(String, LeaseRow)>, TableError> {

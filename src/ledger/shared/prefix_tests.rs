@@ -1,36 +1,14 @@
 //! Shippers splitting a bucket's listed prefixes on one table, their steps ordered by hand.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
+use super::tests::{Clock, LEASE, shipper};
 use super::*;
 use crate::engine::handoff::End;
 
-const LEASE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Default)]
-struct Clock(Arc<AtomicU64>);
-
-impl Clock {
-    fn monotonic(&self) -> Monotonic {
-        let c = self.0.clone();
-        Arc::new(move || Duration::from_secs(c.load(Ordering::SeqCst)))
-    }
-    fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
 fn lister(table: &Arc<dyn Table>, clock: &Clock) -> SharedLedger {
-    SharedLedger::new(
-        Box::new(table.clone()),
-        "t",
-        LEASE,
-        3600,
-        Some(clock.monotonic()),
-    )
-    .listing("b")
+    shipper(table, clock).listing("b")
 }
 
 fn prefixes(n: usize) -> Vec<String> {

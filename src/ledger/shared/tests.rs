@@ -8,23 +8,23 @@ use std::time::Duration;
 use super::*;
 use crate::engine::handoff::End;
 
-const LEASE: Duration = Duration::from_secs(60);
+pub(super) const LEASE: Duration = Duration::from_secs(60);
 
 /// A clock the test moves.
 #[derive(Clone, Default)]
-struct Clock(Arc<AtomicU64>);
+pub(super) struct Clock(Arc<AtomicU64>);
 
 impl Clock {
-    fn monotonic(&self) -> Monotonic {
+    pub(super) fn monotonic(&self) -> Monotonic {
         let c = self.0.clone();
         Arc::new(move || Duration::from_secs(c.load(Ordering::SeqCst)))
     }
-    fn advance(&self, secs: u64) {
+    pub(super) fn advance(&self, secs: u64) {
         self.0.fetch_add(secs, Ordering::SeqCst);
     }
 }
 
-fn shipper(table: &Arc<dyn Table>, clock: &Clock) -> SharedLedger {
+pub(super) fn shipper(table: &Arc<dyn Table>, clock: &Clock) -> SharedLedger {
     SharedLedger::new(
         Box::new(table.clone()),
         "t",
