@@ -275,6 +275,36 @@ fn finished_rows(table: &str) -> usize {
     out.items().len()
 }
 
+/// Region listings per prefix by each proxy since `before` (listings per proxy then).
+fn since(
+    proxies: &[CountingProxy],
+    before: &[BTreeMap<String, usize>],
+) -> Vec<BTreeMap<String, usize>> {
+    proxies
+        .iter()
+        .zip(before)
+        .map(|(proxy, was)| {
+            listings(proxy)
+                .into_iter()
+                .map(|(p, n)| {
+                    let n = n - was.get(&p).copied().unwrap_or(0);
+                    (p, n)
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether every prefix was listed at least `times` over all the proxies together.
+fn listed_each(per_proxy: &[BTreeMap<String, usize>], times: usize) -> bool {
+    let mut total: BTreeMap<&String, usize> = BTreeMap::new();
+    for (p, n) in per_proxy.iter().flatten() {
+        *total.entry(p).or_default() += n;
+    }
+    total.len() == PREFIXES && total.values().all(|n| *n >= times)
+}
+
 /// Region listings per prefix seen by a proxy so far.
 fn listings(proxy: &CountingProxy) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -359,33 +389,26 @@ fn two_listing(fb: &FluentBit) -> Result<(), Failed> {
     wait_until("every object done in the table", RUN_LIMIT, || {
         finished_rows(&table) == objects.len()
     });
+    // The listing that starts after the last commit raises its prefix's watermark (a
+    // write); a shipper's scans run one after another, so once every prefix is listed twice
+    // more, those writes are behind us and the idle window starts.
+    let settled: Vec<_> = proxies.iter().map(listings).collect();
+    wait_until(
+        "each prefix listed twice after the commits",
+        RUN_LIMIT,
+        || listed_each(&since(&proxies, &settled), 2),
+    );
     let before: Vec<_> = proxies.iter().map(listings).collect();
     let dynamo_before = dynamo.seen().len();
-    let since = |i: usize| -> BTreeMap<String, usize> {
-        listings(&proxies[i])
-            .into_iter()
-            .map(|(p, n)| {
-                let was = before[i].get(&p).copied().unwrap_or(0);
-                (p, n - was)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    };
     let started = std::time::Instant::now();
     wait_until(
         "each prefix listed three times while idle",
         RUN_LIMIT,
-        || {
-            let (a, b) = (since(0), since(1));
-            let mut total: BTreeMap<&String, usize> = BTreeMap::new();
-            for (p, n) in a.iter().chain(b.iter()) {
-                *total.entry(p).or_default() += n;
-            }
-            total.len() == PREFIXES && total.values().all(|n| *n >= 3)
-        },
+        || listed_each(&since(&proxies, &before), 3),
     );
     let secs = started.elapsed().as_secs_f64();
-    let (a, b) = (since(0), since(1));
+    let idle = since(&proxies, &before);
+    let (a, b) = (idle[0].clone(), idle[1].clone());
     let mut idle_ops: BTreeMap<String, usize> = BTreeMap::new();
     for s in &dynamo.seen()[dynamo_before..] {
         let op = s.target.as_deref().and_then(|t| t.rsplit('.').next());
