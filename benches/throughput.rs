@@ -204,6 +204,7 @@ fn run_stage(stage: &str) {
                 };
                 let options = split::SplitOptions {
                     skip: 0,
+                    passed: Vec::new(),
                     fallback,
                     max_event_bytes: 16 << 20,
                 };

@@ -216,7 +216,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, http: Option<HttpConfig>, args: &Args) -> anyhow::Result<()> {
+fn run(mut config: Config, http: Option<HttpConfig>, args: &Args) -> anyhow::Result<()> {
+    if let Some(h) = &http {
+        // The engine closes a chunk at the first event past a quarter of `batch_bytes`:
+        // with that at half a request body, each chunk travels in one request (unless one
+        // event is that large), so a stop that leaves one request unanswered can tell which
+        // chunks the others delivered.
+        config.batch_bytes = config.batch_bytes.min(2 * h.max_body_bytes);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;

@@ -335,6 +335,7 @@ mod tests {
         let mut out = Vec::new();
         let options = SplitOptions {
             skip: 0,
+            passed: Vec::new(),
             fallback,
             max_event_bytes: 1 << 20,
         };

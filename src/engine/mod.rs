@@ -16,7 +16,8 @@
 //! the host has; `sqs_side` receives messages, holds them while their objects ship, and
 //! settles them in order; `progress` reports backfills and runs the periodic checks;
 //! `answer` serves `/metrics` and `/health`; [`handoff`] is the bounded queue between the
-//! workers and the front end.
+//! workers and the front end; `ahead` records, at a graceful stop, what a destination
+//! acknowledged behind a batch it left unanswered.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use crate::observe::Observe;
 use crate::observe::metrics::Op;
 use crate::timestamp::EventTime;
 
+mod ahead;
 mod answer;
 mod digests;
 pub mod handoff;
@@ -44,6 +46,7 @@ mod sqs_side;
 mod wiring;
 mod worker;
 
+pub use ahead::Unsettled;
 use progress::Backfill;
 pub use progress::BackfillProgress;
 

@@ -13,6 +13,7 @@ use crate::digest::Sha256;
 use crate::discover::Discovery;
 use crate::discover::folder;
 use crate::engine::handoff::{Chunk, End, Mark};
+use crate::ledger::Span;
 use crate::object::ObjectRef;
 use crate::observe::Observe;
 use crate::observe::metrics::{Metrics, Op, Outcome};
@@ -191,7 +192,7 @@ impl Core {
 
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
     pub(super) fn split_object(&self, object: &ObjectRef, opened: Opened) {
-        let skip = self.progress(object);
+        let (skip, passed) = self.resume_at(object);
         let fallback = opened.last_modified.unwrap_or(object.last_modified);
         let m = self.observe.clone();
         let downloaded = Counted {
@@ -216,6 +217,7 @@ impl Core {
         let mut newest = 0u32;
         let options = SplitOptions {
             skip,
+            passed,
             fallback,
             max_event_bytes: self.config.max_event_bytes,
         };
@@ -332,13 +334,19 @@ impl Core {
     /// Events of the object already committed. A store that cannot be read is logged and
     /// counts as none: the object is shipped again from its start (repeated, never lost).
     pub(super) fn progress(&self, object: &ObjectRef) -> u64 {
+        self.resume_at(object).0
+    }
+
+    /// Where a read of the object resumes: its committed position, and the ranges past it
+    /// delivered ahead (passed, not sent again).
+    fn resume_at(&self, object: &ObjectRef) -> (u64, Vec<Span>) {
         match self.ledger.entry(&object.id) {
-            Ok(entry) => entry.map_or(0, |e| e.position),
+            Ok(entry) => entry.map_or((0, Vec::new()), |e| (e.position, e.ahead)),
             Err(e) => {
                 self.log.error(format_args!(
                     "{object}: {e}; its progress is unknown, so it is shipped from its start"
                 ));
-                0
+                (0, Vec::new())
             }
         }
     }

@@ -3,6 +3,9 @@
 //! Entries are written one at a time by incremental transactions, so the form is small and
 //! fixed: a version byte, the numbers little-endian, then the reason text.
 
+/// A half-open range of `Records` elements, `(from, to)`.
+pub type Span = (u64, u64);
+
 /// Where an object stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -34,6 +37,11 @@ pub struct Entry {
     /// SHA-256 of the object's decompressed bytes, kept when it is done (checked against
     /// CloudTrail's digests).
     pub sha256: Option<[u8; 32]>,
+    /// Ranges past `position` whose events the destination acknowledged while an earlier
+    /// batch was left unanswered at a graceful stop (batches commit in order, so these could
+    /// not move `position`): the next read passes them rather than sending them again. Sorted,
+    /// apart from each other and from `position`; only an open entry has any.
+    pub ahead: Vec<Span>,
 }
 
 /// Whether a listed object keeps its watermark (a prefix's key, or a time window's time)
@@ -53,7 +61,13 @@ const FORM: u8 = 1;
 /// The same, with the 32 bytes of the SHA-256 between the numbers and the reason. An entry
 /// without a hash keeps the first form, which releases before this one read.
 const FORM_HASHED: u8 = 2;
+/// The first form with the ranges delivered ahead (a count, then each range's two
+/// numbers) between the numbers and the reason. Only an open entry has them, so never with
+/// a hash; an entry without them keeps the forms above.
+const FORM_AHEAD: u8 = 3;
 const FIXED: usize = 1 + 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4;
+/// More ranges than a stop leaves (one per batch in flight) would mean damaged bytes.
+const MAX_AHEAD: usize = 4096;
 
 impl Entry {
     /// A new open entry for an object just claimed.
@@ -68,7 +82,43 @@ impl Entry {
             changed_at: now,
             reason: String::new(),
             sha256: None,
+            ahead: Vec::new(),
         }
+    }
+
+    /// Records that the events of `span` reached the destination. A span that starts at or
+    /// before `position` moves it (and with it any range ahead it now meets); one past it is
+    /// kept ahead. A finished entry is left as it is.
+    pub fn deliver(&mut self, span: Span) {
+        let (from, to) = span;
+        if self.is_finished() || to <= from || to <= self.position {
+            return;
+        }
+        self.ahead.push((from, to));
+        self.ahead.sort_unstable();
+        let mut merged: Vec<Span> = Vec::with_capacity(self.ahead.len());
+        for (f, t) in self.ahead.drain(..) {
+            match merged.last_mut() {
+                Some(last) if f <= last.1 => last.1 = last.1.max(t),
+                _ => merged.push((f, t)),
+            }
+        }
+        self.ahead = merged;
+        self.absorb();
+    }
+
+    /// Moves `position` over the ranges ahead it reaches, and drops those below it.
+    fn absorb(&mut self) {
+        let mut position = self.position;
+        self.ahead.retain(|&(from, to)| {
+            if from <= position {
+                position = position.max(to);
+                false
+            } else {
+                true
+            }
+        });
+        self.position = position;
     }
 
     /// Another failed try: the attempts grow and the next waits out `backoff` for them.
@@ -91,15 +141,18 @@ impl Entry {
     ) -> Option<Status> {
         use crate::engine::handoff::End;
         self.position = self.position.max(mark.position);
+        self.absorb();
         match mark.end.as_ref()? {
             End::Done => {
                 self.status = Status::Done;
                 self.reason.clear();
                 self.sha256 = mark.sha256;
+                self.ahead.clear();
             }
             End::Failed(reason) => {
                 self.status = Status::Failed;
                 self.reason = reason.clone();
+                self.ahead.clear();
             }
             End::Abandoned(reason) => {
                 self.back_off(reason, abandoned, now);
@@ -129,8 +182,11 @@ impl Entry {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED + 33 + self.reason.len());
-        out.push(if self.sha256.is_some() {
+        let ahead = !self.ahead.is_empty() && !self.is_finished();
+        let mut out = Vec::with_capacity(FIXED + 36 + 16 * self.ahead.len() + self.reason.len());
+        out.push(if ahead {
+            FORM_AHEAD
+        } else if self.sha256.is_some() {
             FORM_HASHED
         } else {
             FORM
@@ -147,7 +203,13 @@ impl Entry {
         out.extend_from_slice(&self.modified.0.to_le_bytes());
         out.extend_from_slice(&self.modified.1.to_le_bytes());
         out.extend_from_slice(&self.changed_at.to_le_bytes());
-        if let Some(h) = &self.sha256 {
+        if ahead {
+            out.extend_from_slice(&(self.ahead.len() as u32).to_le_bytes());
+            for (from, to) in &self.ahead {
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&to.to_le_bytes());
+            }
+        } else if let Some(h) = &self.sha256 {
             out.extend_from_slice(h);
         }
         out.extend_from_slice(self.reason.as_bytes());
@@ -156,17 +218,39 @@ impl Entry {
 
     /// `None` for bytes that are not an entry of this form.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        let hashed = match *b.first()? {
-            FORM => false,
-            FORM_HASHED => true,
-            _ => return None,
-        };
-        let text_at = if hashed { FIXED + 32 } else { FIXED };
-        if b.len() < text_at {
+        let form = *b.first()?;
+        if !matches!(form, FORM | FORM_HASHED | FORM_AHEAD) || b.len() < FIXED {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        let mut sha256 = None;
+        let mut ahead = Vec::new();
+        let text_at = match form {
+            FORM_HASHED => {
+                sha256 = Some(b.get(FIXED..FIXED + 32)?.try_into().ok()?);
+                FIXED + 32
+            }
+            FORM_AHEAD => {
+                let n = u32::from_le_bytes(b.get(FIXED..FIXED + 4)?.try_into().ok()?) as usize;
+                if n > MAX_AHEAD {
+                    return None;
+                }
+                let end = FIXED + 4 + 16 * n;
+                let ranges = b.get(FIXED + 4..end)?;
+                ahead = ranges
+                    .chunks_exact(16)
+                    .map(|r| {
+                        let at = |i: usize| {
+                            u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default())
+                        };
+                        (at(0), at(8))
+                    })
+                    .collect();
+                end
+            }
+            _ => FIXED,
+        };
         Some(Self {
             status: match b[1] {
                 0 => Status::Open,
@@ -181,7 +265,8 @@ impl Entry {
             modified: (u32_at(26), u32_at(30)),
             changed_at: u32_at(34),
             reason: String::from_utf8(b[text_at..].to_vec()).ok()?,
-            sha256: hashed.then(|| b[FIXED..FIXED + 32].try_into().unwrap_or_default()),
+            sha256,
+            ahead,
         })
     }
 }
@@ -202,6 +287,7 @@ mod tests {
             changed_at: 1_700_000_001,
             reason: "gzip: invalid header ü".into(),
             sha256: None,
+            ahead: Vec::new(),
         };
         assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
         assert_eq!(
@@ -229,5 +315,78 @@ mod tests {
         let mut bad = e.encode();
         bad[1] = 7;
         assert_eq!(Entry::decode(&bad), None);
+        let ahead = Entry {
+            status: Status::Open,
+            ahead: vec![(9, 12), (20, 31)],
+            ..e.clone()
+        };
+        let bytes = ahead.encode();
+        assert_eq!(bytes[0], FORM_AHEAD);
+        assert_eq!(Entry::decode(&bytes), Some(ahead.clone()));
+        assert_eq!(
+            Entry::decode(&bytes[..FIXED + 4 + 31]),
+            None,
+            "ranges cut short"
+        );
+        let done = Entry {
+            status: Status::Done,
+            ..ahead
+        };
+        assert_eq!(
+            done.encode()[0],
+            FORM,
+            "a finished entry keeps no ranges ahead"
+        );
+    }
+
+    fn open_at(position: u64) -> Entry {
+        Entry {
+            position,
+            ..Entry::open(0, (0, 0), 0)
+        }
+    }
+
+    #[test]
+    fn ranges_delivered_ahead_merge_and_move_the_position_when_it_meets_them() {
+        let mut e = open_at(10);
+        e.deliver((20, 30));
+        e.deliver((40, 45));
+        e.deliver((30, 35));
+        assert_eq!(
+            (e.position, e.ahead.clone()),
+            (10, vec![(20, 35), (40, 45)])
+        );
+        e.deliver((5, 8));
+        assert_eq!(
+            e.position, 10,
+            "a range already below the position changes nothing"
+        );
+        e.deliver((10, 20));
+        assert_eq!((e.position, e.ahead.clone()), (35, vec![(40, 45)]));
+        e.deliver((44, 50));
+        assert_eq!(e.ahead, vec![(40, 50)]);
+        e.deliver((9, 9));
+        assert_eq!(e.ahead, vec![(40, 50)], "an empty range is no range");
+    }
+
+    #[test]
+    fn a_commit_in_order_takes_the_ranges_it_reaches_and_an_end_drops_the_rest() {
+        use crate::engine::handoff::{End, Mark};
+        let backoff = crate::ledger::Backoff::TRANSIENT;
+        let mut e = open_at(0);
+        e.deliver((10, 20));
+        e.deliver((30, 40));
+        let mark = |position, end| Mark {
+            id: "s3://b/k".into(),
+            position,
+            end,
+            ..Mark::default()
+        };
+        e.apply(&mark(10, None), 1, backoff);
+        assert_eq!((e.position, e.ahead.clone()), (20, vec![(30, 40)]));
+        e.apply(&mark(25, Some(End::Failed("bad json".into()))), 1, backoff);
+        assert_eq!((e.status, e.ahead.clone()), (Status::Failed, vec![]));
+        e.deliver((50, 60));
+        assert!(e.ahead.is_empty(), "a finished entry takes no ranges");
     }
 }

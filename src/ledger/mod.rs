@@ -14,6 +14,7 @@
 //! and its transactions; `marks.rs` where listings stand (watermarks, forget lines, time
 //! windows); `entry.rs` one entry's form.
 
+mod ahead;
 mod entry;
 mod legacy;
 mod marks;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-pub use entry::{Entry, Status, holds_watermark};
+pub use entry::{Entry, Span, Status, holds_watermark};
 use marks::{below_forget_line, time_key};
 
 use crate::engine::handoff::Mark;

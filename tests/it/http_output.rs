@@ -166,3 +166,103 @@ fn sigkill_at_random_points_loses_nothing() {
     // At most the requests in flight (4 x 64K; no bundled event is under 650 bytes) per kill.
     assert!(repeats <= KILLS * 4 * 64 * 1024 / 650, "{repeats} repeated");
 }
+
+/// Reads a child's stderr on a thread, so a test can wait for a line while it runs.
+fn follow_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap_or(0) > 0 {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    log
+}
+
+/// A receiver that stops as Vector's `http_server` does leaves one post unanswered while
+/// later ones were delivered. Batches commit in order, so those later ones could not
+/// commit; the graceful stop records them as delivered ahead, and the next run passes them:
+/// every event once, none repeated.
+#[test]
+fn a_graceful_stop_repeats_nothing_delivered_behind_an_unanswered_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start();
+    rx.answer(Answer::HoldFirst);
+    let config = settings(
+        dir.path(),
+        "[http]\nmax_body_bytes = \"64K\"\ntimeout = 600\n",
+    );
+    let mut child = spawn(&config, &rx.url(PATH), &[]);
+    let log = follow_stderr(&mut child);
+    wait_until(
+        "a post held and later ones delivered",
+        Duration::from_secs(60),
+        || rx.held() && rx.requests().len() >= 3,
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_until(
+        "the stop to wait for the answers",
+        Duration::from_secs(60),
+        || log.lock().unwrap().contains("waiting up to"),
+    );
+    // The held post's connection closes with no answer: not delivered.
+    rx.answer(Answer::Ok);
+    let code = exit_code(&mut child, Duration::from_secs(60));
+    wait_until("the first run's last line", Duration::from_secs(10), || {
+        log.lock().unwrap().contains("done:")
+    });
+    let first = log.lock().unwrap().clone();
+    assert_eq!(code, 0, "{first}");
+    let recorded = first
+        .split(" were delivered (")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        recorded.is_some_and(|n| n > 0),
+        "the posts answered behind the held one are recorded at the stop:\n{first}"
+    );
+    let delivered_first = received(&rx).len();
+    assert!(delivered_first > 0 && delivered_first < EVENTS);
+
+    let mut child = spawn(&config, &rx.url(PATH), &["--once"]);
+    let code = exit_code(&mut child, Duration::from_secs(120));
+    assert_eq!(code, 0, "{}", stderr_of(&mut child));
+    let seen = received(&rx);
+    let repeats: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "held post, graceful stop: {delivered_first} events delivered before the stop; after the next run {} of {EVENTS}, {repeats} repeated",
+        seen.len()
+    );
+    assert_eq!((seen.len(), repeats), (EVENTS, 0), "{first}");
+}
+
+/// `http.commit_delay` holds each commit that long after its answer: a crash inside the
+/// delay sends those events again (for a receiver that answers before it is durable).
+#[test]
+fn commit_delay_holds_the_commits_after_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start();
+    let config = settings(dir.path(), "[http]\ncommit_delay = 60\n");
+    let mut child = spawn(&config, &rx.url(PATH), &[]);
+    wait_until("every event delivered", Duration::from_secs(60), || {
+        received(&rx).len() == EVENTS
+    });
+    // Well inside the minute: nothing is committed yet.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The same ledger, without the delay.
+    let config = settings(dir.path(), "");
+    let mut child = spawn(&config, &rx.url(PATH), &["--once"]);
+    let code = exit_code(&mut child, Duration::from_secs(120));
+    assert_eq!(code, 0, "{}", stderr_of(&mut child));
+    let seen = received(&rx);
+    assert_eq!(seen.len(), EVENTS);
+    assert!(
+        seen.values().all(|n| *n == 2),
+        "every event sent again: none was committed within the delay"
+    );
+}

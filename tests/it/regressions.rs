@@ -27,6 +27,7 @@ fn fuzz_regressions_replay_cleanly() {
         };
         let options = SplitOptions {
             skip: 0,
+            passed: Vec::new(),
             fallback,
             max_event_bytes: 1 << 16,
         };

@@ -29,6 +29,11 @@ pub enum Answer {
     /// `it` tests of the command's http output, which include this file).
     #[allow(dead_code)]
     Throttle(u64),
+    /// The first request that comes while this is the answer is read and held unanswered
+    /// until the answer changes, then its connection is closed with no answer (as Vector's
+    /// `http_server` does to some posts when it stops); the others get 200 at once.
+    #[allow(dead_code)]
+    HoldFirst,
 }
 
 /// One request answered 200.
@@ -62,6 +67,8 @@ struct State {
     lines: Mutex<Vec<Line>>,
     rejected: AtomicUsize,
     bad: Mutex<Vec<String>>,
+    /// A request was held by [`Answer::HoldFirst`].
+    held: AtomicBool,
 }
 
 pub struct Receiver {
@@ -133,6 +140,12 @@ impl Receiver {
         self.state.rejected.load(Ordering::Relaxed)
     }
 
+    /// Whether a request was held by [`Answer::HoldFirst`].
+    #[allow(dead_code)]
+    pub fn held(&self) -> bool {
+        self.state.held.load(Ordering::Acquire)
+    }
+
     /// Requests the receiver could not read (bad framing, bad gzip, not UTF-8).
     pub fn bad(&self) -> Vec<String> {
         self.state.bad.lock().unwrap().clone()
@@ -176,8 +189,14 @@ fn serve(conn: TcpStream, answer: &Mutex<Answer>, state: &State) {
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
 
         let a = *answer.lock().unwrap();
+        if a == Answer::HoldFirst && !state.held.swap(true, Ordering::AcqRel) {
+            while *answer.lock().unwrap() == Answer::HoldFirst {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         let status = match a {
-            Answer::Ok => 200,
+            Answer::Ok | Answer::HoldFirst => 200,
             Answer::Slow(d) => {
                 let _one_at_a_time = state.slow.lock().unwrap();
                 std::thread::sleep(d);

@@ -16,6 +16,7 @@
 //! Every write names the version it read ([`Table::put`]); a conflict re-reads and decides
 //! again, so two shippers never both believe they hold an object.
 
+mod ahead;
 mod counts;
 mod dynamo;
 mod prefixes;

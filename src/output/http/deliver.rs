@@ -48,6 +48,11 @@ impl Alarm {
     }
 
     fn failed(&self, verdict: &Verdict, observe: &Observe) {
+        self.log.debug(format_args!(
+            "http output {}: a try failed: {}",
+            self.url,
+            verdict.reason()
+        ));
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let since = *s.failing_since.get_or_insert(now);

@@ -100,11 +100,14 @@ pub struct SplitOutcome {
 pub struct Stop;
 
 /// How to split.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SplitOptions {
     /// Elements before this position are scanned but not handed over (they were shipped
     /// before a restart).
     pub skip: u64,
+    /// Ranges `(from, to)` of elements past `skip` whose events were delivered already
+    /// (acknowledged ahead of an earlier batch at a graceful stop): scanned, not handed over.
+    pub passed: Vec<(u64, u64)>,
     /// Time for events without a usable `eventTime`.
     pub fallback: EventTime,
     /// Largest single event (and largest skipped top-level value).
@@ -359,7 +362,13 @@ impl<R: Read, F: FnMut(Event<'_>) -> Result<(), Stop>> Splitter<R, F> {
             let _ = start;
             let index = self.stats.position;
             self.stats.position += 1;
-            if index >= self.options.skip {
+            let passed = || {
+                self.options
+                    .passed
+                    .iter()
+                    .any(|&(from, to)| from <= index && index < to)
+            };
+            if index >= self.options.skip && !passed() {
                 match std::str::from_utf8(bytes) {
                     Ok(json) if json.starts_with('{') => {
                         let parsed = event_time(json);
@@ -402,6 +411,7 @@ mod tests {
     fn opts(skip: u64) -> SplitOptions {
         SplitOptions {
             skip,
+            passed: Vec::new(),
             fallback: FALLBACK,
             max_event_bytes: 1 << 20,
         }
@@ -471,6 +481,26 @@ mod tests {
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![2]);
         assert_eq!(out.stats.position, 3);
         assert_eq!(out.stats.events, 1);
+    }
+
+    #[test]
+    fn ranges_delivered_ahead_are_passed() {
+        let json = r#"{"Records":[{"i":0},{"i":1},{"i":2},{"i":3},{"i":4},{"i":5}]}"#;
+        let mut got = Vec::new();
+        let options = SplitOptions {
+            passed: vec![(2, 4), (5, 6)],
+            ..opts(1)
+        };
+        let out = split(json.as_bytes(), options, |e| {
+            got.push(e.index);
+            Ok(())
+        });
+        assert_eq!(out.error, None);
+        assert_eq!(got, vec![1, 4]);
+        assert_eq!(
+            out.stats.position, 6,
+            "the position counts the passed elements"
+        );
     }
 
     #[test]
