@@ -17,8 +17,11 @@
 //! again, so two shippers never both believe they hold an object.
 
 mod ahead;
+mod claims;
 mod counts;
 mod dynamo;
+mod items;
+mod leases;
 mod prefixes;
 mod table;
 
@@ -102,18 +105,6 @@ impl std::fmt::Debug for SharedLedger {
             .field("owner", &self.me)
             .finish()
     }
-}
-
-/// A claim's answer for one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claim {
-    Taken,
-    /// Taken from another shipper whose lease expired.
-    TakenOver,
-    /// Finished, or waiting out its backoff.
-    Passed,
-    /// Another shipper holds a live lease on it.
-    Elsewhere,
 }
 
 impl SharedLedger {
@@ -304,118 +295,6 @@ impl SharedLedger {
         Ok(row.map(|r| r.entry))
     }
 
-    fn claim_one(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
-        if self.closing.load(std::sync::atomic::Ordering::Acquire) || self.known_done(o.id) {
-            return Ok(Claim::Passed);
-        }
-        if !self
-            .claiming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(o.id.to_string())
-        {
-            return Ok(Claim::Passed);
-        }
-        let outcome = self.claim_row(o, now, honour);
-        self.claiming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(o.id);
-        outcome
-    }
-
-    fn claim_row(&self, o: &Claimable<'_>, now: u32, honour: Honour) -> Result<Claim, LedgerError> {
-        let me = self.me.clone();
-        let outcome = self.change(o.id, |row| match row {
-            None => Step::Write(
-                Row {
-                    version: 0,
-                    entry: Entry::open(o.size, o.modified, now),
-                    owner: Some(me.clone()),
-                    lease: 1,
-                    expires: None,
-                },
-                Claim::Taken,
-            ),
-            Some(r) if r.entry.is_finished() => {
-                if prefixes::is_done(&r.entry) {
-                    self.remember_done(o.id);
-                }
-                Step::Keep(Claim::Passed)
-            }
-            Some(r) if r.entry.not_before > now && honour == Honour::Backoff => {
-                Step::Keep(Claim::Passed)
-            }
-            // Already this shipper's, and held here: a second claim of one object at once.
-            // (A row that names this shipper but is not held here is taken again: a claim
-            // whose write landed although its answer was lost, say a timeout the SDK retried
-            // into a failed condition. Passing it over would leave it to nobody.)
-            Some(r)
-                if r.owner.as_deref() == Some(me.as_str()) && self.held().contains_key(o.id) =>
-            {
-                Step::Keep(Claim::Passed)
-            }
-            Some(r) => {
-                let from_other = r.owner.as_deref().is_some_and(|owner| owner != me);
-                if let Some(owner) = r.owner.as_deref()
-                    && owner != me
-                    && !self.lease_expired(o.id, owner, r.lease)
-                {
-                    return Step::Keep(Claim::Elsewhere);
-                }
-                let mut row = r.clone();
-                row.owner = Some(me.clone());
-                row.lease += 1;
-                let taken = if from_other {
-                    Claim::TakenOver
-                } else {
-                    Claim::Taken
-                };
-                Step::Write(row, taken)
-            }
-        })?;
-        match outcome {
-            Claim::Elsewhere => bump(&self.counts.held_elsewhere),
-            Claim::TakenOver => bump(&self.counts.takeovers),
-            _ => {}
-        }
-        if outcome != Claim::Elsewhere {
-            self.seen().remove(o.id);
-        }
-        Ok(outcome)
-    }
-
-    /// Claims what it can of `objects` (the caller skips those in flight here). Objects
-    /// another shipper holds are skipped; [`SharedLedger::held_elsewhere`] tells them.
-    pub fn claim(
-        &self,
-        objects: &[Claimable<'_>],
-        now: u32,
-        honour: Honour,
-    ) -> Result<Vec<Arc<str>>, LedgerError> {
-        let mut claimed = Vec::new();
-        for o in objects {
-            match self.claim_one(o, now, honour) {
-                Ok(Claim::Taken | Claim::TakenOver) => claimed.push(Arc::<str>::from(o.id)),
-                Ok(_) => {}
-                // All or nothing: the caller logs the error with its message or listing and
-                // hands it back; what this call claimed is given up, to be found again.
-                Err(e) => {
-                    for id in &claimed {
-                        let _ = self.let_go(id);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// Whether the last claim of `id` found it held by another shipper's live lease.
-    pub fn held_elsewhere(&self, id: &str) -> bool {
-        self.seen().contains_key(id) && !self.held().contains_key(id)
-    }
-
     pub fn release(
         &self,
         id: &str,
@@ -587,94 +466,6 @@ impl SharedLedger {
             })
             .map_err(|e| self.err(e))?;
         Ok(rows.len() as u64)
-    }
-
-    /// Gives up this shipper's lease on `id` without recording anything else: the next
-    /// shipper claims it at once.
-    pub fn let_go(&self, id: &str) -> Result<(), LedgerError> {
-        // Not held here from now on, whether or not the write below lands: nothing here
-        // works on it any more, so nothing may renew it, and a claim here may take it
-        // again (a row that still names this shipper is retaken when not held).
-        if self.held().remove(id).is_none() {
-            return Ok(());
-        }
-        self.change(id, |row| match row {
-            Some(r) if self.mine(r) => {
-                let mut row = r.clone();
-                row.owner = None;
-                Step::Write(row, ())
-            }
-            _ => Step::Keep(()),
-        })
-    }
-
-    /// Gives up every lease held (a graceful stop), after the last commit. Returns how
-    /// many could not be given up (they expire by the lease time instead).
-    pub fn let_go_all(&self) -> usize {
-        self.closing
-            .store(true, std::sync::atomic::Ordering::Release);
-        let ids: Vec<String> = self.held().keys().cloned().collect();
-        ids.iter().filter(|id| self.let_go(id).is_err()).count() + self.let_go_prefixes()
-    }
-
-    /// How often [`SharedLedger::renew`] is to be called: with leases renewed once they
-    /// are a third of the lease time old, a lease is at most half the lease time old on
-    /// the holder's clock, which leaves room for clocks that run at different rates.
-    pub fn renew_every(&self) -> Duration {
-        (self.lease_time / 6).max(Duration::from_millis(500))
-    }
-
-    /// Renews the leases last written more than a third of the lease time ago. Returns the
-    /// objects whose lease another shipper took (this one was too slow to renew).
-    pub fn renew(&self) -> Result<Vec<String>, LedgerError> {
-        let now = (self.clock)();
-        let third = self.lease_time / 3;
-        let stale: Vec<String> = self
-            .held()
-            .iter()
-            .filter(|(_, h)| now.saturating_sub(h.written) >= third)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut lost = Vec::new();
-        let mut failed = self.beat(false).err();
-        for id in stale {
-            // Each on its own: one failed write must not leave the others unrenewed.
-            // `Some(true)`: renewed; `Some(false)`: another shipper holds it now; `None`:
-            // finished or let go here meanwhile (a commit between the list and the write).
-            let kept = self.change(&id, |row| match row {
-                Some(r) if self.mine(r) && !r.entry.is_finished() => {
-                    let mut row = r.clone();
-                    row.lease += 1;
-                    Step::Write(row, Some(true))
-                }
-                Some(r) if r.owner.is_some() && !self.mine(r) => Step::Keep(Some(false)),
-                _ => Step::Keep(None),
-            });
-            match kept {
-                Ok(Some(true)) => {}
-                Ok(Some(false)) => {
-                    self.held().remove(&id);
-                    bump(&self.counts.leases_lost);
-                    lost.push(id);
-                }
-                Ok(None) => {
-                    self.held().remove(&id);
-                }
-                Err(e) => failed = Some(e),
-            }
-        }
-        // Leases seen elsewhere long ago: their objects were finished or taken over.
-        let forget_before = now.saturating_sub(self.lease_time * 10);
-        self.seen().retain(|_, s| s.since >= forget_before);
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(lost),
-        }
-    }
-
-    /// Drops this run's leases without writing (a simulated crash in tests).
-    pub fn forget_claims(&self) {
-        self.held().clear();
     }
 
     /// The row of `id` as stored (tests, `status`).
