@@ -21,6 +21,7 @@ use crate::select::Selection;
 use crate::timestamp::EventTime;
 
 pub(crate) mod de;
+mod digest_keys;
 mod file;
 mod keys;
 mod secret;

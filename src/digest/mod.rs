@@ -15,6 +15,7 @@ pub mod chain;
 pub mod fetch;
 pub mod file;
 pub mod keys;
+pub mod report;
 pub mod sign;
 
 pub use file::{Digest, DigestError, Location, LogFile, Previous};
