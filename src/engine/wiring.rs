@@ -265,7 +265,9 @@ impl Engine {
             let route_core = core.clone();
             runtime.spawn(crate::observe::serve::serve(
                 listener,
-                Arc::new(move |path: &str| route_core.answer(path)),
+                Arc::new(move |request: &crate::observe::serve::Request| {
+                    route_core.answer(request)
+                }),
             ));
         }
         if let Some(queue) = &core.sqs {

@@ -5,7 +5,9 @@
 //! Both open the ledger file itself, so they need the shipper stopped: the file takes one
 //! process at a time, since two writers would undo each other's work. [`open`] says so
 //! plainly rather than waiting or reading a file that changes under it. A shared ledger
-//! table ([`open_shared`]) is read and changed while shippers run.
+//! table ([`open_shared`]) is read and changed while shippers run. A running instance with
+//! `metrics.listen` answers both itself (`GET /status`, `POST /retry`, see
+//! `engine::answer`), through the ledger it holds.
 
 use std::fmt;
 use std::io::Read;

@@ -12,6 +12,7 @@ mod http_output;
 mod json;
 mod kill;
 mod ledger;
+mod live_ops;
 mod ops;
 mod plugin;
 #[path = "../real/queue.rs"]
