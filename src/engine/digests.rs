@@ -1,6 +1,8 @@
 //! `digest.validate`: a pass over CloudTrail's digests every `digest.every`, each finding
-//! logged once (at error, or at warn for a file shipped from its digest), and each file a
-//! digest lists that nothing else found within `digest.grace` claimed and shipped here.
+//! logged once (at error, or at warn for a file shipped from its digest; once across
+//! restarts and across the shippers of a shared table, as the ledger remembers it), and
+//! each file a digest lists that nothing else found within `digest.grace` claimed and
+//! shipped here.
 
 use std::sync::Arc;
 
@@ -36,7 +38,26 @@ pub(super) async fn digest_loop(
         }
         let now = EventTime::now();
         let pass = audit.pass(Some(&core.ledger), start, now, now).await;
+        // A finding is remembered for as long as a pass may read its digest again (passes
+        // after a restart read from `start`), and a day more.
+        let keep = u32::try_from(
+            u64::from(now.secs().saturating_sub(start.secs())).max(core.config.lookback.as_secs()),
+        )
+        .unwrap_or(u32::MAX)
+        .saturating_add(86_400);
         for finding in &pass.findings {
+            match core.ledger.first_report(finding, now.secs(), keep) {
+                Ok(true) => {}
+                Ok(false) => {
+                    core.log
+                        .debug(format_args!("digest: reported before: {finding}"));
+                    continue;
+                }
+                // Said twice rather than not at all.
+                Err(e) => core.log.warn(format_args!(
+                    "digest: {e}; cannot tell whether this finding was reported before"
+                )),
+            }
             if finding.contains("not shipped: ") && finding.contains("is in the bucket") {
                 if config.ship_missing {
                     core.log.warn(format_args!(

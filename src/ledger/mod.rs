@@ -16,6 +16,7 @@
 
 mod ahead;
 mod entry;
+mod findings;
 mod legacy;
 mod marks;
 pub mod shared;

@@ -364,8 +364,12 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
             ("digest.ship_missing", "true"),
         ],
     );
-    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inst = crate::host::Plugin::load().start(&props).expect("init");
+    // A ledger file, so that a restart remembers what was reported.
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state.db").display().to_string();
+    let mut props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    props.push(("db", &db));
+    let mut inst = crate::host::Plugin::load().start(&props).expect("init");
     // What the notifications announced arrives first; then CloudTrail's digests land (an
     // hour's digest lands after its files): with no grace time, what they list that is
     // not shipped by then is a finding at once.
@@ -423,5 +427,39 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
         .filter(|l| l.contains(&bucket) && !l.contains("digest: pass over"))
         .collect();
     assert_eq!(findings.len(), 3 + silent, "{findings:#?}");
+    inst.exit();
+    drop(inst);
+
+    // A restart reads the same digests again: nothing is reported or shipped twice.
+    let passes =
+        || crate::host::logs_containing(&format!("digest: pass over s3://{bucket} ")).len();
+    let passes_before = passes();
+    let inst = crate::host::Plugin::load().start(&props).expect("init");
+    let again = inst.collect_until(std::time::Duration::from_secs(60), |_| {
+        passes() >= passes_before + 3
+    });
+    assert!(
+        passes() >= passes_before + 3,
+        "three passes after the restart"
+    );
+    assert!(again.is_empty(), "{} events shipped again", again.len());
+    let after: Vec<String> = crate::host::logs_containing("digest: ")
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| {
+            l.contains(&bucket)
+                && !l.contains("digest: pass over")
+                && !l.contains("digest: reported before: ")
+        })
+        .collect();
+    let remembered = crate::host::logs_containing("digest: reported before: ")
+        .into_iter()
+        .filter(|(_, l)| l.contains(&bucket))
+        .count();
+    assert!(
+        remembered >= 1,
+        "the missing file's finding is found again, and remembered"
+    );
+    assert_eq!(after, findings, "findings said again after a restart");
     drop(inst);
 }

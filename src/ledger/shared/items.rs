@@ -14,6 +14,7 @@ pub(super) fn lease_partition(kind: LeaseKind) -> &'static str {
     match kind {
         LeaseKind::Prefix => "~prefix",
         LeaseKind::Shipper => "~shipper",
+        LeaseKind::Finding => "~finding",
     }
 }
 

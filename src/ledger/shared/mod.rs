@@ -20,6 +20,7 @@ mod ahead;
 mod claims;
 mod counts;
 mod dynamo;
+mod findings;
 mod items;
 mod leases;
 mod prefixes;

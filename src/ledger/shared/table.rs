@@ -43,6 +43,8 @@ pub enum LeaseKind {
     Prefix,
     /// A shipper's heartbeat: its version moves while the shipper runs.
     Shipper,
+    /// An integrity finding reported (keyed by its text's SHA-256): written once.
+    Finding,
 }
 
 /// A row that is not an object's: a listed prefix's (who lists it, its watermark and forget
