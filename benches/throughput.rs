@@ -769,7 +769,7 @@ fn main() {
             &script,
             events,
             json_bytes,
-            "cloudtrail-s3 --once > /dev/null, 4 workers",
+            "cloudtrail-s3 --once > /dev/null, the default 8 workers",
         ));
     }
     if wanted("cli-http") && cli.exists() {

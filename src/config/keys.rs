@@ -340,7 +340,7 @@ pub(super) const DEFAULT_LOOKBACK_SECS: u64 = 48 * 3600;
 pub(super) const DEFAULT_SILENCE_ALARM_SECS: u64 = 3600;
 pub(super) const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 pub(super) const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
-pub(super) const DEFAULT_WORKERS: usize = 4;
+pub(super) const DEFAULT_WORKERS: usize = 8;
 /// Listings in flight during a scan. A scan lists every region prefix, and each LIST is a
 /// round trip of tens of milliseconds to S3: one at a time, 1,700 prefixes took 99 s with
 /// 30 ms per request (issue 20). Sixteen divides the round trips' wait by up to sixteen

@@ -19,7 +19,7 @@ fn defaults() {
     assert_eq!(c.scan_interval, Duration::from_secs(60));
     assert_eq!(c.batch_bytes, 4 << 20);
     assert_eq!(c.buffer_bytes, 8 << 20);
-    assert_eq!(c.workers, 4);
+    assert_eq!(c.workers, 8);
     assert_eq!(c.list_concurrency, 16);
     assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
 }
