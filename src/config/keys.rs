@@ -204,7 +204,7 @@ pub const KEYS: &[Key] = &[
     key(
         "workers",
         Int,
-        Some("4"),
+        Some("8"),
         "objects downloaded and split in parallel (1-64)",
     ),
     key(
