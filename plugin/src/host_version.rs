@@ -21,8 +21,37 @@ pub const CONFIG_MAP_SINCE: Version = (5, 1, 1);
 
 /// The version of the running executable, if it is a Fluent Bit that says so.
 pub fn running() -> Option<Version> {
-    let exe = std::fs::read("/proc/self/exe").ok()?;
-    find(&exe)
+    let exe = std::fs::File::open("/proc/self/exe").ok()?;
+    find_in(exe, 1 << 20)
+}
+
+/// The version in an executable read `chunk` bytes at a time. Reading the whole file at
+/// once cost its size in memory (8 MB for Fluent Bit; 222 MB for a benchmark host built
+/// with debug information, which made that host's peak RSS a measure of its own size).
+fn find_in(mut exe: impl std::io::Read, chunk: usize) -> Option<Version> {
+    // A marker and its version cut by a chunk's end are whole in the next window.
+    let keep = MARKER.len() + 32;
+    let mut window: Vec<u8> = Vec::with_capacity(chunk + keep);
+    loop {
+        let at = window.len();
+        window.resize(at + chunk, 0);
+        let n = loop {
+            match exe.read(&mut window[at..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        };
+        window.truncate(at + n);
+        if let Some(v) = find(&window) {
+            return Some(v);
+        }
+        if n == 0 {
+            return None;
+        }
+        let cut = window.len().saturating_sub(keep);
+        window.drain(..cut);
+    }
 }
 
 /// The version after the marker in an executable's bytes.
@@ -50,5 +79,16 @@ mod tests {
         assert_eq!(find(br#""lang":"c","version":"5.1"}"#), None);
         assert_eq!(find(br#""lang":"c","version":"x.y.z"}"#), None);
         assert_eq!(find(b"no marker here"), None);
+    }
+
+    #[test]
+    fn finds_the_version_across_chunk_ends_without_reading_all_at_once() {
+        let mut exe = vec![b'x'; 1000];
+        exe.extend_from_slice(br#""lang":"c","version":"5.1.1"}"#);
+        exe.extend_from_slice(&[b'y'; 500]);
+        for chunk in [1, 7, 64, 1009, 1020, 4096] {
+            assert_eq!(find_in(&exe[..], chunk), Some((5, 1, 1)), "chunk {chunk}");
+        }
+        assert_eq!(find_in(&[b'z'; 3000][..], 64), None);
     }
 }
