@@ -61,13 +61,16 @@ const FORM: u8 = 1;
 /// The same, with the 32 bytes of the SHA-256 between the numbers and the reason. An entry
 /// without a hash keeps the first form, which releases before this one read.
 const FORM_HASHED: u8 = 2;
-/// The first form with the ranges delivered ahead (a count, then each range's two
-/// numbers) between the numbers and the reason. Only an open entry has them, so never with
-/// a hash; an entry without them keeps the forms above.
-const FORM_AHEAD: u8 = 3;
 const FIXED: usize = 1 + 1 + 8 + 4 + 4 + 8 + 4 + 4 + 4;
-/// More ranges than a stop leaves (one per batch in flight) would mean damaged bytes.
-const MAX_AHEAD: usize = 4096;
+/// Between the reason and the ranges delivered ahead, which follow as text
+/// (`FROM-TO FROM-TO`): an entry with ranges keeps the first form, so a release from
+/// before them reads it (the ranges as part of the reason) and ships those events again
+/// rather than failing to read the entry and never shipping the rest. Reasons never hold
+/// this character (it is replaced when written).
+const AHEAD_MARK: char = '\u{1f}';
+/// More ranges than a stop leaves (one per chunk in flight) are dropped from the top: the
+/// events are sent again, never lost.
+const MAX_AHEAD: usize = 1024;
 
 impl Entry {
     /// A new open entry for an object just claimed.
@@ -103,6 +106,8 @@ impl Entry {
                 _ => merged.push((f, t)),
             }
         }
+        // Dropping the highest ranges only sends their events again.
+        merged.truncate(MAX_AHEAD);
         self.ahead = merged;
         self.absorb();
     }
@@ -182,11 +187,8 @@ impl Entry {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let ahead = !self.ahead.is_empty() && !self.is_finished();
-        let mut out = Vec::with_capacity(FIXED + 36 + 16 * self.ahead.len() + self.reason.len());
-        out.push(if ahead {
-            FORM_AHEAD
-        } else if self.sha256.is_some() {
+        let mut out = Vec::with_capacity(FIXED + 32 + self.reason.len() + 24 * self.ahead.len());
+        out.push(if self.sha256.is_some() {
             FORM_HASHED
         } else {
             FORM
@@ -203,55 +205,38 @@ impl Entry {
         out.extend_from_slice(&self.modified.0.to_le_bytes());
         out.extend_from_slice(&self.modified.1.to_le_bytes());
         out.extend_from_slice(&self.changed_at.to_le_bytes());
-        if ahead {
-            out.extend_from_slice(&(self.ahead.len() as u32).to_le_bytes());
-            for (from, to) in &self.ahead {
-                out.extend_from_slice(&from.to_le_bytes());
-                out.extend_from_slice(&to.to_le_bytes());
-            }
-        } else if let Some(h) = &self.sha256 {
+        if let Some(h) = &self.sha256 {
             out.extend_from_slice(h);
         }
-        out.extend_from_slice(self.reason.as_bytes());
+        let mut text = self.reason.replace(AHEAD_MARK, " ");
+        if !self.ahead.is_empty() && !self.is_finished() {
+            text.push(AHEAD_MARK);
+            let ranges: Vec<String> = self.ahead.iter().map(|(f, t)| format!("{f}-{t}")).collect();
+            text.push_str(&ranges.join(" "));
+        }
+        out.extend_from_slice(text.as_bytes());
         out
     }
 
     /// `None` for bytes that are not an entry of this form.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        let form = *b.first()?;
-        if !matches!(form, FORM | FORM_HASHED | FORM_AHEAD) || b.len() < FIXED {
+        let hashed = match *b.first()? {
+            FORM => false,
+            FORM_HASHED => true,
+            _ => return None,
+        };
+        let text_at = if hashed { FIXED + 32 } else { FIXED };
+        if b.len() < text_at {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        let mut sha256 = None;
-        let mut ahead = Vec::new();
-        let text_at = match form {
-            FORM_HASHED => {
-                sha256 = Some(b.get(FIXED..FIXED + 32)?.try_into().ok()?);
-                FIXED + 32
-            }
-            FORM_AHEAD => {
-                let n = u32::from_le_bytes(b.get(FIXED..FIXED + 4)?.try_into().ok()?) as usize;
-                if n > MAX_AHEAD {
-                    return None;
-                }
-                let end = FIXED + 4 + 16 * n;
-                let ranges = b.get(FIXED + 4..end)?;
-                ahead = ranges
-                    .chunks_exact(16)
-                    .map(|r| {
-                        let at = |i: usize| {
-                            u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default())
-                        };
-                        (at(0), at(8))
-                    })
-                    .collect();
-                end
-            }
-            _ => FIXED,
+        let text = String::from_utf8(b[text_at..].to_vec()).ok()?;
+        let (reason, ahead) = match text.split_once(AHEAD_MARK) {
+            Some((reason, ranges)) => (reason.to_string(), parse_ranges(ranges)),
+            None => (text, Vec::new()),
         };
-        Some(Self {
+        let mut e = Self {
             status: match b[1] {
                 0 => Status::Open,
                 1 => Status::Done,
@@ -264,11 +249,28 @@ impl Entry {
             size: u64_at(18),
             modified: (u32_at(26), u32_at(30)),
             changed_at: u32_at(34),
-            reason: String::from_utf8(b[text_at..].to_vec()).ok()?,
-            sha256,
-            ahead,
-        })
+            reason,
+            sha256: hashed.then(|| b[FIXED..FIXED + 32].try_into().unwrap_or_default()),
+            ahead: Vec::new(),
+        };
+        // Through `deliver`: sorted, merged, absorbed, empty and backward ranges dropped,
+        // as if delivered again (damaged text only costs repeats).
+        for span in ahead {
+            e.deliver(span);
+        }
+        Some(e)
     }
+}
+
+/// `FROM-TO FROM-TO`; what does not read so is left out (those events are sent again).
+fn parse_ranges(text: &str) -> Vec<Span> {
+    text.split(' ')
+        .filter_map(|r| {
+            let (f, t) = r.split_once('-')?;
+            Some((f.parse().ok()?, t.parse().ok()?))
+        })
+        .take(MAX_AHEAD)
+        .collect()
 }
 
 #[cfg(test)]
@@ -321,22 +323,39 @@ mod tests {
             ..e.clone()
         };
         let bytes = ahead.encode();
-        assert_eq!(bytes[0], FORM_AHEAD);
+        assert_eq!(bytes[0], FORM, "the first form, which every release reads");
         assert_eq!(Entry::decode(&bytes), Some(ahead.clone()));
-        assert_eq!(
-            Entry::decode(&bytes[..FIXED + 4 + 31]),
-            None,
-            "ranges cut short"
+        let text = String::from_utf8(bytes[FIXED..].to_vec()).unwrap();
+        assert!(
+            text.starts_with("gzip: invalid header ü") && text.ends_with("\u{1f}9-12 20-31"),
+            "an older release reads the ranges as part of the reason: {text:?}"
         );
         let done = Entry {
             status: Status::Done,
-            ..ahead
+            ..ahead.clone()
         };
-        assert_eq!(
-            done.encode()[0],
-            FORM,
+        assert!(
+            !String::from_utf8_lossy(&done.encode()).contains('\u{1f}'),
             "a finished entry keeps no ranges ahead"
         );
+        let marked = Entry {
+            reason: "odd \u{1f}reason".into(),
+            ahead: Vec::new(),
+            ..ahead.clone()
+        };
+        assert_eq!(
+            Entry::decode(&marked.encode()).unwrap().reason,
+            "odd  reason",
+            "the separator never comes from a reason"
+        );
+    }
+
+    #[test]
+    fn damaged_ranges_are_dropped_or_mended_never_widened() {
+        let mut bytes = open_at(10).encode();
+        bytes.extend_from_slice("\u{1f}30-20 12-15 x-9 14-18 5-8 ".as_bytes());
+        let e = Entry::decode(&bytes).unwrap();
+        assert_eq!((e.position, e.ahead), (10, vec![(12, 18)]));
     }
 
     fn open_at(position: u64) -> Entry {

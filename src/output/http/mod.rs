@@ -49,8 +49,8 @@ struct Pending {
     taken: Instant,
     /// Requests of this batch not answered yet.
     left: usize,
-    /// Each body's chunks (indexes in `marks`) and whether it was delivered.
-    bodies: Vec<(Vec<usize>, bool)>,
+    /// Each body's chunks (indexes in `marks`) and when it was delivered.
+    bodies: Vec<(Vec<usize>, Option<Instant>)>,
     gave_up: bool,
     /// When the last of its requests was delivered.
     delivered_at: Option<Instant>,
@@ -62,18 +62,26 @@ impl Pending {
         self.left == 0 && !self.gave_up && self.delivered_at.is_some_and(|at| at.elapsed() >= delay)
     }
 
-    /// Whether each chunk's events were all delivered (every body carrying it was; a
-    /// chunk without lines needs none).
-    fn chunks_delivered(&self) -> Vec<bool> {
+    /// Whether each chunk's events were all delivered `delay` ago or more (every body
+    /// carrying it was; a chunk without lines needs none).
+    fn chunks_delivered(&self, delay: Duration) -> Vec<bool> {
         let mut delivered = vec![true; self.marks.len()];
-        for (chunks, ok) in &self.bodies {
+        for (chunks, at) in &self.bodies {
+            let ok = at.is_some_and(|at| at.elapsed() >= delay);
             for &i in chunks {
                 if let Some(d) = delivered.get_mut(i) {
-                    *d &= *ok;
+                    *d &= ok;
                 }
             }
         }
         delivered
+    }
+
+    /// A body delivered less than `delay` ago: it counts once the delay has passed.
+    fn has_young_body(&self, delay: Duration) -> bool {
+        self.bodies
+            .iter()
+            .any(|(_, at)| at.is_some_and(|at| at.elapsed() < delay))
     }
 }
 
@@ -174,7 +182,7 @@ impl HttpOutput {
             bytes,
             taken: Instant::now(),
             left: bodies.len(),
-            bodies: bodies.iter().map(|b| (b.chunks.clone(), false)).collect(),
+            bodies: bodies.iter().map(|b| (b.chunks.clone(), None)).collect(),
             gave_up: false,
             // A batch of marks only (an object that ended without events) has nothing to
             // send: delivered as it is taken.
@@ -237,7 +245,7 @@ impl HttpOutput {
                 if report.ended == Ended::Delivered
                     && let Some(b) = p.bodies.get_mut(report.body)
                 {
-                    b.1 = true;
+                    b.1 = Some(Instant::now());
                 }
                 if p.left == 0 && !p.gave_up {
                     p.delivered_at = Some(Instant::now());
@@ -276,14 +284,13 @@ impl HttpOutput {
         while self.outstanding > 0 && Instant::now() < deadline {
             self.settle(engine, TICK);
         }
-        // Delivered requests wait out `commit_delay` (at most that long) before they count.
-        let delay_end = Instant::now() + self.config.commit_delay;
+        // Delivered requests wait out `commit_delay` before they count: as long as the
+        // youngest needs, at most that long (answers that come later are not counted).
+        let delay = self.config.commit_delay;
+        let delay_end = Instant::now() + delay;
         loop {
             self.settle(engine, Duration::ZERO);
-            let waiting = self
-                .window
-                .iter()
-                .any(|p| p.bodies.iter().any(|(_, ok)| *ok));
+            let waiting = self.window.iter().any(|p| p.has_young_body(delay));
             if !waiting || Instant::now() >= delay_end {
                 break;
             }
@@ -292,7 +299,11 @@ impl HttpOutput {
         // Chunks delivered behind a request left unanswered (a receiver that stops, as
         // Vector does, answers some posts and closes others): recorded ahead, not sent
         // again.
-        let delivered: Vec<Vec<bool>> = self.window.iter().map(Pending::chunks_delivered).collect();
+        let delivered: Vec<Vec<bool>> = self
+            .window
+            .iter()
+            .map(|p| p.chunks_delivered(delay))
+            .collect();
         let window: Vec<Unsettled<'_>> = self
             .window
             .iter()
