@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, stream};
 
 use crate::discover::listing::{Clock, Listed, Lister};
-use crate::discover::{DIGEST_DIR, DiscoverError, window};
+use crate::discover::{DIGEST_DIR, DiscoverError, Sink, window};
 use crate::layout::{self, Base, SEARCH_DEPTH, day_path, is_account, key_day};
 use crate::ledger::{Claimable, Honour, Ledger};
 use crate::log::Logger;
@@ -81,23 +81,38 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         self.lister.bucket()
     }
 
-    /// One scan: claims in `ledger` and returns what is to be shipped. Listing errors are
-    /// logged with their prefix and do not end the scan; the watermark of a prefix whose
-    /// listing failed stays where it was.
+    /// One scan: claims in `ledger` and returns what is to be shipped (see
+    /// [`Self::scan_into`]).
     pub async fn scan(&mut self, ledger: &Ledger) -> Vec<ObjectRef> {
-        let mut found = Vec::new();
+        let mut sink = Sink::Collect(Vec::new());
+        self.scan_into(ledger, &mut sink).await;
+        match sink {
+            Sink::Collect(found) => found,
+            Sink::Feed { .. } => Vec::new(),
+        }
+    }
+
+    /// One scan: claims in `ledger` and puts what is to be shipped into `sink`, each
+    /// prefix's objects as soon as they are claimed. Listing errors are logged with their
+    /// prefix and do not end the scan; the watermark of a prefix whose listing failed stays
+    /// where it was.
+    pub async fn scan_into(&mut self, ledger: &Ledger, sink: &mut Sink<'_>) {
         let base = layout::base(self.select.expr()).map(|b| match b {
             Base::Literal(s) => Some(s.to_string()),
             Base::Search => None,
         });
         let result = match base {
-            Some(base) => self.scan_layout(base.as_deref(), ledger, &mut found).await,
-            None => self.scan_flat(ledger, &mut found).await,
+            Some(base) => self.scan_layout(base.as_deref(), ledger, sink).await,
+            None => {
+                let mut found = Vec::new();
+                let result = self.scan_flat(ledger, &mut found).await;
+                sink.put(found).await;
+                result
+            }
         };
         if let Err(e) = result {
             self.log.error(format_args!("{e}"));
         }
-        found
     }
 
     fn ledger_error(&self, e: crate::ledger::LedgerError) -> DiscoverError {
@@ -192,7 +207,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         &mut self,
         base: Option<&str>,
         ledger: &Ledger,
-        found: &mut Vec<ObjectRef>,
+        sink: &mut Sink<'_>,
     ) -> Result<(), DiscoverError> {
         let now = self.clock.now().secs();
         let due = self
@@ -234,15 +249,19 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             .filter_map(|id| id.strip_prefix(&own).map(String::from))
             .collect();
         // Each prefix's listing, claims and watermark are its own: they run side by side,
-        // and only the order in which prefixes finish changes.
+        // and only the order in which prefixes finish changes. Each prefix's objects go
+        // out as it finishes; while the workers are busy, no further listing starts.
         let this = &*self;
         let mut scans = stream::iter(regions)
             .map(|region| async move { this.scan_region(&region, ledger).await })
             .buffer_unordered(this.concurrency.get());
         while let Some(result) = scans.next().await {
             match result {
-                Ok(objects) => found.extend(objects),
+                Ok(objects) => sink.put(objects).await,
                 Err(e) => this.log.error(format_args!("{e}")),
+            }
+            if sink.is_closed() {
+                break;
             }
         }
         Ok(())

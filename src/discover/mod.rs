@@ -15,12 +15,14 @@ pub mod bucket;
 pub mod folder;
 pub mod listing;
 pub mod notify;
+pub mod sink;
 pub mod sqs;
 mod window;
 
 use bucket::BucketScan;
 use folder::FolderScan;
 use listing::{S3Lister, SystemClock};
+pub use sink::Sink;
 
 /// A listing that failed; the scan goes on with the other prefixes.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,18 +55,20 @@ impl std::fmt::Display for Discovery {
 
 impl Discovery {
     /// One scan, then the open entries that are due (transient failures whose backoff has
-    /// passed, objects put back in line, objects in flight at a crash).
-    pub async fn scan(&mut self, ledger: &Ledger, log: &Logger) -> Vec<ObjectRef> {
-        let mut found = match self {
-            Discovery::Bucket(b) => b.scan(ledger).await,
-            Discovery::Folder(d) => d.scan(ledger).await,
-        };
+    /// passed, objects put back in line, objects in flight at a crash), into `sink`.
+    pub async fn scan(&mut self, ledger: &Ledger, log: &Logger, sink: &mut Sink<'_>) {
+        match self {
+            Discovery::Bucket(b) => b.scan_into(ledger, sink).await,
+            Discovery::Folder(d) => sink.put(d.scan(ledger).await).await,
+        }
         let root = match self {
             Discovery::Folder(d) => Some(d.root.as_path()),
             Discovery::Bucket(_) => None,
         };
-        found.extend(requeue(ledger, EventTime::now().secs(), root, log));
-        found
+        if !sink.is_closed() {
+            sink.put(requeue(ledger, EventTime::now().secs(), root, log))
+                .await;
+        }
     }
 }
 

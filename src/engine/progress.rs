@@ -22,6 +22,14 @@ pub(super) struct Backfill {
     started: std::time::Instant,
 }
 
+/// The counters as a scan started.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProgressMark {
+    finished: u64,
+    events: u64,
+    at: std::time::Instant,
+}
+
 /// How far a backfill has come.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackfillProgress {
@@ -40,8 +48,18 @@ impl Core {
         m.objects_shipped.load(Ordering::Relaxed) + m.objects_failed.load(Ordering::Relaxed)
     }
 
-    /// A scan found `n` objects: a backfill starts when they are many.
-    pub(super) fn start_backfill(&self, n: usize) {
+    /// Where the counters stand as a scan starts: its objects may ship before it ends.
+    pub(super) fn progress_mark(&self) -> ProgressMark {
+        ProgressMark {
+            finished: self.finished(),
+            events: self.observe.metrics.events_shipped.load(Ordering::Relaxed),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// A scan that started at `since` found `n` objects: a backfill starts when they are
+    /// many, counted from `since` (some may have shipped while the scan went on).
+    pub(super) fn start_backfill(&self, n: usize, since: ProgressMark) {
         if n <= BACKFILL {
             return;
         }
@@ -58,9 +76,9 @@ impl Core {
         ));
         *b = Some(Backfill {
             found: n as u64,
-            finished_before: self.finished(),
-            events_before: self.observe.metrics.events_shipped.load(Ordering::Relaxed),
-            started: std::time::Instant::now(),
+            finished_before: since.finished,
+            events_before: since.events,
+            started: since.at,
         });
     }
 

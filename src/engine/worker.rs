@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use super::sqs_side::{heartbeat_loop, receive_loop};
 use super::{CHUNK_START, Core};
 use crate::digest::Sha256;
-use crate::discover::Discovery;
 use crate::discover::folder;
+use crate::discover::{Discovery, Sink};
 use crate::engine::handoff::{Chunk, End, Mark};
 use crate::ledger::Span;
 use crate::object::ObjectRef;
@@ -414,7 +414,18 @@ pub(super) async fn run(
             m.keys_listed.load(Ordering::Relaxed),
             m.requests_of(Op::ListObjects),
         );
-        let found = discovery.scan(&core.ledger, &core.log).await;
+        // The objects go to the workers while the scan goes on (a backfill's first object
+        // ships before its last prefix is listed); the progress counts from here.
+        let since = core.progress_mark();
+        let mut sink = Sink::feed(&tx);
+        tokio::select! {
+            () = discovery.scan(&core.ledger, &core.log, &mut sink) => {}
+            _ = stop.changed() => return,
+        }
+        if sink.is_closed() {
+            return;
+        }
+        let found = sink.count();
         core.last_scan.keys_listed.store(
             m.keys_listed.load(Ordering::Relaxed) - keys,
             Ordering::Relaxed,
@@ -422,17 +433,9 @@ pub(super) async fn run(
         core.last_scan
             .list_calls
             .store(m.requests_of(Op::ListObjects) - calls, Ordering::Relaxed);
-        core.start_backfill(found.len());
-        core.log.debug(format_args!(
-            "{discovery}: scan found {} new objects",
-            found.len()
-        ));
-        for object in found {
-            tokio::select! {
-                sent = tx.send(object) => if sent.is_err() { return },
-                _ = stop.changed() => return,
-            }
-        }
+        core.start_backfill(found, since);
+        core.log
+            .debug(format_args!("{discovery}: scan found {found} new objects"));
         core.observe.metrics.scans.fetch_add(1, Ordering::AcqRel);
         tokio::select! {
             _ = tokio::time::sleep(core.config.scan_interval) => {}
