@@ -7,6 +7,7 @@
 //! through the thread it runs on, so older hosts do not call a missing symbol.
 
 mod abi;
+mod big_alloc;
 mod ffi;
 mod host_version;
 mod instance;
@@ -17,6 +18,11 @@ use std::ffi::{c_int, c_void};
 use abi::{FLB_ERROR, FLB_OK};
 use ffi::ffi_boundary;
 use instance::Instance;
+
+/// Large blocks go straight to the kernel and back (see `big_alloc`): the plugin's memory
+/// follows its queue, not glibc's arenas.
+#[global_allocator]
+static ALLOC: big_alloc::BigAlloc = big_alloc::BigAlloc;
 
 /// Registration: type input, named after this copy's file name (`cloudtrail` for
 /// `libcloudtrail_s3_plugin.so`; see `naming`).
