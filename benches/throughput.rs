@@ -27,6 +27,9 @@ mod org_listing;
 #[path = "stages/sqs_pace.rs"]
 mod sqs_pace;
 
+#[path = "stages/fb_backlog.rs"]
+mod fb_backlog;
+
 #[path = "../tests/real/queue.rs"]
 mod queue;
 
@@ -378,6 +381,39 @@ fn run_stage(stage: &str) {
             let (secs, objects, note) = sqs_pace::run();
             result(stage, objects, 0, Duration::from_secs_f64(secs), &note)
         }
+        "fb-backlog" => {
+            // The real host is needed: without `FLUENT_BIT` the row is left out.
+            let Some(fb) = std::env::var_os("FLUENT_BIT") else {
+                eprintln!("fb-backlog: skipped (set FLUENT_BIT to a Fluent Bit binary)");
+                return;
+            };
+            let fb = PathBuf::from(fb);
+            // `FB_BACKLOG_SETTINGS="batch_bytes=16M,buffer_bytes=16M"` runs one backlog with
+            // those settings instead of the row's two, to explore.
+            if let Ok(explore) = std::env::var("FB_BACKLOG_SETTINGS") {
+                let pairs: Vec<(&str, &str)> = explore
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .collect();
+                let r = fb_backlog::backlog(&fb, &pairs);
+                let note = format!(
+                    "{explore}: {:.0} events/s, peak {:.0} MB, idle {:.0} MB, {} requests",
+                    r.events as f64 / r.secs,
+                    r.peak_kb as f64 / 1024.0,
+                    r.idle_kb as f64 / 1024.0,
+                    r.requests
+                );
+                let mut out = result(stage, r.events, 0, Duration::from_secs_f64(r.secs), &note);
+                out.peak_rss_kb = r.peak_kb;
+                println!("RESULT {}", serde_json::to_string(&out).unwrap());
+                return;
+            }
+            let (secs, events, peak_kb, note) = fb_backlog::run(&fb);
+            let mut out = result(stage, events, 0, Duration::from_secs_f64(secs), &note);
+            out.peak_rss_kb = peak_kb;
+            println!("RESULT {}", serde_json::to_string(&out).unwrap());
+            return;
+        }
         "org-listing" => {
             let (secs, note) = org_listing::run();
             result(stage, 0, 0, Duration::from_secs_f64(secs), &note)
@@ -722,6 +758,7 @@ fn main() {
         "huge-object",
         "sqs-latency",
         "sqs-pace",
+        "fb-backlog",
         "org-listing",
     ] {
         if !wanted(stage) {

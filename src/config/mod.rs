@@ -100,6 +100,9 @@ pub struct Settings {
     /// Bytes handed to the host per collect (Fluent Bit calls once a second).
     #[serde(default, deserialize_with = "de::opt_bytes")]
     pub batch_bytes: Option<u64>,
+    /// The most bytes per collect while a backlog waits (batches grow up to it).
+    #[serde(default, deserialize_with = "de::opt_bytes")]
+    pub batch_bytes_max: Option<u64>,
     /// Encoded bytes held ready for the host; downloads wait when it is full.
     #[serde(default, deserialize_with = "de::opt_bytes")]
     pub buffer_bytes: Option<u64>,
@@ -295,6 +298,9 @@ pub struct Config {
     /// Digest checks while shipping (`digest.validate`).
     pub digest: Option<DigestConfig>,
     pub batch_bytes: usize,
+    /// The most bytes per collect while a backlog waits; `batch_bytes` when the user set
+    /// no ceiling under a larger `batch_bytes`.
+    pub batch_bytes_max: usize,
     pub buffer_bytes: usize,
     pub workers: usize,
     pub max_object_bytes: u64,

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use super::digest_keys::{DigestKeys, digest_config};
 use super::keys::{
-    DEFAULT_BATCH_BYTES, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY, DEFAULT_LOOKBACK_SECS,
-    DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_PATH_EXPRESSION,
-    DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT,
-    DEFAULT_SQS_RECEIVERS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
+    DEFAULT_BATCH_BYTES, DEFAULT_BATCH_BYTES_MAX, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY,
+    DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS,
+    DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS,
+    KEYS,
 };
 use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, SharedLedgerConfig, Source, SqsConfig,
@@ -321,6 +322,17 @@ impl Settings {
         if !(64 << 10..=512 << 20).contains(&batch_bytes) {
             return Err(bad("batch_bytes", "must be between 64K and 512M"));
         }
+        // A `batch_bytes` above the default ceiling, with no ceiling of its own, is a fixed
+        // size (as before the ceiling existed).
+        let batch_bytes_max = self
+            .batch_bytes_max
+            .unwrap_or(DEFAULT_BATCH_BYTES_MAX.max(batch_bytes));
+        if batch_bytes_max < batch_bytes || batch_bytes_max > 512 << 20 {
+            return Err(bad(
+                "batch_bytes_max",
+                "must be at least 'batch_bytes' and at most 512M",
+            ));
+        }
         let buffer_bytes = self.buffer_bytes.unwrap_or(2 * batch_bytes);
         if buffer_bytes < batch_bytes || buffer_bytes > 4 << 30 {
             return Err(bad(
@@ -442,6 +454,7 @@ impl Settings {
             shared_ledger,
             digest,
             batch_bytes: batch_bytes as usize,
+            batch_bytes_max: batch_bytes_max as usize,
             buffer_bytes: buffer_bytes as usize,
             workers: workers as usize,
             max_object_bytes,

@@ -67,6 +67,11 @@ struct Inner {
     chunks: VecDeque<Chunk>,
     bytes: usize,
     closed: bool,
+    /// The budget; a front end that hands bigger batches raises it (see `set_capacity`).
+    capacity: usize,
+    /// A producer waited for room since [`Handoff::producers_waited`] was last asked:
+    /// work is waiting behind the queue (a backlog).
+    waited: bool,
 }
 
 /// A byte-bounded FIFO of chunks.
@@ -74,17 +79,35 @@ pub struct Handoff {
     inner: Mutex<Inner>,
     not_full: Condvar,
     not_empty: Condvar,
-    capacity: usize,
 }
 
 impl Handoff {
     pub fn new(capacity_bytes: usize) -> Self {
         Self {
-            inner: Mutex::default(),
+            inner: Mutex::new(Inner {
+                capacity: capacity_bytes,
+                ..Inner::default()
+            }),
             not_full: Condvar::new(),
             not_empty: Condvar::new(),
-            capacity: capacity_bytes,
         }
+    }
+
+    /// Changes the budget; raising it wakes the producers waiting for room. Chunks already
+    /// queued over a lowered budget stay (they are taken in order).
+    pub fn set_capacity(&self, bytes: usize) {
+        let mut g = self.lock();
+        let raised = bytes > g.capacity;
+        g.capacity = bytes;
+        drop(g);
+        if raised {
+            self.not_full.notify_all();
+        }
+    }
+
+    /// Whether a producer had to wait for room since the last call (which clears it).
+    pub fn producers_waited(&self) -> bool {
+        std::mem::take(&mut self.lock().waited)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -97,7 +120,8 @@ impl Handoff {
     /// whole budget is accepted once the queue is empty, so one huge event cannot wedge it.
     pub fn push(&self, chunk: Chunk) -> Result<(), Closed> {
         let mut g = self.lock();
-        while !g.closed && g.bytes > 0 && g.bytes + chunk.bytes.len() > self.capacity {
+        while !g.closed && g.bytes > 0 && g.bytes + chunk.bytes.len() > g.capacity {
+            g.waited = true;
             g = self
                 .not_full
                 .wait(g)
@@ -228,5 +252,27 @@ mod tests {
         thread::sleep(Duration::from_millis(50));
         q.close();
         assert_eq!(blocked.join().unwrap(), Err(Closed));
+    }
+
+    #[test]
+    fn a_waiting_producer_is_seen_and_a_raised_budget_lets_it_in() {
+        let q = Arc::new(Handoff::new(150));
+        q.push(chunk("a", 100)).unwrap();
+        assert!(!q.producers_waited(), "nobody waited yet");
+        let q2 = q.clone();
+        let t = thread::spawn(move || q2.push(chunk("b", 100)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !q.lock().waited {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "producer never waited"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        q.set_capacity(300);
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert!(q.producers_waited());
+        assert!(!q.producers_waited(), "asking clears it");
+        assert_eq!(q.queued_bytes(), 200);
     }
 }

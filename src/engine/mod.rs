@@ -20,7 +20,7 @@
 //! acknowledged behind a batch it left unanswered.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -41,6 +41,7 @@ mod ahead;
 mod answer;
 mod digests;
 pub mod handoff;
+pub mod pace;
 mod progress;
 mod sqs_side;
 mod wiring;
@@ -139,6 +140,8 @@ pub struct Engine {
     runtime: Option<Runtime>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
+    /// The bytes per collect for [`Engine::take_paced`].
+    pace: Mutex<pace::BatchSize>,
 }
 
 impl Engine {
@@ -150,6 +153,37 @@ impl Engine {
             self.core.observe.health.taken(EventTime::now().secs());
         }
         Some(batch)
+    }
+
+    /// Takes a host's collect: up to the current [`pace::BatchSize`], without waiting. A
+    /// batch of records, or nothing ready, moves the size (and the queue's budget with it);
+    /// a batch of object endings alone does not count as a collect.
+    pub fn take_paced(&self) -> Option<Batch> {
+        let mut pace = self.pace.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = pace.current();
+        let batch = self.take(before, Duration::ZERO);
+        let taken = match &batch {
+            Some(b) if b.bytes.is_empty() => return batch,
+            Some(b) => b.bytes.len(),
+            None => 0,
+        };
+        let size = pace.after_take(taken, self.core.queue.producers_waited());
+        if size != before {
+            self.core
+                .queue
+                .set_capacity(size.max(self.core.config.buffer_bytes));
+            self.core.log.debug(format_args!(
+                "batch size {} -> {} bytes per collect ({})",
+                before,
+                size,
+                if size > before {
+                    "downloads wait for the host"
+                } else {
+                    "caught up"
+                }
+            ));
+        }
+        batch
     }
 
     /// Records that a taken batch was delivered, and saves the state.

@@ -209,7 +209,7 @@ impl Engine {
             ),
         };
         log.info(format_args!(
-            "started: {}{endpoints} path_expression={} event_kinds={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={}",
+            "started: {}{endpoints} path_expression={} event_kinds={} start_time={} lookback={}s scan_interval={}s workers={} batch_bytes={} batch_bytes_max={}",
             match &config.source {
                 Source::S3(s) => format!(
                     "bucket={} sqs.queue_url={}",
@@ -225,9 +225,11 @@ impl Engine {
             config.scan_interval.as_secs(),
             config.workers,
             config.batch_bytes,
+            config.batch_bytes_max,
         ));
 
         let chunk_target = (config.batch_bytes / 4).clamp(16 << 10, 1 << 20);
+        let (batch_bytes, batch_bytes_max) = (config.batch_bytes, config.batch_bytes_max);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
             queue: Handoff::new(config.buffer_bytes),
@@ -280,6 +282,7 @@ impl Engine {
             runtime: Some(runtime),
             stop,
             closed: AtomicBool::new(false),
+            pace: Mutex::new(super::pace::BatchSize::new(batch_bytes, batch_bytes_max)),
         })
     }
 }

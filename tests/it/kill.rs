@@ -33,6 +33,8 @@ fn kill_child_host_process() {
         ("db", db.to_str().unwrap()),
         ("start_time", "2000-01-01T00:00:00Z"),
         ("batch_bytes", "64K"),
+        // Fixed batches: the bound on repeats below counts in them.
+        ("batch_bytes_max", "64K"),
         ("workers", "2"),
         ("metadata_key", "src"),
     ];

@@ -63,6 +63,50 @@ fn real_objects_arrive_once_each_with_their_event_time() {
     assert_eq!(seen.len(), EVENTS, "every event exactly once");
 }
 
+/// Issue 20, item 1: while downloads wait for the host, each collect hands over more, up to
+/// `batch_bytes_max`, and never past it; every event still arrives once.
+#[test]
+fn batches_grow_while_a_backlog_waits_and_stay_under_the_ceiling() {
+    let bucket = server::bucket("pace");
+    data::upload_all(&bucket, "");
+    let mut list = s3_props(&bucket);
+    list.push(("batch_bytes", "64K".into()));
+    list.push(("batch_bytes_max", "256K".into()));
+    let plugin = Plugin::load();
+    let inst = plugin.start(&props(&list)).expect("init");
+    let mut sizes = Vec::new();
+    let mut records = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while records.len() < EVENTS {
+        assert!(
+            std::time::Instant::now() < end,
+            "{} of {EVENTS} events",
+            records.len()
+        );
+        // A host's tick, shortened: the downloads fill the queue between collects.
+        std::thread::sleep(Duration::from_millis(100));
+        let (rc, data) = inst.collect();
+        assert_eq!(rc, 1);
+        if !data.is_empty() {
+            sizes.push(data.len());
+            records.extend(host::decode(&data));
+        }
+    }
+    drop(inst);
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    assert!(
+        largest > 80 << 10,
+        "batches grew past 64K and its last chunk: {sizes:?}"
+    );
+    assert!(largest <= 256 << 10, "never past 256K: {sizes:?}");
+    let seen = check_against_source(&records);
+    assert_eq!(
+        (seen.len(), records.len()),
+        (EVENTS, EVENTS),
+        "every event exactly once"
+    );
+}
+
 #[test]
 fn restart_with_the_same_db_neither_loses_nor_repeats() {
     let bucket = server::bucket("restart");

@@ -97,6 +97,8 @@ fn slow_receiver(fb: &FluentBit) -> Result<(), Failed> {
         ("storage.type", "memory"),
         ("mem_buf_limit", &MEM_BUF_LIMIT.to_string()),
         ("batch_bytes", &BATCH.to_string()),
+        // Fixed batches: the memory bound counts in them.
+        ("batch_bytes_max", &BATCH.to_string()),
         ("buffer_bytes", &BUFFER.to_string()),
         ("workers", "1"),
         ("log_level", "debug"),

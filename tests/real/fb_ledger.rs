@@ -50,6 +50,8 @@ const START_TIME: &str = "-10d";
 /// Small batches spread the catch-up over many collects (one a second; 2,900 events of
 /// ~1.1 KB: about 26), so each stop lands mid-run.
 const BATCH: usize = 128 << 10;
+/// The plugin's debug line when a batch grows from `BATCH` to its ceiling.
+const GROWN: &str = "batch size 131072 -> 262144 bytes per collect";
 /// The most a whole run may take.
 const LIMIT: Duration = Duration::from_secs(180);
 /// Nothing new at the receiver for this long, with events missing, ends a wait: the
@@ -134,6 +136,10 @@ fn conf(work: &Work, rx: &Receiver, backlog: &Backlog, endpoint: &str) -> std::p
         ("storage.type", "filesystem"),
         ("db", work.path().join("state.json").to_str().unwrap()),
         ("batch_bytes", &BATCH.to_string()),
+        // Batches may grow while the backlog waits (issue 20), to twice `batch_bytes` here
+        // so each life still stops mid-run; the restart trial checks they did.
+        ("batch_bytes_max", &(2 * BATCH).to_string()),
+        ("log_level", "debug"),
     ]));
     Conf::new()
         .with_storage(work.path())
@@ -170,6 +176,7 @@ fn restart_during_backlog(fb: &FluentBit) -> Result<(), Failed> {
     // Per life: events at the receiver when it was stopped, and whether any came in it.
     let mut lives = Vec::new();
     let mut mid_run = 0;
+    let mut grown = 0;
     for i in 0..STOPS {
         let mut host = fb.start(work.path(), &format!("life{i}"), &conf, &[]);
         host.wait_started(1);
@@ -181,6 +188,7 @@ fn restart_during_backlog(fb: &FluentBit) -> Result<(), Failed> {
         let status = host.stop();
         assert!(status.success(), "{status}\n{}", host.stderr_tail(30));
         host.assert_no_errors();
+        grown += host.stderr.count(GROWN);
         if !tally.follow(&rx).all_arrived() {
             mid_run += 1;
         }
@@ -212,6 +220,8 @@ fn restart_during_backlog(fb: &FluentBit) -> Result<(), Failed> {
     );
     tally.assert_exactly_once("SIGTERM during a backlog");
     assert_eq!(mid_run, STOPS, "each stop came during the catch-up");
+    grown += host.stderr.count(GROWN);
+    assert!(grown > 0, "batches grew to 2 x batch_bytes in some life");
     host.assert_no_errors();
     Ok(())
 }

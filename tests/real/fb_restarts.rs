@@ -49,6 +49,8 @@ fn durable_conf(work: &Work, rx: &Receiver, batch: usize) -> Conf {
         ("storage.type", "filesystem"),
         ("db", work.path().join("state.json").to_str().unwrap()),
         ("batch_bytes", &batch.to_string()),
+        // Fixed batches: the bounds on repeats count in them.
+        ("batch_bytes_max", &batch.to_string()),
     ]));
     Conf::new()
         .with_storage(work.path())

@@ -117,6 +117,8 @@ fn two_shippers(fb: &FluentBit, stop: Stop) -> Result<(), Failed> {
             ("region", "us-east-1"),
             ("start_time", "2023-07-01T00:00:00Z"),
             ("batch_bytes", BATCH),
+            // Fixed batches: the bound on repeats counts in them.
+            ("batch_bytes_max", BATCH),
             ("storage.type", "filesystem"),
             ("ledger.dynamodb_table", &table),
             ("ledger.dynamodb_endpoint", &dynamo.endpoint),
