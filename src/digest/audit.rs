@@ -338,6 +338,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                     }
                 }
             }
+            t.hour.pending = t.pending.len();
             t.hour.complete =
                 t.pending.is_empty() && t.hour.problems.is_empty() && t.hour.unjudged == 0;
             out.hours.push(t.hour.clone());
@@ -369,6 +370,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             shipped: None,
             problems: Vec::new(),
             unjudged: 0,
+            pending: 0,
         };
         let digest = match inflate(&gz).and_then(|b| Digest::parse(&b)) {
             Ok(d) => d,

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod chain;
 pub mod fetch;
 pub mod file;
+pub mod integrity;
 pub mod keys;
 pub mod report;
 pub mod sign;

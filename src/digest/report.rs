@@ -72,6 +72,9 @@ pub struct HourReport {
     /// than it remembers): not judged.
     #[serde(skip_serializing_if = "is_zero")]
     pub unjudged: usize,
+    /// Listed files not settled yet (within the grace time, or being shipped).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pending: usize,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -108,12 +108,22 @@ impl Core {
 
     fn live_status(&self) -> Answer {
         let now = EventTime::now().secs();
-        match crate::ops::status(&self.ledger, &self.ledger_name(), now) {
-            Ok(report) => match serde_json::to_string_pretty(&report) {
-                Ok(body) => json(200, body),
-                Err(e) => text(500, &format!("status: {e}")),
-            },
-            Err(e) => text(503, &format!("status: {e}")),
+        let report = match crate::ops::status(&self.ledger, &self.ledger_name(), now) {
+            Ok(report) => report,
+            Err(e) => return text(503, &format!("status: {e}")),
+        };
+        // The ledger's report, and with `digest.validate` the integrity per account and
+        // region since this start (`cloudtrail-s3 status` reads a stopped ledger, which
+        // holds no such tallies).
+        let body = serde_json::to_value(&report).and_then(|mut value| {
+            if let (Some(integrity), Some(map)) = (&self.integrity, value.as_object_mut()) {
+                map.insert("integrity".into(), serde_json::to_value(integrity.rows())?);
+            }
+            serde_json::to_string_pretty(&value)
+        });
+        match body {
+            Ok(body) => json(200, body),
+            Err(e) => text(500, &format!("status: {e}")),
         }
     }
 

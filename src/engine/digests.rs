@@ -72,6 +72,9 @@ pub(super) async fn digest_loop(
                 core.log.error(format_args!("digest: {finding}"));
             }
         }
+        if let Some(integrity) = &core.integrity {
+            integrity.record(&pass.hours);
+        }
         for e in &pass.errors {
             core.log.warn(format_args!(
                 "digest: could not check, tried again next pass: {e}"

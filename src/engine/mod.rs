@@ -132,6 +132,9 @@ struct Core {
     settle_tx: mpsc::UnboundedSender<Verdict>,
     /// The digest audit's counters, with `digest.validate`.
     digest_counts: Option<Arc<crate::digest::audit::Counts>>,
+    /// Integrity per account and region as the digest passes settled it, with
+    /// `digest.validate` (shown by `GET /status`).
+    integrity: Option<crate::digest::integrity::Integrity>,
 }
 
 /// A running engine. Dropping it shuts it down.

@@ -254,6 +254,7 @@ impl Engine {
             settling: Arc::new(watch::Sender::new(0)),
             settle_tx,
             digest_counts: audit.as_ref().map(|(a, _)| a.counts.clone()),
+            integrity: audit.as_ref().map(|_| Default::default()),
             config,
         });
         let (stop, stop_rx) = watch::channel(false);

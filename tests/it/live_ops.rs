@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_cloudtrail-s3");
 const KEY: &str = "AWSLogs/111122223333/CloudTrail/us-east-1/2023/07/10/111122223333_CloudTrail_us-east-1_20230710T0000Z_mended.json.gz";
 
 /// `METHOD path` on `addr`: the status and body, `None` while nothing listens.
-fn request(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
+pub fn request(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(

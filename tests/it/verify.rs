@@ -369,6 +369,12 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     let db = state.path().join("state.db").display().to_string();
     let mut props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
     props.push(("db", &db));
+    // The live status, for the integrity per account and region.
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", probe.local_addr().unwrap().port())
+    };
+    props.push(("metrics.listen", &listen));
     let mut inst = crate::host::Plugin::load().start(&props).expect("init");
     // What the notifications announced arrives first; then CloudTrail's digests land (an
     // hour's digest lands after its files): with no grace time, what they list that is
@@ -427,6 +433,33 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
         .filter(|l| l.contains(&bucket) && !l.contains("digest: pass over"))
         .collect();
     assert_eq!(findings.len(), 3 + silent, "{findings:#?}");
+    // `GET /status` on the running instance: the 12:00 hour verified, the 13:00 hour
+    // incomplete with the deleted file and the two no notification announced.
+    let (code, body) = crate::live_ops::request(&listen, "GET", "/status").expect("status");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = status["integrity"].as_array().expect("integrity rows");
+    let sum = |field: &str| -> u64 { rows.iter().filter_map(|r| r[field].as_u64()).sum() };
+    assert_eq!(
+        (
+            sum("hours_complete"),
+            sum("hours_incomplete"),
+            sum("hours_pending")
+        ),
+        (1, 1, 0),
+        "{body}"
+    );
+    let problems: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r["problems"].as_array())
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains(deleted.as_str())),
+        "{problems:#?}"
+    );
     inst.exit();
     drop(inst);
 
