@@ -17,6 +17,7 @@ pub(super) struct DigestKeys {
     pub(super) grace: Option<u64>,
     pub(super) endpoint: Option<String>,
     pub(super) ship_missing: Option<bool>,
+    pub(super) findings_as_records: Option<bool>,
 }
 
 /// `digest.validate` and its keys: the bucket is `digest.bucket`, else `bucket`; the other
@@ -34,6 +35,10 @@ pub(super) fn digest_config(
             ("digest.grace", k.grace.is_some()),
             ("digest.cloudtrail_endpoint", k.endpoint.is_some()),
             ("digest.ship_missing", k.ship_missing.is_some()),
+            (
+                "digest.findings_as_records",
+                k.findings_as_records.is_some(),
+            ),
         ];
         if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
             return Err(bad(name, "needs 'digest.validate true'"));
@@ -103,5 +108,6 @@ pub(super) fn digest_config(
         )?,
         cloudtrail_endpoint: k.endpoint,
         ship_missing,
+        findings_as_records: k.findings_as_records.unwrap_or(false),
     }))
 }

@@ -323,6 +323,12 @@ pub const KEYS: &[Key] = &[
         "ship the files digests list that nothing else found (default: on with 'bucket' or a shared ledger, off with 'sqs.queue_url' alone and a ledger of this shipper's own)",
     ),
     key(
+        "digest.findings_as_records",
+        Bool,
+        Some("false"),
+        "also send each finding as a record on the output, beside the events (at least once)",
+    ),
+    key(
         "digest.cloudtrail_endpoint",
         Str,
         None,

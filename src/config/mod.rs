@@ -192,6 +192,12 @@ pub struct Settings {
         deserialize_with = "de::opt_bool"
     )]
     pub digest_ship_missing: Option<bool>,
+    #[serde(
+        rename = "digest.findings_as_records",
+        default,
+        deserialize_with = "de::opt_bool"
+    )]
+    pub digest_findings_as_records: Option<bool>,
 }
 
 /// Checking CloudTrail's signed digests while shipping (`digest.validate`).
@@ -206,6 +212,9 @@ pub struct DigestConfig {
     /// default with SQS alone and a ledger of this shipper's own: other shippers on the
     /// queue ship files this ledger never hears of.
     pub ship_missing: bool,
+    /// Each finding is also a record on the output (a marked integrity finding, beside the
+    /// events), delivered at least once.
+    pub findings_as_records: bool,
 }
 
 /// A ledger shared by several shippers in DynamoDB.

@@ -283,7 +283,23 @@ fn digest_checks_have_their_bucket_lookback_and_a_safe_default_for_shipping() {
         ("digest.bucket", "trail"),
         ("digest.ship_missing", "true"),
     ]);
-    assert!(told.unwrap().digest.unwrap().ship_missing);
+    let told = told.unwrap().digest.unwrap();
+    assert!(told.ship_missing);
+    assert!(!told.findings_as_records, "off unless asked");
+    let records = props(&[
+        q,
+        on,
+        ("digest.bucket", "trail"),
+        ("digest.findings_as_records", "true"),
+    ]);
+    assert!(records.unwrap().digest.unwrap().findings_as_records);
+    let alone = props(&[("bucket", "trail"), ("digest.findings_as_records", "true")]);
+    assert!(
+        alone
+            .unwrap_err()
+            .to_string()
+            .contains("'digest.findings_as_records'")
+    );
     let shared = props(&[
         q,
         on,

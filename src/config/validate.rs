@@ -421,6 +421,7 @@ impl Settings {
                 grace: self.digest_grace,
                 endpoint: self.digest_cloudtrail_endpoint,
                 ship_missing: self.digest_ship_missing,
+                findings_as_records: self.digest_findings_as_records,
             },
             &source,
             shared_ledger.is_some(),

@@ -12,9 +12,75 @@ use super::Core;
 use crate::digest::audit::{Audit, S3Reader};
 use crate::digest::keys::CloudTrailKeys;
 use crate::discover::listing::S3Lister;
+use crate::engine::handoff::{Chunk, FindingMark, Mark};
 use crate::ledger::{Claimable, Honour};
 use crate::object::ObjectRef;
 use crate::timestamp::EventTime;
+
+/// An integrity finding as a record on the output, beside the events: a JSON object with
+/// the finding's time in `eventTime`, as CloudTrail's events have it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingRecord<'a> {
+    event_source: &'static str,
+    event_type: &'static str,
+    event_time: String,
+    severity: &'static str,
+    digest_bucket: &'a str,
+    finding: &'a str,
+}
+
+/// Queues `record` for the output, its mark carrying the finding for its commit. `false`
+/// when the engine is stopping.
+async fn send_finding(
+    core: &Arc<Core>,
+    record: &FindingRecord<'_>,
+    now: EventTime,
+    keep: u32,
+) -> bool {
+    let json = match serde_json::to_string(record) {
+        Ok(json) => json,
+        Err(e) => {
+            core.log.error(format_args!(
+                "digest: cannot write a finding as a record: {e}"
+            ));
+            return true;
+        }
+    };
+    let bucket: Arc<str> = record.digest_bucket.into();
+    let object = ObjectRef::s3(&bucket, String::new(), 0, now);
+    let mut bytes = Vec::with_capacity(json.len() + 64);
+    let event = crate::read::split::Event {
+        index: 0,
+        json: &json,
+        time: now,
+    };
+    if let Err(e) = core.encoder.encode(&event, &object, &mut bytes) {
+        core.log.error(format_args!(
+            "digest: cannot encode a finding as a record: {e}"
+        ));
+        return true;
+    }
+    core.findings_in_flight().insert(record.finding.to_string());
+    let chunk = Chunk {
+        bytes,
+        events: 1,
+        mark: Mark {
+            id: "~finding".into(),
+            finding: Some(Arc::new(FindingMark {
+                text: record.finding.to_string(),
+                keep,
+            })),
+            ..Mark::default()
+        },
+    };
+    // The queue's push waits while it is full (the host is behind): off the runtime.
+    let pushed = {
+        let core = core.clone();
+        tokio::task::spawn_blocking(move || core.queue.push(chunk)).await
+    };
+    matches!(pushed, Ok(Ok(())))
+}
 
 /// The audit the engine runs.
 pub type EngineAudit = Audit<S3Lister, S3Reader, CloudTrailKeys>;
@@ -46,7 +112,17 @@ pub(super) async fn digest_loop(
         .unwrap_or(u32::MAX)
         .saturating_add(86_400);
         for finding in &pass.findings {
-            match core.ledger.first_report(finding, now.secs(), keep) {
+            // Sent as a record, a finding counts as reported once the host has it (at its
+            // commit); until then a later pass leaves it alone.
+            let first = if config.findings_as_records {
+                if core.findings_in_flight().contains(finding) {
+                    continue;
+                }
+                core.ledger.reported_before(finding).map(|before| !before)
+            } else {
+                core.ledger.first_report(finding, now.secs(), keep)
+            };
+            match first {
                 Ok(true) => {}
                 Ok(false) => {
                     core.log
@@ -58,7 +134,26 @@ pub(super) async fn digest_loop(
                     "digest: {e}; cannot tell whether this finding was reported before"
                 )),
             }
-            if finding.contains("not shipped: ") && finding.contains("is in the bucket") {
+            let healed = finding.contains("not shipped: ") && finding.contains("is in the bucket");
+            if config.findings_as_records {
+                let severity = if healed && config.ship_missing {
+                    "warning"
+                } else {
+                    "error"
+                };
+                let record = FindingRecord {
+                    event_source: "cloudtrail-s3",
+                    event_type: "IntegrityFinding",
+                    event_time: now.to_rfc3339(),
+                    severity,
+                    digest_bucket: &config.bucket,
+                    finding,
+                };
+                if !send_finding(&core, &record, now, keep).await {
+                    return;
+                }
+            }
+            if healed {
                 if config.ship_missing {
                     core.log.warn(format_args!(
                         "digest: {finding}: found through its digest, shipping it now"

@@ -27,6 +27,17 @@ pub struct Mark {
     /// On a done object's last mark: the SHA-256 of all its decompressed bytes, read as it
     /// was shipped (what CloudTrail's digests name for each log file).
     pub sha256: Option<[u8; 32]>,
+    /// On the mark of an integrity finding sent as a record (no object): recorded as
+    /// reported once the host has it.
+    pub finding: Option<Arc<FindingMark>>,
+}
+
+/// An integrity finding sent as a record, for its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingMark {
+    pub text: String,
+    /// How long the ledger remembers it was reported (seconds).
+    pub keep: u32,
 }
 
 /// How an object ended.

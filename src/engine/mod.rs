@@ -135,6 +135,17 @@ struct Core {
     /// Integrity per account and region as the digest passes settled it, with
     /// `digest.validate` (shown by `GET /status`).
     integrity: Option<crate::digest::integrity::Integrity>,
+    /// Findings sent as records and not committed yet: a pass meanwhile does not send
+    /// them again.
+    findings_in_flight: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Core {
+    fn findings_in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.findings_in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A running engine. Dropping it shuts it down.

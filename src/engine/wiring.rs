@@ -255,6 +255,7 @@ impl Engine {
             settle_tx,
             digest_counts: audit.as_ref().map(|(a, _)| a.counts.clone()),
             integrity: audit.as_ref().map(|_| Default::default()),
+            findings_in_flight: Mutex::default(),
             config,
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -27,6 +27,26 @@ impl Core {
     /// are settled only after the ledger has the commit: a message deleted before would be
     /// lost with its objects if the process died in between.
     pub(super) fn commit(&self, marks: &[Mark]) {
+        // Findings sent as records are not objects: the host has them, so they count as
+        // reported from now on.
+        if marks.iter().any(|m| m.finding.is_some()) {
+            let now = EventTime::now().secs();
+            for f in marks.iter().filter_map(|m| m.finding.as_deref()) {
+                if let Err(e) = self.ledger.first_report(&f.text, now, f.keep) {
+                    self.log.warn(format_args!(
+                        "digest: {e}; a finding sent as a record may be sent again: {}",
+                        f.text
+                    ));
+                }
+                self.findings_in_flight().remove(&f.text);
+            }
+            let objects: Vec<Mark> = marks
+                .iter()
+                .filter(|m| m.finding.is_none())
+                .cloned()
+                .collect();
+            return self.commit(&objects);
+        }
         if marks.is_empty() {
             return;
         }
@@ -174,6 +194,7 @@ impl Core {
                         newest_event: 0,
                         modified: object.last_modified.secs(),
                         sha256: None,
+                        finding: None,
                     },
                 });
                 return;
@@ -249,6 +270,7 @@ impl Core {
                     newest_event: std::mem::take(&mut newest),
                     modified: object.last_modified.secs(),
                     sha256: None,
+                    finding: None,
                 },
             };
             self.queue.push(chunk).map_err(|_| Stop)
@@ -325,6 +347,7 @@ impl Core {
                 newest_event: newest,
                 modified: object.last_modified.secs(),
                 sha256,
+                finding: None,
             },
         });
     }

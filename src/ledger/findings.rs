@@ -17,6 +17,22 @@ fn key_of(finding: &str) -> String {
 }
 
 impl Ledger {
+    /// Whether `finding` was reported already (here, or by another shipper on a shared
+    /// table), without recording anything: a finding sent as a record is recorded only
+    /// once the host has it ([`Ledger::first_report`] at its commit).
+    pub fn reported_before(&self, finding: &str) -> Result<bool, LedgerError> {
+        let key = key_of(finding);
+        if let Some(sh) = &self.shared {
+            return sh.reported_before(&key);
+        }
+        self.read(|txn| match txn.open_table(FINDINGS) {
+            Ok(t) => Ok(t.get(key.as_str())?.is_some()),
+            // No finding recorded yet in this file.
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        })
+    }
+
     /// Records `finding` as reported at `now`; `true` the first time (report it), `false`
     /// when this ledger, or another shipper on a shared table, reported it already.
     pub fn first_report(&self, finding: &str, now: u32, keep: u32) -> Result<bool, LedgerError> {
@@ -47,6 +63,8 @@ mod tests {
         let l = Ledger::open(None, None, 0).unwrap();
         assert!(l.first_report("a: missing", 100, 50).unwrap());
         assert!(!l.first_report("a: missing", 120, 50).unwrap());
+        assert!(l.reported_before("a: missing").unwrap());
+        assert!(!l.reported_before("b: missing").unwrap());
         assert!(
             l.first_report("b: altered", 200, 50).unwrap(),
             "a is dropped now"

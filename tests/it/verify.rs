@@ -53,10 +53,12 @@ fn write_settings(dir: &Path, name: &str, props: &[(&str, String)]) -> PathBuf {
     path
 }
 
-/// A recent day (`YYYY-MM-DD`) whose 13:00 is past, and less than a day ago.
+/// A recent day (`YYYY-MM-DD`) whose 16:00 is past, and less than a day ago: its 12:00 and
+/// 13:00 digests are then more than two hours old whenever the test runs, so a trail whose
+/// last digest is one of them is silent (said) at every time of day, not only at some.
 fn recent_day() -> String {
     let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
-        (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 13 * 3600) / 86_400,
+        (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 16 * 3600) / 86_400,
     );
     format!("{y:04}-{m:02}-{d:02}")
 }
@@ -362,6 +364,8 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
             ("lookback", "120h"),
             // SQS alone with this shipper's own ledger: off unless it is the only one.
             ("digest.ship_missing", "true"),
+            // Each finding a record too, beside the events.
+            ("digest.findings_as_records", "true"),
         ],
     );
     // A ledger file, so that a restart remembers what was reported.
@@ -394,12 +398,37 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     w.write(13, &twelve, None, None);
     let so_far = records.len();
     records.extend(inst.collect_until(std::time::Duration::from_secs(60), |r| {
-        so_far + r.len() >= want
+        so_far + events_in(r) >= want
     }));
     // A few more passes: nothing is shipped or reported twice.
     records.extend(inst.collect_until(std::time::Duration::from_secs(3), |_| false));
+    // Each finding logged is a record too (queued before its line is logged).
+    let logged = || {
+        crate::host::logs_containing("digest: ")
+            .into_iter()
+            .map(|(_, l)| l)
+            .filter(|l| l.contains(&bucket) && !l.contains("digest: pass over"))
+            .count()
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while finding_texts(&records).len() < logged() {
+        assert!(std::time::Instant::now() < end, "finding records missing");
+        records.extend(inst.collect_until(std::time::Duration::from_millis(500), |_| false));
+    }
+    let sent = finding_texts(&records);
+    assert_eq!(sent.len(), logged(), "{sent:#?}");
+    assert_eq!(
+        sent.iter().collect::<std::collections::HashSet<_>>().len(),
+        sent.len(),
+        "each finding sent once: {sent:#?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|f| f.contains(&format!("missing: s3://{bucket}/{deleted}"))),
+        "{sent:#?}"
+    );
     let mut ids = std::collections::HashMap::new();
-    for r in &records {
+    for r in records.iter().filter(|r| r.body.str("eventID").is_some()) {
         *ids.entry(r.body.str("eventID").unwrap().to_string())
             .or_insert(0) += 1;
     }
@@ -423,10 +452,14 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     }
     assert_eq!(logs("found through its digest"), 2);
     assert_eq!(logs(&format!("missing: s3://{bucket}/{deleted}")), 1);
-    // When the test runs more than two hours after the last digest's end, the trail is
-    // silent since: said once.
+    // The trail is silent since the last digest (more than two hours old, see
+    // `recent_day`): said once. A pass that lists the digests between the two uploads
+    // above sees the 12:00 digest as the last and says so too, rightly: once at most.
     let silent = logs(&format!("no digest after {day}T13:00:00Z"));
-    assert!(silent <= 1);
+    assert_eq!(silent, 1);
+    let silent_before = logs(&format!("no digest after {day}T12:00:00Z"));
+    assert!(silent_before <= 1);
+    let silent = silent + silent_before;
     let findings: Vec<String> = crate::host::logs_containing("digest: ")
         .into_iter()
         .map(|(_, l)| l)
@@ -475,7 +508,12 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
         passes() >= passes_before + 3,
         "three passes after the restart"
     );
-    assert!(again.is_empty(), "{} events shipped again", again.len());
+    assert_eq!(events_in(&again), 0, "events shipped again");
+    let again_sent = finding_texts(&again);
+    assert!(
+        again_sent.iter().all(|f| !sent.contains(f)),
+        "findings sent again after a restart: {again_sent:#?}"
+    );
     let after: Vec<String> = crate::host::logs_containing("digest: ")
         .into_iter()
         .map(|(_, l)| l)
@@ -495,4 +533,27 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     );
     assert_eq!(after, findings, "findings said again after a restart");
     drop(inst);
+}
+
+/// Records that are CloudTrail events (they have an `eventID`).
+fn events_in(records: &[crate::host::Record]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.body.str("eventID").is_some())
+        .count()
+}
+
+/// The findings among `records` (`eventType` `IntegrityFinding`), in order; each must
+/// carry its time and severity.
+fn finding_texts(records: &[crate::host::Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.body.str("eventType") == Some("IntegrityFinding"))
+        .map(|r| {
+            assert_eq!(r.body.str("eventSource"), Some("cloudtrail-s3"));
+            assert!(matches!(r.body.str("severity"), Some("error" | "warning")));
+            assert!(r.secs > 0);
+            r.body.str("finding").expect("finding text").to_string()
+        })
+        .collect()
 }

@@ -7,6 +7,15 @@ use super::{SharedLedger, bump};
 use crate::ledger::LedgerError;
 
 impl SharedLedger {
+    /// Whether a finding's row is there (one read; see `Ledger::reported_before`).
+    pub fn reported_before(&self, key: &str) -> Result<bool, LedgerError> {
+        bump(&self.counts.reads);
+        self.table
+            .get_lease(LeaseKind::Finding, key)
+            .map(|row| row.is_some())
+            .map_err(|e| self.err(e))
+    }
+
     pub fn first_report(&self, key: &str, now: u32, keep: u32) -> Result<bool, LedgerError> {
         let row = LeaseRow {
             version: 1,
@@ -45,5 +54,7 @@ mod tests {
         assert!(a.first_report("k1", 10, 100).unwrap());
         assert!(!b.first_report("k1", 11, 100).unwrap());
         assert!(b.first_report("k2", 12, 100).unwrap());
+        assert!(a.reported_before("k2").unwrap());
+        assert!(!a.reported_before("k3").unwrap());
     }
 }
