@@ -71,6 +71,8 @@ pub struct Tally {
     cursor: usize,
     pub lines: usize,
     pub unknown: Vec<String>,
+    /// Integrity findings sent as records (`digest.findings_as_records`): their text.
+    pub findings: Vec<String>,
     pub wrong_time: Vec<String>,
     pub wrong_first_timestamp: Vec<String>,
 }
@@ -88,6 +90,7 @@ impl Tally {
             cursor: 0,
             lines: 0,
             unknown: Vec::new(),
+            findings: Vec::new(),
             wrong_time: Vec::new(),
             wrong_first_timestamp: Vec::new(),
         }
@@ -126,6 +129,13 @@ impl Tally {
             self.unknown.push(short(line));
             return;
         };
+        if record.get("eventType").and_then(|v| v.as_str()) == Some("IntegrityFinding") {
+            match record.get("finding").and_then(|v| v.as_str()) {
+                Some(text) => self.findings.push(text.to_string()),
+                None => self.unknown.push(short(line)),
+            }
+            return;
+        }
         let Some(id) = record.get("eventID").and_then(|v| v.as_str()) else {
             self.unknown.push(short(line));
             return;

@@ -89,6 +89,8 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
             ("digest.cloudtrail_endpoint", &keys),
             // The only shipper on the queue: files found through digests are its to ship.
             ("digest.ship_missing", "true"),
+            // Each finding a record at the receiver too.
+            ("digest.findings_as_records", "true"),
         ]))
         .output(http_output("*", &rx, "/"))
         .write_yaml(&dir);
@@ -151,6 +153,21 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
         assert_eq!(lines, 1, "{k}");
     }
     assert_eq!(count(&format!("missing: s3://{bucket}/{deleted}")), 1);
+    // The same findings as records at the receiver, each once.
+    let records = &tally.findings;
+    let once = |needle: &str| records.iter().filter(|f| f.contains(needle)).count() == 1;
+    assert!(
+        once(&format!("missing: s3://{bucket}/{deleted}")),
+        "{records:#?}"
+    );
+    for k in unannounced {
+        assert!(
+            once(&format!("not shipped: s3://{bucket}/{k}")),
+            "{k}: {records:#?}"
+        );
+    }
+    let distinct: std::collections::HashSet<&String> = records.iter().collect();
+    assert_eq!(distinct.len(), records.len(), "{records:#?}");
     host.assert_no_errors_except(&["missing: s3://", "no digest after"]);
     Ok(())
 }
