@@ -198,7 +198,7 @@ pub const KEYS: &[Key] = &[
     key(
         "batch_bytes_max",
         Size,
-        Some("12M"),
+        Some("10M"),
         "most bytes per collect while a backlog waits (batches grow up to it; = batch_bytes: fixed)",
     ),
     key(
@@ -354,11 +354,12 @@ pub(super) const DEFAULT_SCAN_INTERVAL_SECS: u64 = 60;
 pub(super) const DEFAULT_BATCH_BYTES: u64 = 4 << 20;
 /// Measured through the real Fluent Bit 5.1.1 with its `http` output (`scripts/bench
 /// fb-backlog`, 580,000 events): the host's resident set peaks at several times the bytes
-/// per collect plus its base (12M: 153 MB; 16M: 171-204 MB; 32M: 245 MB), since the
-/// queue, the batch, the host's chunk, its JSON and its gzip buffers are alive at once,
-/// two chunks at a time with the output's two workers. 12M moves about 10,500 events a
-/// second, three times the steady 4M (3,500), within about 150 MB.
-pub(super) const DEFAULT_BATCH_BYTES_MAX: u64 = 12 << 20;
+/// per collect plus its base (fixed 4M: 86 MB; growing to 10M: 136 MB, to 12M: 152 MB,
+/// to 16M: 171-204 MB; fixed 32M: 245 MB), since the queue, the batch, the host's chunk,
+/// its JSON and its gzip buffers are alive at once, two chunks at a time with the output's
+/// two workers. 10M moves about 8,900 events a second, 2.5 times the steady 4M (3,600),
+/// within issue 20's 150 MB.
+pub(super) const DEFAULT_BATCH_BYTES_MAX: u64 = 10 << 20;
 pub(super) const DEFAULT_WORKERS: usize = 8;
 /// Listings in flight during a scan. A scan lists every region prefix, and each LIST is a
 /// round trip of tens of milliseconds to S3: one at a time, 1,700 prefixes took 99 s with
