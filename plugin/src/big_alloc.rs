@@ -115,19 +115,6 @@ unsafe impl GlobalAlloc for BigAlloc {
     }
 }
 
-/// Hands the free memory of every glibc arena back to the kernel (`malloc_trim`). The host's
-/// own large buffers (the chunk a collect became, the `http` output's JSON and gzip) stay
-/// resident in its arenas after a backlog; called once a backlog is over, this lets the
-/// process's resident set fall back to what it uses. It frees nothing in use. On other C
-/// libraries it does nothing.
-pub fn give_back_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` takes no pointers; it only returns free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

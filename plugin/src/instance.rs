@@ -22,6 +22,8 @@ use cloudtrail_s3::{Engine, Settings};
 
 use cloudtrail_s3::encode::msgpack::MsgpackEncoder;
 
+use crate::trim::AfterBacklog;
+
 /// Log lines waiting to be printed on the instance thread: Fluent Bit only routes lines
 /// from its own threads to `log_file`, so engine threads queue them here.
 struct LogQueue {
@@ -83,18 +85,9 @@ pub struct Instance {
     /// Batches copied by the host, oldest first, not yet committed.
     copied: VecDeque<Copied>,
     panic_at: Option<PanicAt>,
-    /// Bytes handed to the host since free memory was last given back, and the collects
-    /// in a row that found nothing: see [`Instance::after_backlog`].
-    handed_since_trim: usize,
-    quiet_collects: u32,
+    /// When to give free memory back (see `trim`).
+    trim: AfterBacklog,
 }
-
-/// A backlog is over once this many collects in a row found nothing ready; free memory is
-/// given back then and once more later, when the host's outputs have sent the last chunks.
-const QUIET_COLLECTS: [u32; 2] = [5, 30];
-
-/// Free memory is given back after a backlog that handed over at least this much.
-const TRIM_AFTER_BYTES: usize = 16 << 20;
 
 impl Instance {
     /// Reads and validates the properties and starts the engine. The error is the message
@@ -131,8 +124,7 @@ impl Instance {
                 handed: None,
                 copied: VecDeque::new(),
                 panic_at,
-                handed_since_trim: 0,
-                quiet_collects: 0,
+                trim: AfterBacklog::default(),
             }),
             Err(e) => {
                 let msg = format!("cannot start: {e}");
@@ -180,7 +172,9 @@ impl Instance {
         self.commit_stored(Instant::now());
         loop {
             let Some(batch) = self.engine.take_paced() else {
-                self.after_backlog();
+                if self.trim.quiet() {
+                    crate::trim::give_back_free_memory();
+                }
                 return None;
             };
             if batch.bytes.is_empty() {
@@ -190,25 +184,8 @@ impl Instance {
                 self.copied(batch.marks);
                 continue;
             }
-            self.handed_since_trim += batch.bytes.len();
-            self.quiet_collects = 0;
+            self.trim.handed(batch.bytes.len());
             return Some(&self.handed.insert(batch).bytes);
-        }
-    }
-
-    /// Once a backlog is over, gives the process's free memory back to the kernel: the
-    /// host's chunk and output buffers of the backlog stay resident in glibc's arenas
-    /// otherwise (63 MB resident when idle after the bench backlog at 4M batches, 24 MB
-    /// with them given back; see `big_alloc`). Twice per backlog, never during one.
-    fn after_backlog(&mut self) {
-        self.quiet_collects = self.quiet_collects.saturating_add(1);
-        if QUIET_COLLECTS.contains(&self.quiet_collects)
-            && self.handed_since_trim >= TRIM_AFTER_BYTES
-        {
-            crate::big_alloc::give_back_free_memory();
-            if Some(&self.quiet_collects) == QUIET_COLLECTS.last() {
-                self.handed_since_trim = 0;
-            }
         }
     }
 

@@ -12,6 +12,7 @@ mod ffi;
 mod host_version;
 mod instance;
 mod naming;
+mod trim;
 
 use std::ffi::{c_int, c_void};
 

@@ -85,6 +85,25 @@ fn strings_with_units() {
     .unwrap();
     assert_eq!(c.scan_interval, Duration::from_secs(300));
     assert_eq!(c.batch_bytes, 16 << 20);
+    assert_eq!(
+        c.batch_bytes_max,
+        16 << 20,
+        "a batch_bytes set alone is a fixed size"
+    );
+    let d = props(&[("bucket", "b-1")]).unwrap();
+    assert_eq!((d.batch_bytes, d.batch_bytes_max), (4 << 20, 10 << 20));
+    let e = props(&[
+        ("bucket", "b-1"),
+        ("batch_bytes", "1M"),
+        ("batch_bytes_max", "8M"),
+    ]);
+    assert_eq!(e.unwrap().batch_bytes_max, 8 << 20);
+    let f = props(&[
+        ("bucket", "b-1"),
+        ("batch_bytes", "8M"),
+        ("batch_bytes_max", "1M"),
+    ]);
+    assert!(f.unwrap_err().to_string().contains("'batch_bytes_max'"));
     assert_eq!(c.workers, 8);
     assert_eq!(
         c.start_time,

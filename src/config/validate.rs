@@ -322,11 +322,14 @@ impl Settings {
         if !(64 << 10..=512 << 20).contains(&batch_bytes) {
             return Err(bad("batch_bytes", "must be between 64K and 512M"));
         }
-        // A `batch_bytes` above the default ceiling, with no ceiling of its own, is a fixed
-        // size (as before the ceiling existed).
-        let batch_bytes_max = self
-            .batch_bytes_max
-            .unwrap_or(DEFAULT_BATCH_BYTES_MAX.max(batch_bytes));
+        // A `batch_bytes` set with no ceiling is a fixed size, as before the ceiling existed:
+        // it may have been chosen for what a receiver accepts per request (Fluent Bit's
+        // `http` output sends a collect as one request), so it must not grow unasked.
+        let batch_bytes_max = match (self.batch_bytes_max, self.batch_bytes) {
+            (Some(max), _) => max,
+            (None, Some(set)) => set,
+            (None, None) => DEFAULT_BATCH_BYTES_MAX,
+        };
         if batch_bytes_max < batch_bytes || batch_bytes_max > 512 << 20 {
             return Err(bad(
                 "batch_bytes_max",

@@ -25,6 +25,21 @@ impl Engine {
     /// take order) as ranges ahead of their objects' positions. Returns the events recorded.
     pub fn commit_ahead(&self, window: &[Unsettled<'_>]) -> u64 {
         let core = &self.core;
+        // Findings sent as records that the destination has: reported, as at a commit.
+        let now = crate::timestamp::EventTime::now().secs();
+        for f in window
+            .iter()
+            .filter(|c| c.delivered)
+            .filter_map(|c| c.mark.finding.as_deref())
+        {
+            if let Err(e) = core.ledger.first_report(&f.text, now, f.keep) {
+                core.log.warn(format_args!(
+                    "digest: {e}; a finding sent as a record may be sent again: {}",
+                    f.text
+                ));
+            }
+            core.findings_in_flight().remove(&f.text);
+        }
         let spans = spans(window, |id| match core.ledger.entry(id) {
             Ok(e) => Some(e.map_or(0, |e| e.position)),
             Err(_) => None,
@@ -34,7 +49,7 @@ impl Engine {
         }
         let events: u64 = window
             .iter()
-            .filter(|c| c.delivered)
+            .filter(|c| c.delivered && c.mark.finding.is_none())
             .map(|c| c.mark.events)
             .sum();
         match core.ledger.deliver_ahead(&spans) {

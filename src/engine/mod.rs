@@ -214,6 +214,10 @@ impl Engine {
     }
 
     pub fn resume(&self) {
+        // Downloads that waited for room while the host had paused the input were waiting
+        // on the host, not on a backlog: that must not grow the next batch while the host
+        // is short of memory.
+        self.core.queue.producers_waited();
         self.core.paused.send_replace(false);
         if let Some(shared) = self.core.ledger.shared() {
             shared.set_paused(false);
