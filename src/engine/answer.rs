@@ -26,6 +26,16 @@ fn text(status: u16, body: &str) -> Answer {
     }
 }
 
+/// `GET /status`: the ledger's report as `status --json` prints it (same keys, same order),
+/// then the integrity rows.
+#[derive(serde::Serialize)]
+struct LiveStatus<'a> {
+    #[serde(flatten)]
+    report: &'a crate::ops::StatusReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    integrity: Option<Vec<crate::digest::integrity::IntegrityRow>>,
+}
+
 impl Core {
     /// What the HTTP endpoint answers.
     pub(super) fn answer(&self, request: &Request) -> Answer {
@@ -115,13 +125,11 @@ impl Core {
         // The ledger's report, and with `digest.validate` the integrity per account and
         // region since this start (`cloudtrail-s3 status` reads a stopped ledger, which
         // holds no such tallies).
-        let body = serde_json::to_value(&report).and_then(|mut value| {
-            if let (Some(integrity), Some(map)) = (&self.integrity, value.as_object_mut()) {
-                map.insert("integrity".into(), serde_json::to_value(integrity.rows())?);
-            }
-            serde_json::to_string_pretty(&value)
-        });
-        match body {
+        let live = LiveStatus {
+            report: &report,
+            integrity: self.integrity.as_ref().map(|i| i.rows()),
+        };
+        match serde_json::to_string_pretty(&live) {
             Ok(body) => json(200, body),
             Err(e) => text(500, &format!("status: {e}")),
         }

@@ -470,6 +470,8 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     // incomplete with the deleted file and the two no notification announced.
     let (code, body) = crate::live_ops::request(&listen, "GET", "/status").expect("status");
     assert_eq!(code, 200, "{body}");
+    // The ledger's report first, in `status --json`'s order, then the integrity rows.
+    assert!(body.starts_with("{\n  \"ledger\": "), "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     let rows = status["integrity"].as_array().expect("integrity rows");
     let sum = |field: &str| -> u64 { rows.iter().filter_map(|r| r[field].as_u64()).sum() };
