@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Core;
+use super::{Core, sqs_rules};
 use crate::config::Source;
 use crate::discover::sqs::{Queue, Received, Tracker, Verdict};
-use crate::ledger::{Claimable, Honour, Status};
 use crate::object::ObjectRef;
 use crate::observe::metrics::Metrics;
 use crate::timestamp::EventTime;
@@ -26,30 +25,11 @@ impl Core {
     /// to another consumer, which would ship its objects again.
     pub(super) fn settle(&self, verdicts: Vec<Verdict>) {
         if self.sqs.is_some() {
-            // A message is deleted with objects still to retry only once the ledger has
-            // them on disk: a crash in between would lose them with the message.
-            if verdicts.iter().any(|v| v.held().entrusted() > 0)
-                && let Err(e) = self.ledger.sync()
-            {
-                self.log.error(format_args!(
-                    "{e}; the SQS messages of objects waiting for a retry are handed back instead of deleted"
-                ));
-                // No message with such objects is deleted (an entrusted one, or a
-                // quarantined one with `delete_quarantined`): each goes back to the queue.
-                self.settle_all(
-                    verdicts
-                        .into_iter()
-                        .map(|v| match v {
-                            Verdict::Entrust(h) | Verdict::Quarantine(h) if h.entrusted() > 0 => {
-                                Verdict::Retry(h, Duration::from_secs(10))
-                            }
-                            v => v,
-                        })
-                        .collect(),
-                );
-                return;
-            }
-            self.settle_all(verdicts);
+            self.settle_all(sqs_rules::ready_to_settle(
+                &self.ledger,
+                &self.log,
+                verdicts,
+            ));
         }
     }
 
@@ -224,37 +204,35 @@ impl Core {
                 continue;
             }
             Metrics::add(&self.observe.metrics.notices_matched, 1);
-            // Hybrid: a key behind its prefix's listing horizon, unknown to the ledger, was
-            // covered by the listing (shipped and since forgotten) when the notification is
-            // old: shipping it again would repeat it. A recent notification means the object
-            // landed late, behind the listing: the listing will never see it, so it ships.
-            if listed_bucket == Some(a.bucket.as_str())
-                && crate::discover::bucket::below_horizon(&self.ledger, &a.bucket, &a.key, lookback)
-                    .unwrap_or(false)
-                && matches!(
-                    self.ledger.entry(&crate::object::s3_id(&a.bucket, &a.key)),
-                    Ok(None)
-                )
-            {
-                // CloudTrail's own notification carries no time: the message's SQS
-                // `SentTimestamp` dates it. Undated, it ships: a repeat, never a loss.
-                let recent = a
-                    .time
-                    .map(|t| t.secs())
-                    .or(m.sent)
-                    .is_none_or(|t| t >= now.saturating_sub(lookback));
-                if !recent {
-                    Metrics::add(&self.observe.metrics.notices_behind, 1);
-                    self.log.warn(format_args!(
-                        "sqs message {}: s3://{}/{} is behind the listing's horizon and its notification is older than the lookback: taken as shipped and forgotten, not shipped again",
+            // Hybrid: a key behind its prefix's listing horizon (see `sqs_rules::Behind`).
+            if listed_bucket == Some(a.bucket.as_str()) {
+                let dated = sqs_rules::Dated {
+                    time: a.time.map(|t| t.secs()),
+                    sent: m.sent,
+                    first_received: m.first_received,
+                };
+                match sqs_rules::behind_listing(
+                    &self.ledger,
+                    &a.bucket,
+                    &a.key,
+                    lookback,
+                    dated,
+                    now,
+                ) {
+                    sqs_rules::Behind::No => {}
+                    sqs_rules::Behind::Covered => {
+                        Metrics::add(&self.observe.metrics.notices_behind, 1);
+                        self.log.warn(format_args!(
+                            "sqs message {}: s3://{}/{} is behind the listing's horizon and its notification is older than the lookback: taken as shipped and forgotten, not shipped again",
+                            m.message_id, a.bucket, a.key
+                        ));
+                        continue;
+                    }
+                    sqs_rules::Behind::Late => self.log.info(format_args!(
+                        "sqs message {}: s3://{}/{} landed late, behind the listing's horizon: shipped from the notification",
                         m.message_id, a.bucket, a.key
-                    ));
-                    continue;
+                    )),
                 }
-                self.log.info(format_args!(
-                    "sqs message {}: s3://{}/{} landed late, behind the listing's horizon: shipped from the notification",
-                    m.message_id, a.bucket, a.key
-                ));
             }
             let bucket: Arc<str> = a.bucket.as_str().into();
             let time = a.time.unwrap_or_else(EventTime::now);
@@ -266,7 +244,8 @@ impl Core {
     }
 
     /// Claims a message's objects that are not finished and holds the message until they
-    /// are; returns the objects claimed, and the verdict when nothing is left pending.
+    /// are (`sqs_rules::hold`); returns the objects claimed, and the verdict when nothing is
+    /// left pending.
     pub(super) fn hold_message(
         &self,
         m: Received,
@@ -274,166 +253,25 @@ impl Core {
         max_receive_count: u32,
         now: u32,
     ) -> (Vec<ObjectRef>, Option<Verdict>) {
-        let mut send = Vec::new();
-        let mut pending = std::collections::HashSet::new();
-        let mut failed = Vec::new();
-        // The tracker is locked from the first look at the ledger until the message is
-        // held: a commit updates the ledger before it tells the tracker, so no object can
-        // finish unseen in between.
-        let mut tracker = self.tracker();
         // How each object is forgotten: a key the listing covers by the listing's own rule
         // (forgetting it sooner would let the listing ship it again), others by claim time.
-        let forget: Vec<Option<(String, u32)>> = candidates
-            .iter()
-            .map(|o| self.forget_rule(o, now))
+        let candidates = candidates
+            .into_iter()
+            .map(|object| sqs_rules::Candidate {
+                forget: self.forget_rule(&object, now),
+                object,
+            })
             .collect();
-        let mut claimable = Vec::new();
-        for (object, forget) in candidates.iter().zip(&forget) {
-            let entry = match self.ledger.entry(&object.id) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.log.error(format_args!("{e}"));
-                    // Not known to be shipped: treated as new (a repeat at worst).
-                    None
-                }
-            };
-            match entry.map(|e| (e.status, e.reason)) {
-                Some((Status::Done, _)) => continue,
-                Some((Status::Failed, reason)) => {
-                    if m.receive_count >= max_receive_count {
-                        failed.push((object.id.clone(), reason));
-                        continue;
-                    }
-                    // Tried again from where it stopped: its good prefix is not repeated.
-                    if let Err(e) = self.ledger.unfail(&object.id, now) {
-                        self.log.error(format_args!("{e}"));
-                    }
-                }
-                Some((Status::Open, _)) | None => {}
-            }
-            pending.insert(object.id.clone());
-            claimable.push(Claimable {
-                id: &object.id,
-                size: object.size,
-                modified: (object.last_modified.secs(), object.last_modified.nanos()),
-                forget_by: forget.as_ref().map(|(g, t)| (g.as_str(), *t)),
-            });
-        }
-        let mut elsewhere = Vec::new();
-        match self.ledger.claim(&claimable, now, Honour::Redelivery) {
-            Ok(claimed) => {
-                let claimed: std::collections::HashSet<&str> =
-                    claimed.iter().map(|s| &**s).collect();
-                send.extend(
-                    candidates
-                        .iter()
-                        .filter(|o| claimed.contains(&*o.id))
-                        .cloned(),
-                );
-                // Shared ledger: an object another shipper holds a live lease on is that
-                // shipper's to finish. The table answers for it (if that shipper dies,
-                // its lease expires and a requeue here or elsewhere takes it over), so
-                // the message need not wait: waiting would only climb its receive count.
-                let mut unsettled = false;
-                for o in &candidates {
-                    if claimed.contains(&*o.id)
-                        || !pending.contains(&o.id)
-                        || self.ledger.is_inflight(&o.id)
-                    {
-                        continue;
-                    }
-                    if self.ledger.held_elsewhere(&o.id) {
-                        pending.remove(&o.id);
-                        elsewhere.push((o.id.clone(), 0));
-                        // Counted and logged at info with the message's verdict (entrusted).
-                        self.log.debug(format_args!(
-                            "sqs message {}: {} is being shipped by another shipper on the shared ledger, which answers for it: the message is not needed",
-                            m.message_id, o.id
-                        ));
-                        continue;
-                    }
-                    // Neither claimed here nor held elsewhere: finished (by another shipper,
-                    // since it was looked at), or not claimable now (a failed read of the
-                    // ledger, a stop under way). Look again rather than wait for a commit
-                    // that will not come here.
-                    match self.ledger.entry(&o.id) {
-                        Ok(Some(e)) if e.status == Status::Done => {
-                            pending.remove(&o.id);
-                        }
-                        Ok(Some(e)) if e.status == Status::Failed => {
-                            pending.remove(&o.id);
-                            failed.push((o.id.clone(), e.reason));
-                        }
-                        _ => unsettled = true,
-                    }
-                }
-                if unsettled {
-                    for o in &send {
-                        self.ledger.let_go(&o.id);
-                    }
-                    self.log.info(format_args!(
-                        "sqs message {}: an object could not be claimed now; the message goes back to the queue for another try",
-                        m.message_id
-                    ));
-                    self.last_receive(
-                        &m,
-                        max_receive_count,
-                        &candidates,
-                        "its objects could not be claimed",
-                    );
-                    return (
-                        Vec::new(),
-                        Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
-                    );
-                }
-            }
-            Err(e) => {
-                // Nothing was claimed, so nothing would ever finish the message: it goes
-                // back to the queue instead of being held for good.
-                self.log.error(format_args!(
-                    "sqs message {}: {e}; handed back to the queue for another try",
-                    m.message_id
-                ));
-                self.last_receive(&m, max_receive_count, &candidates, &e.to_string());
-                return (
-                    Vec::new(),
-                    Some(Tracker::hand_back(m.message_id, m.receipt, m.receive_count)),
-                );
-            }
-        }
-        self.log.debug(format_args!(
-            "sqs message {}: {} objects announced, {} pending, {} claimed here, {} failed",
-            m.message_id,
-            candidates.len(),
-            pending.len(),
-            send.len(),
-            failed.len()
-        ));
-        let verdict = tracker.hold_entrusting(
-            m.message_id,
-            m.receipt,
-            m.receive_count,
-            pending,
-            failed,
-            elsewhere,
-        );
-        (send, verdict)
-    }
-
-    /// A message handed back although it has been received as often as the queue allows:
-    /// the next hand-back may be its last before SQS moves it to the dead-letter queue, so
-    /// each object it names is logged at error with the reason (nothing in the ledger says
-    /// so when the ledger is what fails).
-    fn last_receive(&self, m: &Received, max_receive_count: u32, objects: &[ObjectRef], why: &str) {
-        if m.receive_count < max_receive_count {
-            return;
-        }
-        for o in objects {
-            self.log.error(format_args!(
-                "sqs message {}: received {} times and {why}: {} may go to the queue's dead-letter queue unshipped; redrive it from there once this is fixed",
-                m.message_id, m.receive_count, o.id
-            ));
-        }
+        let mut tracker = self.tracker();
+        sqs_rules::hold(
+            &self.ledger,
+            &mut tracker,
+            &self.log,
+            m,
+            candidates,
+            max_receive_count,
+            now,
+        )
     }
 
     /// How a notified object is forgotten once shipped: `None` for a key under a prefix the

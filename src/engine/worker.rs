@@ -95,27 +95,8 @@ impl Core {
             }
         };
         if self.sqs.is_some() {
-            let mut verdicts = Vec::new();
-            let mut t = self.tracker();
-            for m in marks {
-                match &m.end {
-                    Some(End::Done) if ok => verdicts.extend(t.finished(&m.id, None)),
-                    Some(End::Failed(reason)) if ok => {
-                        verdicts.extend(t.finished(&m.id, Some(reason)))
-                    }
-                    // Retried from the ledger, from its position, after its backoff.
-                    Some(End::Abandoned(_)) if ok => {
-                        let wait = match self.ledger.entry(&m.id) {
-                            Ok(Some(e)) => e.not_before.saturating_sub(now),
-                            _ => 0,
-                        };
-                        verdicts.extend(t.entrusted(&m.id, wait))
-                    }
-                    Some(_) => verdicts.extend(t.abandoned(&m.id)),
-                    None => {}
-                }
-            }
-            drop(t);
+            let verdicts =
+                super::sqs_rules::after_commit(&mut self.tracker(), &self.ledger, marks, ok, now);
             self.settle(verdicts);
         }
     }

@@ -58,6 +58,9 @@ pub struct Received {
     /// When SQS took the message (`SentTimestamp`), in Unix seconds: dates a notification
     /// that carries no time of its own (CloudTrail's).
     pub sent: Option<u32>,
+    /// When SQS first handed the message to a consumer (`ApproximateFirstReceiveTimestamp`),
+    /// in Unix seconds: a redelivered notification's age is judged then.
+    pub first_received: Option<u32>,
 }
 
 impl Queue {
@@ -133,6 +136,9 @@ impl Queue {
             .visibility_timeout(self.config.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
             .send()
             .await;
         let now = crate::timestamp::EventTime::now().secs();
@@ -168,11 +174,11 @@ impl Queue {
                                 })
                                 .and_then(|c| c.parse().ok())
                                 .unwrap_or(1),
-                            sent: m
-                                .attributes()
-                                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                                .and_then(|ms| ms.parse::<u64>().ok())
-                                .and_then(|ms| u32::try_from(ms / 1000).ok()),
+                            sent: unix_secs(m, MessageSystemAttributeName::SentTimestamp),
+                            first_received: unix_secs(
+                                m,
+                                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+                            ),
                         })
                     })
                     .collect())
@@ -454,6 +460,15 @@ impl Queue {
             }
         }
     }
+}
+
+/// A message's time attribute (milliseconds since the epoch) in Unix seconds.
+fn unix_secs(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<u32> {
+    m.attributes()?
+        .get(&name)?
+        .parse::<u64>()
+        .ok()
+        .and_then(|ms| u32::try_from(ms / 1000).ok())
 }
 
 /// How long to wait after the `failures`-th failed receive in a row: short and growing for

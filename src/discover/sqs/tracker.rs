@@ -26,6 +26,11 @@ impl Held {
     pub fn entrusted(&self) -> usize {
         self.entrusted.len()
     }
+
+    /// The receipt of the receive that holds the message (what deletes it, or hands it back).
+    pub fn receipt(&self) -> &str {
+        &self.receipt
+    }
 }
 
 /// What to do with a message whose objects are all finished (or one was abandoned).
