@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::ledger::Backoff;
 use crate::select::Selection;
 use crate::timestamp::EventTime;
 
@@ -26,11 +25,13 @@ mod file;
 mod keys;
 mod secret;
 mod validate;
+mod values;
 
 pub use de::parse_duration_secs;
 pub use file::{FileError, load_file, load_file_with};
 pub use keys::*;
 pub use secret::Secret;
+pub use values::{Backoff, PerRegion};
 
 /// The keys as a user writes them, before validation. Field docs are the user docs.
 #[derive(Debug, Default, Deserialize)]
@@ -296,7 +297,7 @@ pub struct Config {
     /// Quiet time after which an account and region counts as silent (zero: never).
     pub silence_alarm: Duration,
     /// Which accounts and regions get their own series on `/metrics`.
-    pub per_region: crate::observe::freshness::PerRegion,
+    pub per_region: PerRegion,
     /// How objects whose read was denied are retried.
     pub denied_backoff: Backoff,
     /// Objects last modified before this are skipped, unless the state says otherwise.

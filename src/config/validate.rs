@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::Backoff;
 use super::digest_keys::{DigestKeys, digest_config};
 use super::keys::{
     DEFAULT_BATCH_BYTES, DEFAULT_BATCH_BYTES_MAX, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY,
@@ -16,7 +17,6 @@ use super::{
     StartTime, StaticCredentials, de,
 };
 use crate::layout::{Kind, Kinds};
-use crate::ledger::Backoff;
 use crate::pathexpr::PathExpression;
 use crate::select::Selection;
 use crate::timestamp::EventTime;
@@ -288,9 +288,9 @@ impl Settings {
             ));
         }
         let per_region = match self.metrics_per_region.as_deref() {
-            None | Some("silent") => crate::observe::freshness::PerRegion::Silent,
-            Some("all") => crate::observe::freshness::PerRegion::All,
-            Some("none") => crate::observe::freshness::PerRegion::None,
+            None | Some("silent") => super::PerRegion::Silent,
+            Some("all") => super::PerRegion::All,
+            Some("none") => super::PerRegion::None,
             Some(other) => {
                 return Err(bad(
                     "metrics.per_region",

@@ -298,7 +298,7 @@ mod tests {
     }
 
     fn done(ledger: &Ledger, ids: &[String]) {
-        use crate::engine::handoff::{End, Mark};
+        use crate::ledger::mark::{End, Mark};
         let marks: Vec<Mark> = ids
             .iter()
             .map(|id| Mark {

@@ -66,7 +66,7 @@ pub fn advance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::handoff::{End, Mark};
+    use crate::ledger::mark::{End, Mark};
     use crate::ledger::{Backoff, Claimable, Honour};
 
     #[test]

@@ -6,49 +6,11 @@
 //! each chunk's [`Mark`] back once the bytes are the host's, which is what moves the state.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// What handing a chunk over means for the state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Mark {
-    pub id: Arc<str>,
-    /// Events in the chunk this mark closes.
-    pub events: u64,
-    /// Elements of `Records` consumed once this chunk is handed over.
-    pub position: u64,
-    /// Set on an object's last chunk.
-    pub end: Option<End>,
-    /// The newest `eventTime` in the chunk (Unix seconds; 0 without events): freshness.
-    pub newest_event: u32,
-    /// The object's LastModified (Unix seconds): freshness.
-    pub modified: u32,
-    /// On a done object's last mark: the SHA-256 of all its decompressed bytes, read as it
-    /// was shipped (what CloudTrail's digests name for each log file).
-    pub sha256: Option<[u8; 32]>,
-    /// On the mark of an integrity finding sent as a record (no object): recorded as
-    /// reported once the host has it.
-    pub finding: Option<Arc<FindingMark>>,
-}
-
-/// An integrity finding sent as a record, for its commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FindingMark {
-    pub text: String,
-    /// How long the ledger remembers it was reported (seconds).
-    pub keep: u32,
-}
-
-/// How an object ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
-    Done,
-    Failed(String),
-    /// Stopped by a transient failure (the reason): progress kept, the object tried again
-    /// after a backoff.
-    Abandoned(String),
-}
+// The commit record a chunk carries is the ledger's vocabulary; the engine hands it on.
+pub use crate::ledger::mark::{End, FindingMark, Mark};
 
 /// Encoded records of one object, in order.
 #[derive(Debug)]
@@ -210,6 +172,7 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::thread;
 
     fn chunk(id: &str, n: usize) -> Chunk {

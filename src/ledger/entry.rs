@@ -140,11 +140,11 @@ impl Entry {
     /// finishes it or backs it off (`abandoned`). Returns the status it finished with.
     pub fn apply(
         &mut self,
-        mark: &crate::engine::handoff::Mark,
+        mark: &crate::ledger::mark::Mark,
         now: u32,
         abandoned: super::Backoff,
     ) -> Option<Status> {
-        use crate::engine::handoff::End;
+        use crate::ledger::mark::End;
         self.position = self.position.max(mark.position);
         self.absorb();
         match mark.end.as_ref()? {
@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_commit_in_order_takes_the_ranges_it_reaches_and_an_end_drops_the_rest() {
-        use crate::engine::handoff::{End, Mark};
+        use crate::ledger::mark::{End, Mark};
         let backoff = crate::ledger::Backoff::TRANSIENT;
         let mut e = open_at(0);
         e.deliver((10, 20));

@@ -243,7 +243,7 @@ pub(super) fn below_forget_line(
 mod tests {
     use super::super::tests::{claim, mark};
     use super::*;
-    use crate::engine::handoff::End;
+    use crate::ledger::mark::End;
     use crate::ledger::{Backoff, Claimable, Honour};
 
     #[test]

@@ -18,6 +18,7 @@ mod ahead;
 mod entry;
 mod findings;
 mod legacy;
+pub mod mark;
 mod marks;
 pub mod shared;
 mod store;
@@ -32,7 +33,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 pub use entry::{Entry, Span, Status, holds_watermark};
 use marks::{below_forget_line, time_key};
 
-use crate::engine::handoff::Mark;
+use mark::Mark;
 
 /// Object id -> encoded [`Entry`].
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -74,31 +75,8 @@ pub enum LedgerError {
     Shared { table: String, reason: String },
 }
 
-/// How an object that failed transiently is retried: the wait doubles from `first` after
-/// each failure in a row, up to `cap` (seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub first: u32,
-    pub cap: u32,
-}
-
-impl Backoff {
-    /// Throttling, timeouts, broken connections: seconds to a quarter of an hour.
-    pub const TRANSIENT: Backoff = Backoff { first: 5, cap: 900 };
-    /// Access denied and other settings problems: minutes to an hour, since permissions
-    /// and keys get fixed without a restart.
-    pub const DENIED: Backoff = Backoff {
-        first: 300,
-        cap: 3600,
-    };
-
-    /// Seconds to wait after the `attempt`-th failure in a row (1-based).
-    pub fn secs(self, attempt: u32) -> u32 {
-        self.first
-            .saturating_mul(1 << attempt.saturating_sub(1).min(12))
-            .min(self.cap.max(self.first))
-    }
-}
+// The retry policy is a setting's value type; the ledger applies it.
+pub use crate::config::Backoff;
 
 /// Whether a claim waits out an open entry's backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -320,8 +320,8 @@ pub(super) fn lock(path: &Path) -> Result<fs::File, LedgerError> {
 mod tests {
     use super::super::tests::{claim, mark};
     use super::*;
-    use crate::engine::handoff::End;
     use crate::ledger::Backoff;
+    use crate::ledger::mark::End;
 
     #[test]
     fn survives_reopen_with_every_status() {

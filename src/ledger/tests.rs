@@ -1,5 +1,5 @@
 use super::*;
-pub(super) use crate::engine::handoff::End;
+pub(super) use crate::ledger::mark::End;
 
 pub(super) fn mark(id: &str, events: u64, position: u64, end: Option<End>) -> Mark {
     Mark {

@@ -28,19 +28,7 @@ pub struct Fresh {
     pub silent: bool,
 }
 
-/// Which accounts and regions get their own series on `/metrics` (`metrics.per_region`).
-/// An organization has thousands: four series each made a 2.8 MB page of 34,000 series
-/// at 500 accounts x 17 regions, more than one scrape target should serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PerRegion {
-    /// Only the silent ones, with `silent` and `lag_seconds`: what an alert needs.
-    #[default]
-    Silent,
-    /// Every one, with all four series.
-    All,
-    /// None: the totals alone.
-    None,
-}
+pub use crate::config::PerRegion;
 
 /// Freshness of every account and region seen.
 #[derive(Debug)]

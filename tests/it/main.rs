@@ -9,6 +9,7 @@ mod engine;
 mod faults;
 mod host;
 mod http_output;
+mod import_layers;
 mod json;
 mod kill;
 mod ledger;

@@ -33,7 +33,7 @@ mod tests {
 
     use super::super::table::MemTable;
     use super::*;
-    use crate::engine::handoff::Mark;
+    use crate::ledger::mark::Mark;
     use crate::ledger::{Backoff, Claimable, Honour};
 
     #[test]

@@ -37,7 +37,7 @@ pub use table::{Hook, Hooked, LeaseKind, LeaseRow, MemTable, Put, Row, Table, Ta
 
 use super::entry::{Entry, Status};
 use super::{Backoff, Claimable, Committed, Honour, LedgerError};
-use crate::engine::handoff::Mark;
+use crate::ledger::mark::Mark;
 
 /// Conflicting writes in a row before a change gives up (each is a re-read and a retry;
 /// more than a few means the row is fought over, which the rules should not allow).

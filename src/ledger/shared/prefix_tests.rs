@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::tests::{Clock, LEASE, shipper};
 use super::*;
-use crate::engine::handoff::End;
+use crate::ledger::mark::End;
 
 fn lister(table: &Arc<dyn Table>, clock: &Clock) -> SharedLedger {
     shipper(table, clock).listing("b")

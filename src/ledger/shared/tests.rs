@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
-use crate::engine::handoff::End;
+use crate::ledger::mark::End;
 
 pub(super) const LEASE: Duration = Duration::from_secs(60);
 
