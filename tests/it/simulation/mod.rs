@@ -3,9 +3,12 @@
 //! An in-memory bucket and a hand-moved clock stand behind the engine's `Lister` and
 //! `Clock` traits; the real `BucketScan`, `requeue` and `Ledger` (a redb file, reopened after
 //! every stop and crash) run against them. Each seed draws where objects are found (see
-//! [`notify::Source`]): listings alone, SQS notifications alone, or both (hybrid); the SQS
-//! side is an in-memory queue with SQS's visibility and receipt rules, and the engine's own
-//! SQS rules and tracker run against it ([`notify`]). Each seed draws a schedule: objects
+//! [`notify::Source`]): listings alone, SQS notifications alone, both (hybrid), or a local
+//! folder; the SQS side is an in-memory queue with SQS's visibility and receipt rules, and
+//! the engine's own SQS rules and tracker run against it ([`notify`]); the folder is a real
+//! directory that the real `FolderScan` walks, written the way copy tools write and
+//! disturbed the way operators do (`chmod`, hard links elsewhere, deleting finished
+//! files: [`folder`]). Each seed draws a schedule: objects
 //! delivered on time, late (just after midnight into the day before's folder, and behind
 //! the listing position within and beyond the lookback) and out of key order, keys from
 //! the future and keys without a day, listings that fail, reads that fail transiently
@@ -31,17 +34,21 @@
 //!   pin it), while the denied objects stay open in the ledger with their reason;
 //! * no message stays held after the calm (one denied object does not take a slot for
 //!   good), and the queue keeps only quarantined messages of objects failed for good;
+//! * a folder's `chmod`, hard links and temporary files never ship anything again (the
+//!   repeat check), and the ledger forgets a finished file once it is gone;
 //! * finished entries are forgotten behind the lookback: the ledger stays the lookback's size.
 //!
 //! [`planted_bugs_are_caught`] proves the checks can fail: each bug of [`Mutation`] (a
 //! listing a day late, a watermark past an open key, progress dropped on a retry, a done
 //! mark before the host stored the batch, a denied read not written down, a message deleted
 //! on receive, a message deleted before the ledger's retry record is durable, a message
-//! held for a denied object, an undated notification taken as old) fails a seed.
+//! held for a denied object, an undated notification taken as old, a notification aged at
+//! its latest receive, a folder's finished entries forgotten while present) fails a seed.
 //!
 //! Not modelled here (covered by the tests against the S3/SQS server and the real Fluent
-//! Bit): folder sources, and the engine's own worker, which the schedule stands in for (it
-//! reads from the ledger's position as the worker does).
+//! Bit): the engine's own worker, which the schedule stands in for (it reads from the
+//! ledger's position as the worker does), and the shared DynamoDB ledger
+//! (`simulation_shared.rs`).
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 4,000, spread over the cores: about 50 s of a 2-core
 //! machine in the debug build; run 20,000 or more by hand after changing the ledger or
@@ -70,7 +77,9 @@ use cloudtrail_s3::timestamp::EventTime;
 pub(crate) mod rng;
 use rng::Rng;
 
+mod folder;
 mod notify;
+use folder::SimFolder;
 use notify::{SimQueue, Source};
 
 const BUCKET: &str = "sim";
@@ -308,6 +317,7 @@ struct Schedule {
     /// Where objects are found; `queue` is the SQS queue of the `Sqs` and `Hybrid` modes.
     source: Source,
     queue: Option<SimQueue>,
+    folder: Option<SimFolder>,
 }
 
 impl Schedule {
@@ -322,8 +332,17 @@ impl Schedule {
         }
     }
 
+    /// The ledger id of the object at `key`.
+    fn id_of(&self, key: &str) -> String {
+        match self.source {
+            Source::Folder => format!("{}{key}", folder::ID_PREFIX),
+            _ => s3_id(BUCKET, key),
+        }
+    }
+
     fn open(&self) -> Run {
-        let ledger = Ledger::open(Some(&self.db), Some(BUCKET), self.now()).unwrap();
+        let bucket = (self.source != Source::Folder).then_some(BUCKET);
+        let ledger = Ledger::open(Some(&self.db), bucket, self.now()).unwrap();
         let scan = BucketScan::new(
             SimLister {
                 sim: self.sim.clone(),
@@ -351,6 +370,10 @@ impl Schedule {
 
     fn scan(&mut self, run: &mut Run, rt: &tokio::runtime::Runtime) -> Result<(), String> {
         let now = self.now();
+        if self.source == Source::Folder {
+            self.folder_scan(run, rt);
+            return Ok(());
+        }
         if self.source == Source::Sqs {
             // No listing: the ledger's own retries, and SQS-found objects forgotten a
             // lookback after they finished (`Core::forget_notified`).
@@ -431,6 +454,10 @@ impl Schedule {
     }
 
     fn wanted(&self, o: &Obj) -> bool {
+        if self.source == Source::Folder {
+            // Every complete object's name, whenever it landed.
+            return self.expr.matches(&o.key) && folder::is_file_object(o);
+        }
         if self.source != Source::Listing {
             // Every object is announced, whenever it appeared.
             return self.expr.matches(&o.key);
@@ -465,7 +492,7 @@ impl Schedule {
         let Some(object) = run.work.pop_front() else {
             return;
         };
-        let key = object.id[format!("s3://{BUCKET}/").len()..].to_string();
+        let key = key_of(&object.id);
         let obj = self.sim.world().objects[&key].clone();
         let from = match self.mutation {
             Some(Mutation::ProgressDroppedOnRetry) => 0,
@@ -595,7 +622,7 @@ impl Schedule {
         run.ledger.commit(&marks, self.now(), BACKOFF).unwrap();
         for m in &marks {
             if matches!(m.end, Some(End::Done | End::Failed(_))) {
-                let key = m.id[format!("s3://{BUCKET}/").len()..].to_string();
+                let key = key_of(&m.id);
                 self.out.finished.insert(key);
             }
         }
@@ -727,6 +754,11 @@ fn run_seed(
     mutation: Option<Mutation>,
 ) -> (Result<(), String>, Outcome) {
     let mut rng = Rng::seeded(seed);
+    // One seed in four reads a folder, drawn apart so the other seeds' schedules stay as
+    // they were. A folder's files land at the real time (their inode change time), after
+    // every simulated time: its time window never skips one, so what the schedule checks
+    // there is the identity of files, not their age.
+    let in_folder = Rng::seeded(seed ^ 0xf01d).chance(250);
     let day0 = 19_000 + rng.below(1000) as u32;
     let lookback = [6 * 3600, DAY, 2 * DAY][rng.below(3) as usize];
     let days = 1 + rng.below(5) as u32;
@@ -743,8 +775,14 @@ fn run_seed(
     let transient = [0, 100, 300][rng.below(3) as usize];
     let concurrency = [1, 2, 16][rng.below(3) as usize];
     let workers = [1, 2, 4][rng.below(3) as usize];
-    let source = [Source::Listing, Source::Sqs, Source::Hybrid][rng.below(3) as usize];
+    let mut source = [Source::Listing, Source::Sqs, Source::Hybrid][rng.below(3) as usize];
     let queue = (source != Source::Listing).then(|| SimQueue::new(&mut rng));
+    let (queue, folder) = if in_folder {
+        source = Source::Folder;
+        (None, Some(SimFolder::new(dir, seed)))
+    } else {
+        (queue, None)
+    };
     if rng.chance(300) {
         // One account whose every object is denied (a KMS key the shipper may not use).
         for o in world.objects.values_mut() {
@@ -759,6 +797,7 @@ fn run_seed(
         workers,
         source,
         queue,
+        folder,
         mutation,
         rng,
         sim: Sim(Arc::new(Mutex::new(world))),
@@ -771,6 +810,9 @@ fn run_seed(
         verbose,
     };
     let result = schedule(&mut s, rt);
+    if let Some(f) = &s.folder {
+        f.remove();
+    }
     let _ = std::fs::remove_file(&db);
     let _ = std::fs::remove_file(dir.join(format!("sim-{seed}.db.lock")));
     let _ = std::fs::remove_file(dir.join(format!("sim-{seed}.crashed")));
@@ -791,8 +833,12 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
     let mut steps = 0;
     while s.now() <= end && steps < 2000 {
         steps += 1;
-        let sqs = if s.queue.is_some() { 25 } else { 0 };
-        match s.rng.below(100 + sqs) {
+        let extra = match s.source {
+            Source::Sqs | Source::Hybrid => 25,
+            Source::Folder => 5,
+            Source::Listing => 0,
+        };
+        match s.rng.below(100 + extra) {
             0..15 => s.scan(&mut run, rt)?,
             15..45 => s.work(&mut run),
             45..70 => s.deliver(&mut run),
@@ -811,6 +857,7 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
             }
             95..98 => run = s.stop(run),
             98..100 => run = s.crash(run),
+            100..105 if s.folder.is_some() => s.disturb_folder(),
             100..112 => s.receive(&mut run),
             112..120 => s.settle(&mut run, false),
             _ => s.heartbeat(&mut run),
@@ -850,11 +897,7 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
                 .due(u32::MAX, usize::MAX)
                 .unwrap()
                 .iter()
-                .any(|(id, _)| {
-                    w.objects
-                        .get(&id[format!("s3://{BUCKET}/").len()..])
-                        .is_none_or(|o| !o.denied)
-                })
+                .any(|(id, _)| w.objects.get(&key_of(id)).is_none_or(|o| !o.denied))
         };
         let idle = run.ledger.inflight_count() == 0 && !due_readable && s.queue_idle(&run);
         if idle {
@@ -884,6 +927,7 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
 
 fn check(s: &Schedule, run: &Run) -> Result<(), String> {
     s.check_queue(run)?;
+    s.check_folder(run)?;
     let w = s.sim.world();
     // Each event repeats at most once for each crash that came while it was delivered and
     // not committed; never after a graceful stop.
@@ -904,7 +948,7 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
         ));
     }
     for o in w.objects.values() {
-        let id = s3_id(BUCKET, &o.key);
+        let id = s.id_of(&o.key);
         let got = |i: u64| s.out.delivered.get(&(id.clone(), i)).copied().unwrap_or(0);
         if !s.wanted(o) {
             if (0..o.events).any(|i| got(i) > 0) {
@@ -971,7 +1015,7 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
             o.denied
                 && run
                     .ledger
-                    .entry(&s3_id(BUCKET, &o.key))
+                    .entry(&s.id_of(&o.key))
                     .unwrap()
                     .is_some_and(|e| e.status == Status::Open)
         })
@@ -1020,7 +1064,7 @@ impl Schedule {
     fn promised(&self, objects: &BTreeMap<String, Obj>, o: &Obj) -> bool {
         let listed = || self.listing_wanted(o) && promised(objects, o, self.lookback);
         match (&self.source, &self.queue) {
-            (Source::Sqs, _) => true,
+            (Source::Sqs | Source::Folder, _) => true,
             (Source::Hybrid, Some(q)) => {
                 listed()
                     || q.received_age
@@ -1078,6 +1122,9 @@ fn promised(objects: &BTreeMap<String, Obj>, o: &Obj, lookback: u32) -> bool {
 ///   (one denied for ever holds its in-flight slot for good).
 /// * `UndatedNoticeOld` (hybrid): CloudTrail's own notification, which carries no time, is
 ///   taken as older than the lookback, so a late object behind the listing is dropped.
+/// * `FolderForgetsPresent` (folder): finished entries are forgotten while their files are
+///   still in the folder (as forgetting by landing time did, before `chmod -R` made old
+///   files look new).
 /// * `AgedAtThisReceive` (hybrid): a notification's age is judged at this receive rather
 ///   than its first, so a message first received in time whose claim a crash lost comes
 ///   back older than the lookback and is taken as covered by the listing (the loss seeds
@@ -1094,10 +1141,11 @@ enum Mutation {
     DeniedHoldsMessage,
     UndatedNoticeOld,
     AgedAtThisReceive,
+    FolderForgetsPresent,
 }
 
 impl Mutation {
-    const ALL: [Mutation; 10] = [
+    const ALL: [Mutation; 11] = [
         Mutation::ListDayLate,
         Mutation::WatermarkPastOpen,
         Mutation::ProgressDroppedOnRetry,
@@ -1108,6 +1156,7 @@ impl Mutation {
         Mutation::DeniedHoldsMessage,
         Mutation::UndatedNoticeOld,
         Mutation::AgedAtThisReceive,
+        Mutation::FolderForgetsPresent,
     ];
 
     /// What the check that catches it says (one of these): the bug is caught for its own
@@ -1124,6 +1173,7 @@ impl Mutation {
             Mutation::DeniedHoldsMessage => &["still held"],
             Mutation::UndatedNoticeOld => &["never shipped"],
             Mutation::AgedAtThisReceive => &["never shipped"],
+            Mutation::FolderForgetsPresent => &["repeated"],
         }
     }
 }
@@ -1138,6 +1188,14 @@ fn day_later(prefix: &str, after: &str) -> String {
         Some(day) => format!("{prefix}{}", day_path(day + 1)),
         None => after.to_string(),
     }
+}
+
+/// The key of a ledger id, of either source (`s3://BUCKET/KEY` or `dir:KEY`).
+fn key_of(id: &str) -> String {
+    id.strip_prefix(&format!("s3://{BUCKET}/"))
+        .or_else(|| id.strip_prefix(folder::ID_PREFIX))
+        .unwrap_or(id)
+        .to_string()
 }
 
 /// Whether the ledger holds `key` open after a failed try: re-queued from the ledger, so a

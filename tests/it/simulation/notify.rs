@@ -31,6 +31,8 @@ pub(super) enum Source {
     Sqs,
     /// Listings and notifications of the same bucket.
     Hybrid,
+    /// A local folder laid out like the bucket ([`super::folder`]).
+    Folder,
 }
 
 /// One SQS message.
