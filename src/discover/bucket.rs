@@ -449,7 +449,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         }
         let forget_below = format!("{prefix_id}{}", day_path(from_day(Some(&to))));
         ledger
-            .advance(&prefix_id, &to, &forget_below)
+            .advance_at(&prefix_id, &to, &forget_below, now)
             .map_err(|e| self.ledger_error(e))?;
         Ok(found)
     }

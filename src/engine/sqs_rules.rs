@@ -5,7 +5,7 @@
 //! ([`behind_listing`]).
 //!
 //! They take the ledger and the tracker as arguments, so the seeded simulation
-//! (`tests/it/simulation_sqs.rs`) runs these same rules against its own queue and clock.
+//! (`tests/it/simulation/notify.rs`) runs these same rules against its own queue and clock.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -275,13 +275,21 @@ pub struct Dated {
     pub sent: Option<u32>,
     /// When SQS first handed it to a consumer (`ApproximateFirstReceiveTimestamp`).
     pub first_received: Option<u32>,
+    /// How often SQS has handed it out, this time included (`ApproximateReceiveCount`).
+    pub receive_count: u32,
+    /// The receive count at which a failing message is quarantined.
+    pub max_receive_count: u32,
 }
 
 /// Whether a notified key lies behind its prefix's listing horizon, and if so whether it is
 /// new. The notification is dated by its own time, else by when SQS took the message;
 /// undated, it ships (a repeat, never a loss). Its age is judged at its first receive, not
 /// now: a message first received in time whose claim a crash lost comes back older, and
-/// must still ship (the simulation found that loss, `tests/it/simulation/notify.rs`).
+/// must still ship (the simulation found that loss, `tests/it/simulation/notify.rs`). A
+/// redelivery without that time ships too. A message received more often than it is
+/// quarantined at has seen each of its objects end in an earlier receive: it is judged
+/// now, so one that keeps coming back for want of a redrive policy does not ship the
+/// objects the listing forgot at every visibility timeout.
 pub fn behind_listing(
     ledger: &Ledger,
     bucket: &str,
@@ -296,7 +304,15 @@ pub fn behind_listing(
     if !below {
         return Behind::No;
     }
-    let seen = dated.first_received.map_or(now, |f| f.min(now));
+    let seen = if dated.receive_count > dated.max_receive_count {
+        now
+    } else {
+        match dated.first_received {
+            Some(f) => f.min(now),
+            None if dated.receive_count > 1 => return Behind::Late,
+            None => now,
+        }
+    };
     let recent = dated
         .time
         .or(dated.sent)
@@ -342,21 +358,35 @@ mod tests {
             time: None,
             sent: Some(sent),
             first_received,
+            receive_count: 2,
+            max_receive_count: 5,
         };
         let judge = |d| behind_listing(&ledger, "b", &key, DAY, d, now);
         // First received an hour after it was sent: the object landed late and ships,
         // even on a redelivery two days on (a crash lost the first claim).
         assert_eq!(judge(at(Some(sent + 3600))), Behind::Late);
         // First received now, two days after it was sent: covered by the listing.
-        assert_eq!(judge(at(None)), Behind::Covered);
         assert_eq!(judge(at(Some(now))), Behind::Covered);
+        let first = Dated {
+            receive_count: 1,
+            ..at(None)
+        };
+        assert_eq!(judge(first), Behind::Covered);
+        // A redelivery whose first receive is unknown: shipped (a repeat, never a loss).
+        assert_eq!(judge(at(None)), Behind::Late);
+        // Received more often than it is quarantined at: judged now.
+        let cycling = Dated {
+            receive_count: 6,
+            ..at(Some(sent + 3600))
+        };
+        assert_eq!(judge(cycling), Behind::Covered);
         // Undated: ships.
         assert_eq!(judge(Dated::default()), Behind::Late);
         // Known to the ledger, or not behind the horizon: the usual rules.
         let recent = crate::layout::day_path(19_999);
         let ahead = key.replace(&crate::layout::day_path(19_990), &recent);
         assert_eq!(
-            behind_listing(&ledger, "b", &ahead, DAY, at(None), now),
+            behind_listing(&ledger, "b", &ahead, DAY, at(Some(now)), now),
             Behind::No
         );
     }

@@ -210,6 +210,8 @@ impl Core {
                     time: a.time.map(|t| t.secs()),
                     sent: m.sent,
                     first_received: m.first_received,
+                    receive_count: m.receive_count,
+                    max_receive_count: queue.config.max_receive_count,
                 };
                 match sqs_rules::behind_listing(
                     &self.ledger,

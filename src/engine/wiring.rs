@@ -231,6 +231,10 @@ impl Engine {
         let chunk_target = (config.batch_bytes / 4).clamp(16 << 10, 1 << 20);
         let (batch_bytes, batch_bytes_max) = (config.batch_bytes, config.batch_bytes_max);
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+        if discovery.is_some() && sqs.is_some() {
+            // Hybrid: a notification may come again after the listing forgot its key.
+            ledger.keep_for_notifications();
+        }
         let core = Arc::new(Core {
             queue: Handoff::new(config.buffer_bytes),
             ledger,

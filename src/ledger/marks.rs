@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use redb::ReadableTable;
 
-use super::{Entry, FLOORS, Ledger, LedgerError, OBJECTS, Status, TIMES, WATERMARKS};
+use super::{Entry, FLOORS, Ledger, LedgerError, OBJECTS, Status, TIMED, TIMES, WATERMARKS};
 
 impl Ledger {
     /// The low watermark of a listed prefix.
@@ -44,10 +44,24 @@ impl Ledger {
         to: &str,
         forget_below: &str,
     ) -> Result<(), LedgerError> {
+        let now = crate::timestamp::EventTime::now().secs();
+        self.advance_at(prefix_id, to, forget_below, now)
+    }
+
+    /// [`Ledger::advance`] at `now`. In hybrid mode ([`Ledger::keep_for_notifications`])
+    /// the done entries below the new forget line are not deleted but forgotten with the
+    /// `sqs` time group, a lookback after `now`.
+    pub fn advance_at(
+        &self,
+        prefix_id: &str,
+        to: &str,
+        forget_below: &str,
+        now: u32,
+    ) -> Result<(), LedgerError> {
         if let Some(sh) = &self.shared {
-            let now = crate::timestamp::EventTime::now().secs();
             return sh.advance_prefix(prefix_id, to, forget_below, now);
         }
+        let notified = self.notified.load(std::sync::atomic::Ordering::Relaxed);
         self.write(|txn| {
             let mut marks = txn.open_table(WATERMARKS)?;
             let current = marks.get(prefix_id)?.map(|v| v.value().to_string());
@@ -56,9 +70,28 @@ impl Ledger {
             }
             if forget_below > prefix_id {
                 let mut table = txn.open_table(OBJECTS)?;
-                table.retain_in(prefix_id..forget_below, |_, v| {
-                    Entry::decode(v).is_none_or(|e| e.status != Status::Done)
-                })?;
+                if notified {
+                    let mut times = txn.open_table(TIMES)?;
+                    let mut timed = txn.open_table(TIMED)?;
+                    let mut done = Vec::new();
+                    for row in table.range(prefix_id..forget_below)? {
+                        let (k, v) = row?;
+                        if Entry::decode(v.value()).is_some_and(|e| e.status == Status::Done) {
+                            done.push(k.value().to_string());
+                        }
+                    }
+                    for id in done {
+                        if timed.get(id.as_str())?.is_none() {
+                            let key = time_key("sqs", now, &id);
+                            times.insert(key.as_str(), ())?;
+                            timed.insert(id.as_str(), key.as_str())?;
+                        }
+                    }
+                } else {
+                    table.retain_in(prefix_id..forget_below, |_, v| {
+                        Entry::decode(v).is_none_or(|e| e.status != Status::Done)
+                    })?;
+                }
                 let mut floors = txn.open_table(FLOORS)?;
                 let floor = floors.get(prefix_id)?.map(|v| v.value().to_string());
                 if floor.as_deref().is_none_or(|f| f < forget_below) {
@@ -147,6 +180,20 @@ impl Ledger {
         })
     }
 
+    /// The time group an entry is forgotten with, and its time, if it has one.
+    pub fn time_group(&self, id: &str) -> Result<Option<(String, u32)>, LedgerError> {
+        self.read(|txn| {
+            let timed = txn.open_table(TIMED)?;
+            let Some(key) = timed.get(id)?.map(|v| v.value().to_string()) else {
+                return Ok(None);
+            };
+            let mut parts = key.splitn(3, '\0');
+            let group = parts.next().unwrap_or_default().to_string();
+            let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            Ok(Some((group, secs)))
+        })
+    }
+
     /// Forgets the done entries of a time group whose time is before `before`, and raises
     /// the group's forget line to it.
     pub fn forget_older(&self, group: &str, before: u32) -> Result<usize, LedgerError> {
@@ -161,6 +208,7 @@ impl Ledger {
             }
             drop(floors);
             let mut times = txn.open_table(TIMES)?;
+            let mut timed = txn.open_table(TIMED)?;
             let mut table = txn.open_table(OBJECTS)?;
             let lo = format!("{group}\0");
             let hi = time_key(group, before, "");
@@ -179,6 +227,7 @@ impl Ledger {
                 if done {
                     table.remove(id)?;
                     times.remove(k.as_str())?;
+                    timed.remove(id)?;
                     n += 1;
                 }
             }
@@ -328,18 +377,81 @@ mod tests {
             },
         ];
         l.claim(&objs, 1, Honour::Backoff).unwrap();
-        l.commit(
-            &[
-                mark("s3://b/old", 1, 1, Some(End::Done)),
-                mark("s3://b/new", 1, 1, Some(End::Done)),
-            ],
-            2,
-            Backoff::TRANSIENT,
-        )
-        .unwrap();
+        // Each is forgotten by when it finished, not by when it was claimed.
+        let done = |id: &str, now| {
+            l.commit(&[mark(id, 1, 1, Some(End::Done))], now, Backoff::TRANSIENT)
+                .unwrap()
+        };
+        done("s3://b/old", 150);
+        done("s3://b/new", 250);
+        assert_eq!(
+            l.time_group("s3://b/new").unwrap(),
+            Some(("sqs".into(), 250))
+        );
         assert_eq!(l.forget_older("sqs", 200).unwrap(), 1);
         assert!(l.entry("s3://b/old").unwrap().is_none());
         assert!(l.is_finished("s3://b/new"));
         assert!(l.entry("s3://b/open").unwrap().is_some());
+        assert_eq!(l.time_group("s3://b/old").unwrap(), None);
+    }
+
+    #[test]
+    fn an_object_read_longer_than_the_lookback_is_remembered_from_its_finish() {
+        // Claimed at 100, finished at 1,000: with a lookback of 500, a forget at 900 (by
+        // the claim time it would go) keeps it; one at 1,600 forgets it.
+        let l = Ledger::open(None, None, 0).unwrap();
+        let long = Claimable {
+            id: "s3://b/long",
+            size: 1,
+            modified: (0, 0),
+            forget_by: Some(("sqs", 100)),
+        };
+        l.claim(&[long], 100, Honour::Backoff).unwrap();
+        l.commit(
+            &[mark("s3://b/long", 1, 1, Some(End::Done))],
+            1_000,
+            Backoff::TRANSIENT,
+        )
+        .unwrap();
+        assert_eq!(l.forget_older("sqs", 900 - 500).unwrap(), 0);
+        assert!(l.is_finished("s3://b/long"));
+        assert_eq!(l.forget_older("sqs", 1_600 - 500).unwrap(), 1);
+        assert!(l.entry("s3://b/long").unwrap().is_none());
+    }
+
+    #[test]
+    fn in_hybrid_mode_entries_behind_the_forget_line_are_forgotten_by_time() {
+        // A notification may name a key again after the listing's forget line passed it
+        // (a message handed back at a stop): its done entry must still be there.
+        let l = Ledger::open(None, None, 0).unwrap();
+        l.keep_for_notifications();
+        let p = "s3://b/AWSLogs/1/CloudTrail/r/";
+        let k = |d: &str| format!("{p}2023/07/{d}/x.json.gz");
+        claim(&l, &[&k("01"), &k("08"), &k("10")], 1);
+        l.commit(
+            &[mark(&k("08"), 1, 1, Some(End::Done))],
+            2,
+            Backoff::TRANSIENT,
+        )
+        .unwrap();
+        // The line passes 08 (done): kept, forgotten with the sqs group from now.
+        l.advance_at(p, &k("10"), &format!("{p}2023/07/09"), 50)
+            .unwrap();
+        assert!(l.is_finished(&k("08")));
+        assert_eq!(l.time_group(&k("08")).unwrap(), Some(("sqs".into(), 50)));
+        // 01 finishes below the line (a late object): kept too, from its finish.
+        l.commit(
+            &[mark(&k("01"), 1, 1, Some(End::Done))],
+            60,
+            Backoff::TRANSIENT,
+        )
+        .unwrap();
+        assert!(l.is_finished(&k("01")));
+        assert_eq!(l.time_group(&k("01")).unwrap(), Some(("sqs".into(), 60)));
+        assert_eq!(l.forget_older("sqs", 55).unwrap(), 1);
+        assert!(l.entry(&k("08")).unwrap().is_none());
+        assert_eq!(l.forget_older("sqs", 61).unwrap(), 1);
+        assert!(l.entry(&k("01")).unwrap().is_none());
+        assert!(l.entry(&k("10")).unwrap().is_some(), "open: kept");
     }
 }

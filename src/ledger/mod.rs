@@ -15,6 +15,7 @@
 //! windows); `entry.rs` one entry's form.
 
 mod ahead;
+mod commit;
 mod entry;
 mod findings;
 mod legacy;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use entry::{Entry, Span, Status, holds_watermark};
-use marks::{below_forget_line, time_key};
+use marks::time_key;
 
 use mark::Mark;
 
@@ -43,6 +44,10 @@ const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
 const WATERMARKS: TableDefinition<&str, &str> = TableDefinition::new("watermarks");
 /// `group \0 secs(10 digits) \0 id`: when entries of a group may be forgotten.
 const TIMES: TableDefinition<&str, ()> = TableDefinition::new("times");
+/// Id -> its key in [`TIMES`]: an entry forgotten by time, which a commit keeps even below
+/// its prefix's forget line (a late object shipped from its notification, in hybrid mode:
+/// a redelivered notification must find it done).
+const TIMED: TableDefinition<&str, &str> = TableDefinition::new("timed");
 /// Forget lines: listed prefix id -> the id below which done entries were forgotten, and
 /// `time:GROUP` -> the time (10 digits) before which they were. Listings never start below
 /// them again, whatever `lookback` or `start_time` become, so nothing forgotten is listed
@@ -115,6 +120,9 @@ pub struct Ledger {
     /// With `ledger.dynamodb_table`: the entries live in the shared table, and `db` holds
     /// only what a listing would keep (no listing runs with a shared ledger yet).
     shared: Option<shared::SharedLedger>,
+    /// Hybrid mode ([`Ledger::keep_for_notifications`]): a done entry below its prefix's
+    /// forget line is forgotten by time, not at once.
+    notified: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -127,6 +135,16 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
+    /// Hybrid mode: notifications name keys the listing also walks, and may come again
+    /// (a duplicate, a message handed back at a stop) after the listing's forget line has
+    /// passed the key. A done entry that a commit would forget at once because it lies
+    /// below that line is kept instead, and forgotten with the `sqs` time group a lookback
+    /// later, so such a notification finds it done rather than shipping it again.
+    pub fn keep_for_notifications(&self) {
+        self.notified
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn inflight(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -215,6 +233,7 @@ impl Ledger {
             let mut table = txn.open_table(OBJECTS)?;
             let mut open = txn.open_table(OPEN)?;
             let mut times = txn.open_table(TIMES)?;
+            let mut timed = txn.open_table(TIMED)?;
             let mut claimed = Vec::new();
             for o in objects {
                 if inflight.contains(o.id) {
@@ -230,7 +249,9 @@ impl Ledger {
                         table.insert(o.id, e.encode().as_slice())?;
                         open.insert(o.id, ())?;
                         if let Some((group, secs)) = o.forget_by {
-                            times.insert(time_key(group, secs, o.id).as_str(), ())?;
+                            let key = time_key(group, secs, o.id);
+                            times.insert(key.as_str(), ())?;
+                            timed.insert(o.id, key.as_str())?;
                         }
                     }
                 }
@@ -305,47 +326,6 @@ impl Ledger {
             inflight.remove(&m.id);
         }
         Ok(out)
-    }
-
-    fn commit_local(
-        &self,
-        marks: &[Mark],
-        now: u32,
-        abandoned: Backoff,
-        out: &mut Committed,
-    ) -> Result<(), LedgerError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(OBJECTS)?;
-            let mut open = txn.open_table(OPEN)?;
-            let floors = txn.open_table(FLOORS)?;
-            for m in marks {
-                out.events += m.events;
-                let mut e = table
-                    .get(&*m.id)?
-                    .and_then(|v| Entry::decode(v.value()))
-                    .unwrap_or_else(|| Entry::open(0, (0, 0), now));
-                if e.is_finished() {
-                    continue;
-                }
-                match e.apply(m, now, abandoned) {
-                    Some(Status::Done) => out.done += 1,
-                    Some(Status::Failed) => out.failed += 1,
-                    _ => {}
-                }
-                if e.is_finished() {
-                    open.remove(&*m.id)?;
-                }
-                // Done below its prefix's forget line (a retry from the ledger that ended
-                // after the watermark had passed it): no listing returns it again, so it is
-                // forgotten now, as the watermark forgot its neighbours.
-                if e.status == Status::Done && below_forget_line(&floors, &m.id)? {
-                    table.remove(&*m.id)?;
-                    continue;
-                }
-                table.insert(&*m.id, e.encode().as_slice())?;
-            }
-            Ok(())
-        })
     }
 
     /// Puts failed objects back in line (status open, position kept, no backoff). `None`

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{
-    Entry, FLOORS, FORMAT_VERSION, Ledger, LedgerError, META, OBJECTS, OPEN, Status, TIMES,
+    Entry, FLOORS, FORMAT_VERSION, Ledger, LedgerError, META, OBJECTS, OPEN, Status, TIMED, TIMES,
     WATERMARKS, legacy,
 };
 
@@ -96,6 +96,7 @@ impl Ledger {
             inflight: Mutex::default(),
             _lock: lock,
             shared: None,
+            notified: Default::default(),
         };
         // Creates the tables and proves the location is writable before any data moves.
         ledger.write(|txn| {
@@ -103,6 +104,7 @@ impl Ledger {
             txn.open_table(OPEN)?;
             txn.open_table(WATERMARKS)?;
             txn.open_table(TIMES)?;
+            txn.open_table(TIMED)?;
             txn.open_table(FLOORS)?;
             let mut meta = txn.open_table(META)?;
             let version = meta.get("version")?.map(|v| v.value());

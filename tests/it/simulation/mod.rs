@@ -287,6 +287,8 @@ struct Outcome {
     delivered: HashMap<(String, u64), u32>,
     /// Objects whose end (done or failed) was committed.
     finished: HashSet<String>,
+    /// When each was first committed finished.
+    finished_at: HashMap<String, u32>,
     /// For each event, how many crashes came while it was delivered and not committed: the
     /// most times it may repeat.
     repeat_budget: HashMap<(String, u64), u32>,
@@ -343,6 +345,10 @@ impl Schedule {
     fn open(&self) -> Run {
         let bucket = (self.source != Source::Folder).then_some(BUCKET);
         let ledger = Ledger::open(Some(&self.db), bucket, self.now()).unwrap();
+        if self.source == Source::Hybrid && self.mutation != Some(Mutation::HybridForgetsAtOnce) {
+            // As the engine's wiring does in hybrid mode.
+            ledger.keep_for_notifications();
+        }
         let scan = BucketScan::new(
             SimLister {
                 sim: self.sim.clone(),
@@ -374,12 +380,15 @@ impl Schedule {
             self.folder_scan(run, rt);
             return Ok(());
         }
-        if self.source == Source::Sqs {
-            // No listing: the ledger's own retries, and SQS-found objects forgotten a
-            // lookback after they finished (`Core::forget_notified`).
+        if self.source != Source::Listing {
+            // SQS-found objects forgotten a lookback after their time
+            // (`Core::forget_notified`, run by the SQS side's heartbeat).
             run.ledger
                 .forget_older("sqs", now.saturating_sub(self.lookback))
                 .unwrap();
+        }
+        if self.source == Source::Sqs {
+            // No listing: the ledger's own retries.
             let again = requeue(&run.ledger, now, None, &self.log);
             self.note(|| format!("requeue: {} due again", again.len()));
             run.work.extend(again);
@@ -623,6 +632,10 @@ impl Schedule {
         for m in &marks {
             if matches!(m.end, Some(End::Done | End::Failed(_))) {
                 let key = key_of(&m.id);
+                self.out
+                    .finished_at
+                    .entry(key.clone())
+                    .or_insert(self.sim.world().now);
                 self.out.finished.insert(key);
             }
         }
@@ -886,6 +899,7 @@ fn schedule(s: &mut Schedule, rt: &tokio::runtime::Runtime) -> Result<(), String
             let held = run.tracker.len();
             s.receive(&mut run);
             if run.work.is_empty() && run.tracker.len() == held {
+                s.settle(&mut run, true);
                 break;
             }
         }
@@ -1043,7 +1057,15 @@ fn check(s: &Schedule, run: &Run) -> Result<(), String> {
             .unwrap()
             .into_iter()
             .filter(|(id, e)| {
+                // In hybrid mode such an entry is kept for a lookback by time (the `sqs`
+                // group), so a notification that comes again finds it done.
+                let kept = run
+                    .ledger
+                    .time_group(id)
+                    .unwrap()
+                    .is_some_and(|(_, t)| t + s.lookback >= w.now);
                 e.status == Status::Done
+                    && !kept
                     && key_day(&id[s3_id(BUCKET, &prefix).len()..]).is_some_and(|d| d < horizon)
             })
             .map(|(id, _)| id)
@@ -1125,6 +1147,9 @@ fn promised(objects: &BTreeMap<String, Obj>, o: &Obj, lookback: u32) -> bool {
 /// * `FolderForgetsPresent` (folder): finished entries are forgotten while their files are
 ///   still in the folder (as forgetting by landing time did, before `chmod -R` made old
 ///   files look new).
+/// * `HybridForgetsAtOnce` (hybrid): a done entry below its prefix's forget line is
+///   forgotten at its commit, as in listing mode, so a notification handed back at a stop
+///   ships its object again.
 /// * `AgedAtThisReceive` (hybrid): a notification's age is judged at this receive rather
 ///   than its first, so a message first received in time whose claim a crash lost comes
 ///   back older than the lookback and is taken as covered by the listing (the loss seeds
@@ -1142,10 +1167,11 @@ enum Mutation {
     UndatedNoticeOld,
     AgedAtThisReceive,
     FolderForgetsPresent,
+    HybridForgetsAtOnce,
 }
 
 impl Mutation {
-    const ALL: [Mutation; 11] = [
+    const ALL: [Mutation; 12] = [
         Mutation::ListDayLate,
         Mutation::WatermarkPastOpen,
         Mutation::ProgressDroppedOnRetry,
@@ -1157,6 +1183,7 @@ impl Mutation {
         Mutation::UndatedNoticeOld,
         Mutation::AgedAtThisReceive,
         Mutation::FolderForgetsPresent,
+        Mutation::HybridForgetsAtOnce,
     ];
 
     /// What the check that catches it says (one of these): the bug is caught for its own
@@ -1174,6 +1201,7 @@ impl Mutation {
             Mutation::UndatedNoticeOld => &["never shipped"],
             Mutation::AgedAtThisReceive => &["never shipped"],
             Mutation::FolderForgetsPresent => &["repeated"],
+            Mutation::HybridForgetsAtOnce => &["repeated"],
         }
     }
 }

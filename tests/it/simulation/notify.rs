@@ -11,7 +11,7 @@
 //! `Tracker`; the schedule carries out their verdicts some steps later (the engine's settle
 //! loop), so a crash can fall between a decision and its SQS call.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +67,9 @@ pub(super) struct SimQueue {
     /// the listing.
     pub(super) received_age: HashMap<String, u32>,
     pub(super) deleted: u64,
+    /// Messages whose deletion was decided and not carried out (still in the settle loop,
+    /// or lost in a crash): the SQS counterpart of events delivered and not committed.
+    undeleted: HashSet<String>,
 }
 
 impl SimQueue {
@@ -82,6 +85,7 @@ impl SimQueue {
             announced: HashMap::new(),
             received_age: HashMap::new(),
             deleted: 0,
+            undeleted: HashSet::new(),
         }
     }
 
@@ -186,6 +190,10 @@ impl Schedule {
             m.receive_count += 1;
             m.receipt = receipt;
             let first_received = *m.first_received.get_or_insert(now);
+            // Back although its deletion was decided: what it names may have been finished
+            // and forgotten since, and may ship again, as events delivered and not committed
+            // do after a crash.
+            let came_back = q.undeleted.remove(&id);
             m.visible_at = now + visibility;
             let (keys, dated, sent, receive_count) =
                 (m.keys.clone(), m.dated, m.sent, m.receive_count);
@@ -212,6 +220,8 @@ impl Schedule {
                         time,
                         sent: Some(sent),
                         first_received: Some(first_received),
+                        receive_count,
+                        max_receive_count,
                     };
                     match self.mutation {
                         // The planted bug: an undated notification taken as ancient.
@@ -219,7 +229,7 @@ impl Schedule {
                             dated.time = Some(0);
                         }
                         // The planted bug: the age judged now, not at the first receive.
-                        Some(Mutation::AgedAtThisReceive) => dated.first_received = None,
+                        Some(Mutation::AgedAtThisReceive) => dated.first_received = Some(now),
                         _ => {}
                     }
                     let behind =
@@ -231,10 +241,15 @@ impl Schedule {
                 }
                 let size = self.sim.world().objects[key].events;
                 let id = s3_id(BUCKET, key);
-                if self.out.finished.contains(key) && run.ledger.entry(&id).unwrap().is_none() {
-                    // Shipped, and forgotten a lookback after its claim: a notification
+                let finished_long_ago = self
+                    .out
+                    .finished_at
+                    .get(key)
+                    .is_some_and(|t| *t + lookback <= now);
+                if (finished_long_ago || came_back) && run.ledger.entry(&id).unwrap().is_none() {
+                    // Shipped a lookback ago or more, and forgotten since: a notification
                     // received that much later (a duplicate that waited in the queue) ships
-                    // it again, a repeat the README states (never a loss).
+                    // it again, a repeat `docs/delivery.md` states (never a loss).
                     for i in 0..size {
                         *self.out.repeat_budget.entry((id.clone(), i)).or_default() += 1;
                     }
@@ -287,6 +302,18 @@ impl Schedule {
         if verdicts.is_empty() {
             return;
         }
+        if let Some(q) = self.queue.as_mut() {
+            for v in &verdicts {
+                let deletes = match v {
+                    Verdict::Delete(_) | Verdict::Entrust(_) => true,
+                    Verdict::Quarantine(_) => q.delete_quarantined,
+                    Verdict::Retry(..) => false,
+                };
+                if deletes {
+                    q.undeleted.insert(v.held().message_id.clone());
+                }
+            }
+        }
         let verdicts = if self.mutation == Some(Mutation::EntrustedUnsynced) {
             // The planted bug: messages of objects left to the ledger's retry are deleted
             // without first making the ledger's record of them durable.
@@ -325,10 +352,12 @@ impl Schedule {
         match &v {
             Verdict::Delete(_) | Verdict::Entrust(_) => {
                 q.messages.remove(&id);
+                q.undeleted.remove(&id);
                 q.deleted += 1;
             }
             Verdict::Quarantine(_) if delete_quarantined => {
                 q.messages.remove(&id);
+                q.undeleted.remove(&id);
                 q.deleted += 1;
             }
             Verdict::Quarantine(_) => {}
