@@ -35,12 +35,26 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let text = std::fs::read_to_string(&path).unwrap();
         let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
         for (i, _) in code.match_indices("crate::") {
-            let used: String = code[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            if !used.is_empty() && used != top {
-                edges.entry(top.to_string()).or_default().insert(used);
+            let after = &code[i + 7..];
+            // `crate::{a::X, b}`: the first segment of each item of the group.
+            let names: Vec<&str> = match after.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|item| item.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![after],
+            };
+            for name in names {
+                let used: String = name
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !used.is_empty() && used != top {
+                    edges.entry(top.to_string()).or_default().insert(used);
+                }
             }
         }
     }
@@ -80,6 +94,21 @@ fn top_level_modules_import_without_a_circle() {
             panic!("import circle: {}", c.join(" -> "));
         }
     }
+    // A grouped import is read too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("low")).unwrap();
+    std::fs::write(
+        dir.path().join("low/mod.rs"),
+        "use crate::{high::X, base};\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("high.rs"), "use crate::low::Y;\n").unwrap();
+    let grouped = imports(dir.path());
+    let mut path = vec!["low".to_string()];
+    assert!(
+        circle(&grouped, "low", &mut path).is_some(),
+        "a circle through a grouped import is not seen: {grouped:?}"
+    );
     let mut planted = edges.clone();
     planted
         .entry("config".into())

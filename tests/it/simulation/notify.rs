@@ -142,7 +142,14 @@ impl Schedule {
                 keys.push(fresh[i].0.clone());
             }
             let dated = self.rng.chance(500);
-            let sent = (*appears).max(now.saturating_sub(60));
+            // S3 sends it when the object lands, and after a long pause it has waited in
+            // the queue since then; or (drawn) it was sent just now (a notification
+            // delayed upstream, an object copied in late).
+            let sent = if self.rng.chance(200) {
+                *appears
+            } else {
+                (*appears).max(now.saturating_sub(60))
+            };
             let delay = self.rng.below(120) as u32;
             q.send(keys.clone(), dated, sent, sent + delay);
             if self.verbose {
@@ -374,7 +381,11 @@ impl Schedule {
         };
         let visibility = q.visibility;
         for receipt in run.tracker.due(Duration::ZERO) {
-            if let Some((_, m)) = q.current(&receipt) {
+            // SQS refuses to extend a message whose visibility has lapsed
+            // (`MessageNotInflight`): it is back in the queue for anyone.
+            if let Some((_, m)) = q.current(&receipt)
+                && m.visible_at > now
+            {
                 m.visible_at = now + visibility;
             }
         }
