@@ -696,12 +696,45 @@ fn vector_acked(vector: &Path, cli: &Path, events: u64, json_bytes: u64) -> Opti
 }
 
 /// A process's peak resident set (`VmHWM`), 0 when it cannot be read.
+/// Polls a running host every `every` until `done` says so (given the seconds since the
+/// start), with its peak resident memory tracked: returns the seconds and the peak in kB.
+/// Fails the bench if the host exits early or 900 s pass (`progress` says how far it got).
+fn watch_host(
+    child: &mut std::process::Child,
+    every: Duration,
+    mut done: impl FnMut(f64) -> bool,
+    progress: impl Fn() -> String,
+) -> (f64, u64) {
+    let t = Instant::now();
+    let mut peak_kb = 0;
+    loop {
+        peak_kb = peak_kb.max(vm_hwm_kb(child.id()));
+        let secs = t.elapsed().as_secs_f64();
+        if done(secs) {
+            return (secs, peak_kb);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the host exited early");
+        assert!(
+            t.elapsed() < Duration::from_secs(900),
+            "{} after 900 s",
+            progress()
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// A process's peak resident memory so far (`VmHWM`), in kB.
 fn vm_hwm_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmHWM")
+}
+
+/// One `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`), 0 when unreadable.
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)

@@ -11,10 +11,10 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::receiver::Receiver;
-use crate::{COPIES, DAY_DIR, corpus_dir, host, repo, vm_hwm_kb};
+use crate::{COPIES, DAY_DIR, corpus_dir, host, proc_status_kb, repo, vm_hwm_kb, watch_host};
 
 /// The backlog: the bench corpus copied into this many day folders.
 const DAYS: usize = 5;
@@ -111,27 +111,15 @@ pub fn backlog(fb: &Path, settings: &[(&str, &str)]) -> Run {
         .stderr(Stdio::null())
         .spawn()
         .expect("start Fluent Bit");
-    let t = Instant::now();
-    let mut peak_kb = 0;
-    let secs = loop {
-        peak_kb = peak_kb.max(vm_hwm_kb(child.id()));
-        if receiver.line_count() >= want {
-            break t.elapsed().as_secs_f64();
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "Fluent Bit exited early"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(900),
-            "{} of {want} lines after 900 s",
-            receiver.line_count()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (secs, mut peak_kb) = watch_host(
+        &mut child,
+        Duration::from_millis(100),
+        |_| receiver.line_count() >= want,
+        || format!("{} of {want} lines", receiver.line_count()),
+    );
     std::thread::sleep(SETTLE);
     peak_kb = peak_kb.max(vm_hwm_kb(child.id()));
-    let idle_kb = vm_rss_kb(child.id());
+    let idle_kb = proc_status_kb(child.id(), "VmRSS");
     let _ = child.kill();
     let _ = child.wait();
     Run {
@@ -141,16 +129,4 @@ pub fn backlog(fb: &Path, settings: &[(&str, &str)]) -> Run {
         idle_kb,
         requests: receiver.requests().len(),
     }
-}
-
-/// A process's resident set now (`VmRSS`), 0 when it cannot be read.
-fn vm_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -133,29 +133,18 @@ fn pace_fluent_bit(fb: &std::path::Path) -> (f64, f64, u64) {
             }
         }
     });
-    let t = Instant::now();
     let mut all_at = None;
-    let mut hwm = 0;
-    loop {
-        hwm = hwm.max(crate::vm_hwm_kb(child.id()));
-        if all_at.is_none() && records.load(Ordering::Relaxed) >= OBJECTS as u64 {
-            all_at = Some(t.elapsed().as_secs_f64());
-        }
-        if all_at.is_some() && queue::messages_in(&q) == 0 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "Fluent Bit exited early"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(900),
-            "{} of {OBJECTS} records after 900 s",
-            records.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let emptied = t.elapsed().as_secs_f64();
+    let (emptied, hwm) = crate::watch_host(
+        &mut child,
+        Duration::from_millis(200),
+        |secs| {
+            if all_at.is_none() && records.load(Ordering::Relaxed) >= OBJECTS as u64 {
+                all_at = Some(secs);
+            }
+            all_at.is_some() && queue::messages_in(&q) == 0
+        },
+        || format!("{} of {OBJECTS} records", records.load(Ordering::Relaxed)),
+    );
     let _ = child.kill();
     let _ = child.wait();
     drop(rt);

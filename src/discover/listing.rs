@@ -1,5 +1,5 @@
 //! S3 listing calls and the clock, behind traits: the engine uses S3 and the system clock;
-//! the simulation (`tests/it/simulation.rs`) drives discovery with an in-memory bucket and a
+//! the simulation (`tests/it/simulation/`) drives discovery with an in-memory bucket and a
 //! hand-moved clock through thousands of seeded schedules.
 
 use std::future::Future;
