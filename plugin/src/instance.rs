@@ -174,6 +174,9 @@ impl Instance {
             let Some(batch) = self.engine.take_paced() else {
                 if self.trim.quiet() {
                     crate::trim::give_back_free_memory();
+                    self.engine.logger().debug(format_args!(
+                        "backlog over: free memory given back to the system (malloc_trim)"
+                    ));
                 }
                 return None;
             };
