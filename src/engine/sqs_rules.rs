@@ -277,8 +277,6 @@ pub struct Dated {
     pub first_received: Option<u32>,
     /// How often SQS has handed it out, this time included (`ApproximateReceiveCount`).
     pub receive_count: u32,
-    /// The receive count at which a failing message is quarantined.
-    pub max_receive_count: u32,
 }
 
 /// Whether a notified key lies behind its prefix's listing horizon, and if so whether it is
@@ -286,10 +284,9 @@ pub struct Dated {
 /// undated, it ships (a repeat, never a loss). Its age is judged at its first receive, not
 /// now: a message first received in time whose claim a crash lost comes back older, and
 /// must still ship (the simulation found that loss, `tests/it/simulation/notify.rs`). A
-/// redelivery without that time ships too. A message received more often than it is
-/// quarantined at has seen each of its objects end in an earlier receive: it is judged
-/// now, so one that keeps coming back for want of a redrive policy does not ship the
-/// objects the listing forgot at every visibility timeout.
+/// redelivery without that time ships too. (A message that keeps coming back for want of a
+/// redrive policy may so ship an object the listing forgot again, once the ledger's hybrid
+/// keeping, a lookback past the forget line, is over: a repeat, never a loss.)
 pub fn behind_listing(
     ledger: &Ledger,
     bucket: &str,
@@ -304,14 +301,10 @@ pub fn behind_listing(
     if !below {
         return Behind::No;
     }
-    let seen = if dated.receive_count > dated.max_receive_count {
-        now
-    } else {
-        match dated.first_received {
-            Some(f) => f.min(now),
-            None if dated.receive_count > 1 => return Behind::Late,
-            None => now,
-        }
+    let seen = match dated.first_received {
+        Some(f) => f.min(now),
+        None if dated.receive_count > 1 => return Behind::Late,
+        None => now,
     };
     let recent = dated
         .time
@@ -359,7 +352,6 @@ mod tests {
             sent: Some(sent),
             first_received,
             receive_count: 2,
-            max_receive_count: 5,
         };
         let judge = |d| behind_listing(&ledger, "b", &key, DAY, d, now);
         // First received an hour after it was sent: the object landed late and ships,
@@ -374,12 +366,12 @@ mod tests {
         assert_eq!(judge(first), Behind::Covered);
         // A redelivery whose first receive is unknown: shipped (a repeat, never a loss).
         assert_eq!(judge(at(None)), Behind::Late);
-        // Received more often than it is quarantined at: judged now.
+        // However often it came back: aged at its first receive.
         let cycling = Dated {
-            receive_count: 6,
+            receive_count: 60,
             ..at(Some(sent + 3600))
         };
-        assert_eq!(judge(cycling), Behind::Covered);
+        assert_eq!(judge(cycling), Behind::Late);
         // Undated: ships.
         assert_eq!(judge(Dated::default()), Behind::Late);
         // Known to the ledger, or not behind the horizon: the usual rules.

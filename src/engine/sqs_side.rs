@@ -149,6 +149,9 @@ pub(super) async fn heartbeat_loop(
 ) {
     let visibility = queue.config.visibility_timeout;
     let tick = (visibility / 4).max(Duration::from_millis(500));
+    // Once at start too: a shipper restarted more often than every five minutes would
+    // otherwise never forget.
+    core.forget_notified();
     let mut last_forget = std::time::Instant::now();
     loop {
         tokio::select! {
@@ -211,7 +214,6 @@ impl Core {
                     sent: m.sent,
                     first_received: m.first_received,
                     receive_count: m.receive_count,
-                    max_receive_count: queue.config.max_receive_count,
                 };
                 match sqs_rules::behind_listing(
                     &self.ledger,
@@ -256,7 +258,8 @@ impl Core {
         now: u32,
     ) -> (Vec<ObjectRef>, Option<Verdict>) {
         // How each object is forgotten: a key the listing covers by the listing's own rule
-        // (forgetting it sooner would let the listing ship it again), others by claim time.
+        // (forgetting it sooner would let the listing ship it again), others a lookback
+        // after they finish (the `sqs` group; the claim's time stands until then).
         let candidates = candidates
             .into_iter()
             .map(|object| sqs_rules::Candidate {
@@ -278,7 +281,7 @@ impl Core {
 
     /// How a notified object is forgotten once shipped: `None` for a key under a prefix the
     /// listing walks (its watermark's forget line does it), the flat listing's group and
-    /// time for a flat listing, else SQS's group by claim time.
+    /// time for a flat listing, else SQS's group (forgotten a lookback after the finish).
     pub(super) fn forget_rule(&self, object: &ObjectRef, now: u32) -> Option<(String, u32)> {
         let listed = match (&self.config.source, &object.location) {
             (Source::S3(s3), crate::object::Location::S3 { bucket, key }) if self.listing => {

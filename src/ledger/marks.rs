@@ -73,11 +73,21 @@ impl Ledger {
                 if notified {
                     let mut times = txn.open_table(TIMES)?;
                     let mut timed = txn.open_table(TIMED)?;
+                    // Below the old line, every done entry was given its time already.
+                    let old_line = txn
+                        .open_table(FLOORS)?
+                        .get(prefix_id)?
+                        .map(|v| v.value().to_string());
+                    let from = old_line
+                        .filter(|l| l.as_str() > prefix_id)
+                        .unwrap_or_else(|| prefix_id.to_string());
                     let mut done = Vec::new();
-                    for row in table.range(prefix_id..forget_below)? {
-                        let (k, v) = row?;
-                        if Entry::decode(v.value()).is_some_and(|e| e.status == Status::Done) {
-                            done.push(k.value().to_string());
+                    if from.as_str() < forget_below {
+                        for row in table.range(from.as_str()..forget_below)? {
+                            let (k, v) = row?;
+                            if Entry::decode(v.value()).is_some_and(|e| e.status == Status::Done) {
+                                done.push(k.value().to_string());
+                            }
                         }
                     }
                     for id in done {

@@ -249,6 +249,12 @@ impl Ledger {
                         table.insert(o.id, e.encode().as_slice())?;
                         open.insert(o.id, ())?;
                         if let Some((group, secs)) = o.forget_by {
+                            // A row left by an earlier entry of this id (forgotten by another
+                            // rule) would forget this one early.
+                            let stale = timed.get(o.id)?.map(|v| v.value().to_string());
+                            if let Some(stale) = stale {
+                                times.remove(stale.as_str())?;
+                            }
                             let key = time_key(group, secs, o.id);
                             times.insert(key.as_str(), ())?;
                             timed.insert(o.id, key.as_str())?;

@@ -228,7 +228,6 @@ impl Schedule {
                         sent: Some(sent),
                         first_received: Some(first_received),
                         receive_count,
-                        max_receive_count,
                     };
                     match self.mutation {
                         // The planted bug: an undated notification taken as ancient.
