@@ -43,6 +43,7 @@ mod digests;
 pub mod handoff;
 pub mod pace;
 mod progress;
+pub mod reading;
 pub mod sqs_rules;
 mod sqs_side;
 mod wiring;

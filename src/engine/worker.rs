@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use super::Core;
+use super::reading::ObjectReader;
 use super::sqs_side::{heartbeat_loop, receive_loop};
-use super::{CHUNK_START, Core};
-use crate::digest::Sha256;
-use crate::discover::folder;
 use crate::discover::{Discovery, Sink};
 use crate::engine::handoff::{Chunk, End, Mark};
 use crate::ledger::Span;
@@ -19,7 +18,7 @@ use crate::observe::Observe;
 use crate::observe::metrics::{Metrics, Op, Outcome};
 use crate::read::decode;
 use crate::read::fetch::{FetchError, Opened, open};
-use crate::read::split::{SplitError, SplitOptions, Stop, split};
+use crate::read::split::Stop;
 use crate::timestamp::EventTime;
 
 impl Core {
@@ -194,7 +193,7 @@ impl Core {
 
     /// Decodes, splits and encodes on a blocking thread, pushing chunks as they fill.
     pub(super) fn split_object(&self, object: &ObjectRef, opened: Opened) {
-        let (skip, passed) = self.resume_at(object);
+        let resume = self.resume_at(object);
         let fallback = opened.last_modified.unwrap_or(object.last_modified);
         let m = self.observe.clone();
         let downloaded = Counted {
@@ -202,135 +201,29 @@ impl Core {
             observe: m.clone(),
             decompressed: false,
         };
-        // The SHA-256 the digests name costs a fifth of this thread's time (scripts/bench:
-        // engine-msgpack-sha256), so it is kept only when digests are checked.
-        let mut reader = Hashing {
-            inner: Counted {
-                inner: decode::open_stream(downloaded, self.config.max_object_bytes),
-                observe: m,
-                decompressed: true,
-            },
-            hash: self.config.digest.is_some().then(Sha256::default),
+        let decoded = Counted {
+            inner: decode::open_stream(downloaded, self.config.max_object_bytes),
+            observe: m,
+            decompressed: true,
         };
-        // Chunk buffers start small and grow by doubling: the queue's byte budget counts
-        // lengths, so capacity must stay within 2x of them (objects are mostly small).
-        let mut buf = Vec::with_capacity(CHUNK_START);
-        let mut events = 0u64;
-        let mut newest = 0u32;
-        let options = SplitOptions {
-            skip,
-            passed,
-            fallback,
+        let reader = ObjectReader {
+            encoder: &*self.encoder,
+            log: &self.log,
             max_event_bytes: self.config.max_event_bytes,
+            chunk_target: self.chunk_target,
+            // The SHA-256 the digests name costs a fifth of this thread's time
+            // (scripts/bench: engine-msgpack-sha256), so it is kept only when digests are
+            // checked.
+            hash: self.config.digest.is_some(),
         };
-        let outcome = split(&mut reader, options, |event| {
-            let before = buf.len();
-            if let Err(e) = self.encoder.encode(&event, object, &mut buf) {
-                buf.truncate(before);
-                Metrics::add(&self.observe.metrics.events_unencodable, 1);
-                self.log.error(format_args!(
-                    "{object}: event {} left out: {e}",
-                    event.index
-                ));
-                return Ok(());
-            }
-            events += 1;
-            newest = newest.max(event.time.secs());
-            if buf.len() < self.chunk_target {
-                return Ok(());
-            }
-            let n = std::mem::take(&mut events);
-            let chunk = Chunk {
-                bytes: std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_START)),
-                events: n,
-                mark: Mark {
-                    id: object.id.clone(),
-                    events: n,
-                    position: event.index + 1,
-                    end: None,
-                    newest_event: std::mem::take(&mut newest),
-                    modified: object.last_modified.secs(),
-                    sha256: None,
-                    finding: None,
-                },
-            };
+        let counts = reader.read(object, decoded, resume, fallback, |chunk| {
             self.queue.push(chunk).map_err(|_| Stop)
         });
-        let stats = outcome.stats;
-        Metrics::add(
-            &self.observe.metrics.events_fallback_time,
-            stats.fallback_time,
-        );
-        if stats.fallback_time > 0 {
-            self.log.debug(format_args!(
-                "{object}: {} events had no usable eventTime and carry the object's LastModified",
-                stats.fallback_time
-            ));
+        if let Some(c) = counts {
+            let metrics = &self.observe.metrics;
+            Metrics::add(&metrics.events_unencodable, c.unencodable);
+            Metrics::add(&metrics.events_fallback_time, c.fallback_time);
         }
-        if stats.not_objects > 0 {
-            self.log.warn(format_args!(
-                "{object}: {} elements of Records are not JSON objects (or not UTF-8) and were left out",
-                stats.not_objects
-            ));
-        }
-        let mut sha256 = None;
-        let end = match outcome.error {
-            None => {
-                self.log
-                    .debug(format_args!("{object}: {} events", stats.events));
-                // The hash CloudTrail's digest names covers every byte, those after
-                // `Records` too: the split reads to the end already (nothing may follow the
-                // JSON), and draining here keeps the hash whole whatever it does. A read
-                // failing now leaves the hash unknown.
-                match std::io::copy(&mut reader, &mut std::io::sink()) {
-                    Ok(_) => sha256 = reader.hash.map(Sha256::finish),
-                    Err(e) => self.log.debug(format_args!(
-                        "{object}: its last bytes could not be read for its SHA-256: {e}"
-                    )),
-                }
-                End::Done
-            }
-            Some(SplitError::Stopped) => return,
-            Some(SplitError::Download(reason)) => {
-                self.log.warn(format_args!(
-                    "{object}: {reason}; {} events so far are shipped, the rest follows on a later try",
-                    skip + stats.events
-                ));
-                End::Abandoned(reason)
-            }
-            Some(e) if !folder::unchanged(object) => {
-                self.log.warn(format_args!(
-                    "{object}: {e}, and the file changed while it was read; tried again later"
-                ));
-                End::Abandoned(format!("changed while read: {e}"))
-            }
-            Some(e) => {
-                if e.is_not_cloudtrail() {
-                    self.log.warn(format_args!("{object}: skipped, {e}"));
-                } else {
-                    self.log.error(format_args!(
-                        "{object}: {e}; {} events before the damage were shipped, the rest is skipped",
-                        skip + stats.events
-                    ));
-                }
-                End::Failed(e.to_string())
-            }
-        };
-        buf.shrink_to_fit();
-        let _ = self.queue.push(Chunk {
-            bytes: buf,
-            events,
-            mark: Mark {
-                id: object.id.clone(),
-                events,
-                position: stats.position,
-                end: Some(end),
-                newest_event: newest,
-                modified: object.last_modified.secs(),
-                sha256,
-                finding: None,
-            },
-        });
     }
 }
 
@@ -524,23 +417,6 @@ pub(super) async fn lease_loop(core: Arc<Core>, mut stop: watch::Receiver<bool>)
 
 /// Counts the bytes read through it into the metrics: downloaded (compressed) or
 /// decompressed.
-/// A reader that hashes what passes through it (an object's decompressed bytes), when
-/// it has a hash to keep.
-struct Hashing<R> {
-    inner: R,
-    hash: Option<Sha256>,
-}
-
-impl<R: std::io::Read> std::io::Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hash {
-            h.update(&buf[..n]);
-        }
-        Ok(n)
-    }
-}
-
 pub(super) struct Counted<R> {
     inner: R,
     observe: Arc<Observe>,
