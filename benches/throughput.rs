@@ -30,6 +30,12 @@ mod sqs_pace;
 #[path = "stages/fb_backlog.rs"]
 mod fb_backlog;
 
+#[path = "stages/org_fb.rs"]
+mod org_fb;
+
+#[path = "../tests/real/http_get.rs"]
+mod http_get;
+
 #[path = "../tests/real/queue.rs"]
 mod queue;
 
@@ -414,6 +420,17 @@ fn run_stage(stage: &str) {
             println!("RESULT {}", serde_json::to_string(&out).unwrap());
             return;
         }
+        "org-fb" => {
+            let Some(fb) = std::env::var_os("FLUENT_BIT") else {
+                eprintln!("org-fb: skipped (set FLUENT_BIT to a Fluent Bit binary)");
+                return;
+            };
+            let (secs, peak_kb, note) = org_fb::run(Path::new(&fb));
+            let mut out = result(stage, 0, 0, Duration::from_secs_f64(secs), &note);
+            out.peak_rss_kb = peak_kb;
+            println!("RESULT {}", serde_json::to_string(&out).unwrap());
+            return;
+        }
         "org-listing" => {
             let (secs, note) = org_listing::run();
             result(stage, 0, 0, Duration::from_secs_f64(secs), &note)
@@ -793,6 +810,7 @@ fn main() {
         "sqs-pace",
         "fb-backlog",
         "org-listing",
+        "org-fb",
     ] {
         if !wanted(stage) {
             continue;

@@ -7,6 +7,7 @@ mod data;
 mod digest_data;
 mod engine;
 mod faults;
+mod findings_ahead;
 mod host;
 mod http_output;
 mod import_layers;

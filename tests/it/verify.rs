@@ -56,7 +56,7 @@ fn write_settings(dir: &Path, name: &str, props: &[(&str, String)]) -> PathBuf {
 /// A recent day (`YYYY-MM-DD`) whose 16:00 is past, and less than a day ago: its 12:00 and
 /// 13:00 digests are then more than two hours old whenever the test runs, so a trail whose
 /// last digest is one of them is silent (said) at every time of day, not only at some.
-fn recent_day() -> String {
+pub fn recent_day() -> String {
     let (y, m, d) = cloudtrail_s3::timestamp::civil_from_days(
         (i64::from(cloudtrail_s3::timestamp::EventTime::now().secs()) - 16 * 3600) / 86_400,
     );

@@ -19,14 +19,14 @@
 //! receiver may have the events a second before the counters say so).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Failed;
 
 use crate::check::{Expected, Tally, Time};
 use crate::fluent_bit::{Conf, Fb, FluentBit, RUN_LIMIT, http_output, s3_input, section};
+use crate::http_get::{free_addr, get};
 use crate::json::J;
 use crate::proxy::{AccessDenied, CountingProxy};
 use crate::receiver::Receiver;
@@ -79,35 +79,6 @@ fn wait_for(host: &mut Fb, what: &str, limit: Duration, mut done: impl FnMut() -
         "timed out after {limit:?} waiting for {what}\n{}",
         host.stderr_tail(30)
     );
-}
-
-/// A free port on 127.0.0.1 for `metrics.listen` (bound, read, released).
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// `GET path` on `addr`: status and body, `None` while nothing listens or the answer is
-/// not a whole HTTP response.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: fb_metrics\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).ok()?;
-    let answer = String::from_utf8(answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })?;
-    (length == body.len()).then(|| (status, body.to_string()))
 }
 
 /// `/health`: status, the JSON answer and its text.

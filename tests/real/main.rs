@@ -33,6 +33,7 @@ mod check;
 mod child;
 mod fluent_bit;
 mod harness;
+mod http_get;
 mod proxy;
 mod queue;
 mod receiver;
