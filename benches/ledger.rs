@@ -61,6 +61,18 @@ fn fill(ledger: &Ledger, from: u64, to: u64, now: u32) {
     }
 }
 
+/// This process's resident memory now (`VmRSS`), in kB: the ledger's cache is most of it.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("ledger: benchmark");
@@ -73,15 +85,21 @@ fn main() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("bench.db");
     let now = 1_790_000_000;
-    let mut ledger = Ledger::open(Some(&path), None, now).unwrap();
+    // `LEDGER_CACHE=1024M` runs it with another page cache than the shipper's.
+    let cache = std::env::var("LEDGER_CACHE")
+        .ok()
+        .and_then(|c| c.trim_end_matches('M').parse::<usize>().ok())
+        .map_or(cloudtrail_s3::ledger::CACHE_BYTES, |mb| mb << 20);
+    let mut ledger = Ledger::open_with_cache(Some(&path), None, now, cache).unwrap();
     println!(
-        "ledger benchmark: {} (durable commits: write + fsync)",
-        path.display()
+        "ledger benchmark: {} (durable commits: write + fsync), page cache {} MB",
+        path.display(),
+        cache >> 20
     );
     println!(
-        "| tracked objects | commit p50 ms | commit p99 ms | commit max ms | claim 100 p50 ms | claim 100 p99 ms | file MB | compacted MB | compaction s |"
+        "| tracked objects | commit p50 ms | commit p99 ms | commit max ms | claim 100 p50 ms | claim 100 p99 ms | file MB | compacted MB | compaction s | RSS MB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut filled = 0;
     let mut next = 10_000_000u64;
     for size in sizes {
@@ -122,7 +140,7 @@ fn main() {
         let compaction = t.elapsed();
         let compacted = std::fs::metadata(&path).unwrap().len();
         println!(
-            "| {size} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            "| {size} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} |",
             ms(percentile(&commits, 0.5)),
             ms(percentile(&commits, 0.99)),
             ms(*commits.last().unwrap()),
@@ -130,7 +148,8 @@ fn main() {
             ms(percentile(&claims, 0.99)),
             bytes as f64 / 1e6,
             compacted as f64 / 1e6,
-            compaction.as_secs_f64()
+            compaction.as_secs_f64(),
+            rss_kb() as f64 / 1024.0
         );
     }
 }

@@ -33,6 +33,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use entry::{Entry, Span, Status, holds_watermark};
 use marks::time_key;
+pub use store::CACHE_BYTES;
 
 use mark::Mark;
 

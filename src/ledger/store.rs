@@ -13,13 +13,31 @@ use super::{
     WATERMARKS, legacy,
 };
 
+/// The ledger file's page cache. redb's default is 1 GiB, filled as pages are read and
+/// written, so a shipper's memory grew with its ledger: an organization's two-day lookback
+/// (millions of entries, hundreds of megabytes of file) would have stayed resident. Pages
+/// beyond the cache are read through the kernel's page cache, which the system can take
+/// back; `scripts/bench ledger` measures what the bound costs a commit.
+pub const CACHE_BYTES: usize = 16 << 20;
+
 impl Ledger {
     /// Opens the ledger at `path` (created when missing), or one in memory. A JSON state
     /// file of an earlier release is converted; `bucket` names the bucket its listing
     /// positions belong to.
     pub fn open(path: Option<&Path>, bucket: Option<&str>, now: u32) -> Result<Self, LedgerError> {
+        Self::open_with_cache(path, bucket, now, CACHE_BYTES)
+    }
+
+    /// [`Ledger::open`] with a page cache of `cache_bytes` (the benchmark compares sizes).
+    pub fn open_with_cache(
+        path: Option<&Path>,
+        bucket: Option<&str>,
+        now: u32,
+        cache_bytes: usize,
+    ) -> Result<Self, LedgerError> {
         let Some(path) = path else {
             let db = Database::builder()
+                .set_cache_size(cache_bytes)
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(|e| store_err(Path::new(":memory:"), e))?;
             return Self::init(db, None, None);
@@ -50,7 +68,10 @@ impl Ledger {
         if let Some(old) = old {
             let fresh = with_suffix(path, ".converting");
             let _ = fs::remove_file(&fresh);
-            let db = Database::create(&fresh).map_err(|e| store_err(&fresh, e))?;
+            let db = Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(&fresh)
+                .map_err(|e| store_err(&fresh, e))?;
             let ledger = Self::init(db, None, None)?;
             ledger.import(&old, bucket, now)?;
             drop(ledger);
@@ -58,7 +79,7 @@ impl Ledger {
             fs::rename(&fresh, path).map_err(io)?;
             sync_dir(path).map_err(io)?;
         }
-        let db = match Database::create(path) {
+        let db = match Database::builder().set_cache_size(cache_bytes).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(LedgerError::InUse { path: path.into() });
