@@ -27,6 +27,9 @@ use crate::ledger::{Ledger, Status};
 use crate::object::s3_id;
 use crate::timestamp::EventTime;
 
+/// Announced digests kept waiting for their turn, at most.
+const WAITING_MAX: usize = 100_000;
+
 /// Log files fetched at once while their hashes are checked.
 const FETCHES: usize = 8;
 
@@ -43,6 +46,15 @@ struct Tracked {
     read_at: EventTime,
     hour: HourReport,
     pending: Vec<LogFile>,
+}
+
+/// How the digests given to a read were found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// By listing their folders: every digest of a stream since the last pass, in order.
+    Listed,
+    /// By notifications, which may come late, twice, or out of order.
+    Announced,
 }
 
 /// What one listed file came to.
@@ -84,6 +96,9 @@ pub struct Audit<L, R, K> {
     positions: std::collections::HashMap<String, i64>,
     /// Digests whose files are not all settled, in the order read.
     tracked: Vec<Tracked>,
+    /// Digests announced by notifications and not read yet (out of order, or not readable
+    /// then): tried again with the next ones announced, until a pass reads them.
+    waiting: std::collections::BTreeSet<String>,
     /// Streams reported silent, with the end of their last digest then (reported again
     /// only after a newer digest).
     silent: std::collections::HashMap<Stream, EventTime>,
@@ -148,6 +163,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             seen: HashSet::new(),
             positions: std::collections::HashMap::new(),
             tracked: Vec::new(),
+            waiting: Default::default(),
             silent: std::collections::HashMap::new(),
             counts: Arc::default(),
             remembers: None,
@@ -201,47 +217,10 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                 }
             }
         }
-        for (stream, mut digests) in streams {
-            digests.sort();
-            for (end, key) in digests {
-                let at = Location {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                };
-                match self.read_digest(&stream, &at).await {
-                    Ok((tracked, link)) => {
-                        self.seen.insert(key);
-                        self.counts.digests.fetch_add(1, Ordering::Relaxed);
-                        if let Some(l) = link {
-                            let l = format!(
-                                "{} {} {}: {l}",
-                                stream.account, stream.region, stream.trail
-                            );
-                            out.chain.push(l.clone());
-                            out.findings.push(l);
-                        }
-                        let t = Tracked {
-                            end,
-                            read_at: now,
-                            ..tracked
-                        };
-                        out.findings.extend(
-                            t.hour
-                                .problems
-                                .iter()
-                                .map(|p| format!("{}: {p}", t.hour.digest)),
-                        );
-                        self.tracked.push(t);
-                    }
-                    // The stream's later digests wait for the next pass: read now, they
-                    // would be linked past this one and report a gap that is not there.
-                    Err(e) => {
-                        out.errors.push(e);
-                        break;
-                    }
-                }
-            }
-        }
+        self.read_streams(streams, Order::Listed, now, &mut out)
+            .await;
+        let seen = &self.seen;
+        self.waiting.retain(|k| !seen.contains(k));
         for (stream, end, at) in self.chains.ends() {
             if to.secs().saturating_sub(end.secs()) > SILENT_AFTER {
                 let line = format!(
@@ -280,6 +259,111 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         c.findings
             .fetch_add(out.findings.len() as u64, Ordering::Relaxed);
         out
+    }
+
+    /// Reads the digests announced by notifications (SQS), as they arrive: no listing. Each
+    /// is read only if it continues its stream's chain (it names the last digest read, or
+    /// starts a chain); one that does not, and the stream's later ones, wait: for the one
+    /// before them to be announced, or for the next listing pass, which reads a stream's
+    /// digests in order. Then every tracked digest's unsettled files are checked, as a pass
+    /// does.
+    pub async fn announced(
+        &mut self,
+        ledger: Option<&Ledger>,
+        keys: &[String],
+        from: EventTime,
+        to: EventTime,
+        now: EventTime,
+    ) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        let bucket = self.lister.bucket().to_string();
+        let (lo, hi) = (from.secs(), to.secs().saturating_add(3600));
+        let mut streams: BTreeMap<Stream, Vec<(EventTime, String)>> = BTreeMap::new();
+        self.waiting.extend(keys.iter().cloned());
+        let seen = &self.seen;
+        self.waiting.retain(|k| !seen.contains(k));
+        for key in &self.waiting {
+            if let Some((stream, end)) = stream_of(&bucket, key)
+                && end.secs() > lo
+                && end.secs() <= hi
+            {
+                streams.entry(stream).or_default().push((end, key.clone()));
+            }
+        }
+        let read = self.counts.digests.load(Ordering::Relaxed);
+        self.read_streams(streams, Order::Announced, now, &mut out)
+            .await;
+        let read = self.counts.digests.load(Ordering::Relaxed) - read;
+        self.counts.announced.fetch_add(read, Ordering::Relaxed);
+        let seen = &self.seen;
+        self.waiting.retain(|k| !seen.contains(k));
+        // Bounded: the listing passes find every digest anyway.
+        while self.waiting.len() > WAITING_MAX {
+            self.waiting.pop_first();
+        }
+        self.check_files(ledger, now, &mut out).await;
+        self.counts
+            .findings
+            .fetch_add(out.findings.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// Reads each stream's new digests in time order, linking each to the one before.
+    async fn read_streams(
+        &mut self,
+        streams: BTreeMap<Stream, Vec<(EventTime, String)>>,
+        order: Order,
+        now: EventTime,
+        out: &mut PassOutcome,
+    ) {
+        let bucket = self.lister.bucket().to_string();
+        for (stream, mut digests) in streams {
+            digests.sort();
+            for (end, key) in digests {
+                let at = Location {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                };
+                match self.read_digest(&stream, &at, order).await {
+                    // Out of order for a notification: this one and the stream's later
+                    // ones wait for a listing pass.
+                    Ok(None) => {
+                        self.counts.deferred.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(Some((tracked, link))) => {
+                        self.seen.insert(key);
+                        self.counts.digests.fetch_add(1, Ordering::Relaxed);
+                        if let Some(l) = link {
+                            let l = format!(
+                                "{} {} {}: {l}",
+                                stream.account, stream.region, stream.trail
+                            );
+                            out.chain.push(l.clone());
+                            out.findings.push(l);
+                        }
+                        let t = Tracked {
+                            end,
+                            read_at: now,
+                            ..tracked
+                        };
+                        out.findings.extend(
+                            t.hour
+                                .problems
+                                .iter()
+                                .map(|p| format!("{}: {p}", t.hour.digest)),
+                        );
+                        self.tracked.push(t);
+                    }
+                    // The stream's later digests wait for the next pass: read now, they
+                    // would be linked past this one and report a gap that is not there.
+                    Err(e) => {
+                        out.errors.push(e);
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Checks the unsettled files of every tracked digest; settled digests stop being
@@ -350,11 +434,14 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
     /// Reads, checks and links one digest. Returns it tracked with all its files pending,
     /// and what its link to the previous digest says of the hours before it, when that is
     /// not "nothing missing".
+    /// Reads one digest: form, place, signature, link. `None` when it was announced
+    /// ([`Order::Announced`]) and does not continue its stream's chain: not read now.
     async fn read_digest(
         &mut self,
         stream: &Stream,
         at: &Location,
-    ) -> Result<(Tracked, Option<String>), String> {
+        order: Order,
+    ) -> Result<Option<(Tracked, Option<String>)>, String> {
         let (gz, metadata) = match self.reader.get(at).await? {
             Fetched::Found { bytes, metadata } => (bytes, metadata),
             Fetched::Missing => return Err(format!("{at}: listed, then gone")),
@@ -382,9 +469,12 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
                     hour,
                     pending: Vec::new(),
                 };
-                return Ok((t, None));
+                return Ok(Some((t, None)));
             }
         };
+        if order == Order::Announced && !self.chains.continues(stream, &digest) {
+            return Ok(None);
+        }
         hour.end = digest.end_text.clone();
         hour.logs = digest.logs.len();
         if digest.location != *at {
@@ -436,7 +526,7 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
             hour,
             pending: digest.logs,
         };
-        Ok((t, link))
+        Ok(Some((t, link)))
     }
 
     /// What one listed log file comes to now.

@@ -150,6 +150,19 @@ impl Chains {
         link
     }
 
+    /// Whether reading `digest` now keeps `stream`'s digests in time order: it names the
+    /// last one seen, or it starts a chain. A digest announced by a notification that does
+    /// neither waits for a listing pass, which reads a stream's digests in order (its
+    /// predecessor's notification is late or lost, or it is the stream's first since the
+    /// start, whose predecessor a listing may still find).
+    pub fn continues(&self, stream: &Stream, digest: &Digest) -> bool {
+        match (self.last.get(stream), &digest.previous) {
+            (_, None) => true,
+            (Some(last), Some(p)) => p.location == last.location,
+            (None, Some(_)) => false,
+        }
+    }
+
     /// The end of the last digest seen in each stream.
     pub fn ends(&self) -> impl Iterator<Item = (&Stream, EventTime, &Location)> {
         self.last
@@ -214,6 +227,23 @@ mod tests {
             hash: [n; 32],
         };
         (at, d)
+    }
+
+    #[test]
+    fn an_announced_digest_is_read_only_after_the_one_it_names() {
+        let s = stream_of("b", KEY).unwrap().0;
+        let mut c = Chains::default();
+        let (a1, d1) = digest(1, None);
+        let (_, d2) = digest(2, Some((1, [1; 32], "aa")));
+        let (_, d3) = digest(3, Some((2, [2; 32], "bb")));
+        // A stream's first digest since the start names one a listing may still find.
+        assert!(!c.continues(&s, &d2));
+        // A digest that starts a chain is in order whatever came before.
+        assert!(c.continues(&s, &d1));
+        c.follow(&s, &a1, &d1, Some("aa"));
+        assert!(c.continues(&s, &d2));
+        // Announced before the one it names.
+        assert!(!c.continues(&s, &d3));
     }
 
     #[test]

@@ -16,11 +16,15 @@ pub struct Counts {
     pub findings: AtomicU64,
     /// Files shipped from a digest (nothing else had found them).
     pub shipped_from_digests: AtomicU64,
+    /// Digests announced by a notification and read at once.
+    pub announced: AtomicU64,
+    /// Digests announced out of order (left for a listing pass).
+    pub deferred: AtomicU64,
 }
 
 impl Counts {
     /// Each counter with its metric name and help.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -47,6 +51,16 @@ impl Counts {
                 "digest_files_shipped_total",
                 "files a digest listed that nothing else had found, shipped from the digest",
                 get(&self.shipped_from_digests),
+            ),
+            (
+                "digests_announced_total",
+                "digests announced by an SQS notification and read at once, without a listing",
+                get(&self.announced),
+            ),
+            (
+                "digests_deferred_total",
+                "digests announced out of order (the one before not read yet), left for the next listing pass",
+                get(&self.deferred),
             ),
         ]
     }

@@ -140,6 +140,8 @@ struct Core {
     /// Findings sent as records and not committed yet: a pass meanwhile does not send
     /// them again.
     findings_in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Digest keys SQS notifications announced, for the digest loop (`digest.validate`).
+    digests_announced: Arc<digests::Announced>,
 }
 
 impl Core {

@@ -201,6 +201,22 @@ impl Core {
         };
         let mut candidates = Vec::new();
         for a in announced {
+            // A digest of the bucket `digest.validate` checks: read by the digest loop at
+            // once. The message goes with the others: the next listing pass finds the
+            // digest anyway if this shipper stops before reading it.
+            if a.key.contains(crate::discover::DIGEST_DIR)
+                && let Some(d) = &self.config.digest
+                && d.bucket == a.bucket
+            {
+                Metrics::add(&self.observe.metrics.notices_matched, 1);
+                if !self.digests_announced.push(a.key) {
+                    self.log.debug(format_args!(
+                        "sqs message {}: too many announced digests waiting; left to the next digest pass",
+                        m.message_id
+                    ));
+                }
+                continue;
+            }
             if !self.config.selection.matches(&a.key) || a.key.contains(crate::discover::DIGEST_DIR)
             {
                 self.unmatched(&m.message_id, &a.bucket, &a.key, now);

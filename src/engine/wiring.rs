@@ -260,6 +260,7 @@ impl Engine {
             digest_counts: audit.as_ref().map(|(a, _)| a.counts.clone()),
             integrity: audit.as_ref().map(|_| Default::default()),
             findings_in_flight: Mutex::default(),
+            digests_announced: Arc::default(),
             config,
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -5,6 +5,7 @@ mod cli;
 mod conf;
 mod data;
 mod digest_data;
+mod digest_notices;
 mod engine;
 mod faults;
 mod findings_ahead;

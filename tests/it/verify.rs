@@ -444,7 +444,7 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
         assert_eq!(
             crate::host::logs_containing(k)
                 .iter()
-                .filter(|(_, l)| l.contains("found through its digest"))
+                .filter(|(_, l)| l.contains("found through its digest") && l.contains(&bucket))
                 .count(),
             1,
             "{k}"
