@@ -4,6 +4,9 @@
 //! two of the bundled files, a third file deleted before anything read it. The two are
 //! found through the digests and shipped (every event once at the receiver), the deleted
 //! one is reported missing, each said once in the host's log.
+//!
+//! Twice: with a listing pass every second, and with one listing pass (at start) and the
+//! later digest announced on the queue, read at once.
 
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
@@ -18,13 +21,29 @@ use crate::work::Work;
 use crate::{Body, data, queue, server};
 
 pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
-    vec![(
-        "digests::files_no_notification_announced_are_shipped_from_the_digests",
-        heal,
-    )]
+    vec![
+        (
+            "digests::files_no_notification_announced_are_shipped_from_the_digests",
+            |fb| heal(fb, Found::Listed),
+        ),
+        (
+            "digests::a_digest_announced_on_the_queue_is_read_without_a_listing",
+            |fb| heal(fb, Found::Announced),
+        ),
+    ]
 }
 
-fn heal(fb: &FluentBit) -> Result<(), Failed> {
+/// How the shipper finds the 13:00 digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A listing pass every second.
+    Listed,
+    /// One listing pass, at start (`digest.every` an hour); the digest's notification on
+    /// the queue.
+    Announced,
+}
+
+fn heal(fb: &FluentBit, found: Found) -> Result<(), Failed> {
     let tag = fb.tag("digests");
     let work = Work::new(&tag);
     let bucket = server::bucket(&tag);
@@ -66,6 +85,17 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
             k != *deleted && !unannounced.contains(&&k)
         })
         .collect();
+    let mut w = Writer {
+        bucket: &bucket,
+        day: &day,
+        trail: "org",
+        key: &key,
+        previous: None,
+    };
+    // Announced: the trail's first digest since the start is found by the listing pass.
+    if found == Found::Announced {
+        w.write(12, &eleven, None, None);
+    }
     let rx = Receiver::start();
     let dir = work.path().join("host");
     std::fs::create_dir_all(&dir).unwrap();
@@ -84,7 +114,10 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
             ("lookback", "120h"),
             ("digest.validate", "true"),
             ("digest.bucket", &bucket),
-            ("digest.every", "1"),
+            (
+                "digest.every",
+                if found == Found::Listed { "1" } else { "3600" },
+            ),
             ("digest.grace", "0"),
             ("digest.cloudtrail_endpoint", &keys),
             // The only shipper on the queue: files found through digests are its to ship.
@@ -105,15 +138,18 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
     wait_until("the queue to empty", RUN_LIMIT, || {
         queue::messages_in(&q) == 0
     });
-    let mut w = Writer {
-        bucket: &bucket,
-        day: &day,
-        trail: "org",
-        key: &key,
-        previous: None,
-    };
-    w.write(12, &eleven, None, None);
-    w.write(13, &twelve, None, None);
+    if found == Found::Listed {
+        w.write(12, &eleven, None, None);
+    }
+    let thirteen = w.write(13, &twelve, None, None);
+    if found == Found::Announced {
+        queue::send(
+            &q,
+            &format!(
+                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{thirteen}","size":100}}}}}}]}}"#
+            ),
+        );
+    }
     let expected = Expected::of(&shipped);
     let mut tally = Tally::new(&expected, Time::LeadingIso("timestamp"), true);
     wait_until("every event at the receiver", RUN_LIMIT, || {
@@ -121,17 +157,28 @@ fn heal(fb: &FluentBit) -> Result<(), Failed> {
         tally.follow(&rx).all_arrived()
     });
     // A few more passes (one a second): nothing is shipped or said twice.
-    let passes = |h: &crate::fluent_bit::Fb| {
+    let passes = |h: &crate::fluent_bit::Fb, what: &str| {
         h.stderr
             .snapshot()
             .iter()
-            .filter(|l| l.contains("digest: pass over"))
+            .filter(|l| l.contains(what))
             .count()
     };
-    let seen = passes(&host);
-    wait_until("three more digest passes", RUN_LIMIT, || {
-        passes(&host) >= seen + 3
-    });
+    if found == Found::Listed {
+        let seen = passes(&host, "digest: pass over");
+        wait_until("three more digest passes", RUN_LIMIT, || {
+            passes(&host, "digest: pass over") >= seen + 3
+        });
+    } else {
+        // Read at once: the listing pass at start is the only one.
+        assert_eq!(
+            passes(&host, "digest: pass over"),
+            1,
+            "{}",
+            host.stderr_tail(30)
+        );
+        assert!(passes(&host, "digest: announced digests of") >= 1);
+    }
     let status = host.stop();
     assert!(status.success(), "{status}\n{}", host.stderr_tail(30));
     tally.follow(&rx);
