@@ -33,6 +33,9 @@ mod fb_backlog;
 #[path = "stages/org_fb.rs"]
 mod org_fb;
 
+#[path = "stages/month_backfill.rs"]
+mod month_backfill;
+
 #[path = "../tests/real/http_get.rs"]
 mod http_get;
 
@@ -431,6 +434,10 @@ fn run_stage(stage: &str) {
             println!("RESULT {}", serde_json::to_string(&out).unwrap());
             return;
         }
+        "month-backfill" => {
+            let (secs, objects, note) = month_backfill::run();
+            result(stage, objects, 0, Duration::from_secs_f64(secs), &note)
+        }
         "org-listing" => {
             let (secs, note) = org_listing::run();
             result(stage, 0, 0, Duration::from_secs_f64(secs), &note)
@@ -811,6 +818,7 @@ fn main() {
         "fb-backlog",
         "org-listing",
         "org-fb",
+        "month-backfill",
     ] {
         if !wanted(stage) {
             continue;
