@@ -151,16 +151,20 @@ impl Chains {
     }
 
     /// Whether reading `digest` now keeps `stream`'s digests in time order: it names the
-    /// last one seen, or it starts a chain. A digest announced by a notification that does
-    /// neither waits for a listing pass, which reads a stream's digests in order (its
-    /// predecessor's notification is late or lost, or it is the stream's first since the
-    /// start, whose predecessor a listing may still find).
+    /// last one seen. A digest announced by a notification that does not waits for the one
+    /// it names, or for a listing pass, which reads a stream's digests in order: its
+    /// predecessor's notification is late or lost, it is the stream's first since the
+    /// start, or it starts a chain (earlier digests of the stream may still be unread).
     pub fn continues(&self, stream: &Stream, digest: &Digest) -> bool {
         match (self.last.get(stream), &digest.previous) {
-            (_, None) => true,
             (Some(last), Some(p)) => p.location == last.location,
-            (None, Some(_)) => false,
+            _ => false,
         }
+    }
+
+    /// The last digest seen in `stream`.
+    pub fn last(&self, stream: &Stream) -> Option<(&Location, EventTime)> {
+        self.last.get(stream).map(|s| (&s.location, s.end))
     }
 
     /// The end of the last digest seen in each stream.
@@ -238,12 +242,14 @@ mod tests {
         let (_, d3) = digest(3, Some((2, [2; 32], "bb")));
         // A stream's first digest since the start names one a listing may still find.
         assert!(!c.continues(&s, &d2));
-        // A digest that starts a chain is in order whatever came before.
-        assert!(c.continues(&s, &d1));
+        // A digest that starts a chain: earlier ones may still be unread.
+        assert!(!c.continues(&s, &d1));
         c.follow(&s, &a1, &d1, Some("aa"));
+        assert!(!c.continues(&s, &d1));
         assert!(c.continues(&s, &d2));
         // Announced before the one it names.
         assert!(!c.continues(&s, &d3));
+        assert_eq!(c.last(&s).map(|(l, _)| l), Some(&a1));
     }
 
     #[test]

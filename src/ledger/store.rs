@@ -94,7 +94,8 @@ impl Ledger {
         };
         let mut ledger = Self::init(db, Some(path.into()), Some(lock))?;
         // Pages freed by forgetting are reused, but the file only shrinks by compaction:
-        // once per start, while nothing else reads it (a second per million entries).
+        // once per start, while nothing else reads it (about 5 s per million entries with the
+        // bounded page cache, `scripts/bench ledger`).
         ledger.compact()?;
         Ok(ledger)
     }

@@ -15,12 +15,15 @@ use std::sync::atomic::Ordering;
 
 use futures_util::{StreamExt, stream};
 
-use super::chain::{Chains, Link, Stream, stream_of};
+mod read;
+use read::Order;
+
+use super::chain::{Chains, Stream, stream_of};
 use super::fetch::log_hash;
 pub use super::fetch::{Fetched, Reader, S3Reader};
 use super::keys::{KeyRing, KeySource};
 pub use super::report::{Counts, HourReport, PassOutcome};
-use super::{Digest, Location, LogFile, file::inflate, hex, sign};
+use super::{LogFile, hex};
 use crate::discover::listing::{Listed, Lister};
 use crate::layout::{self, SEARCH_DEPTH, day_path};
 use crate::ledger::{Ledger, Status};
@@ -46,15 +49,6 @@ struct Tracked {
     read_at: EventTime,
     hour: HourReport,
     pending: Vec<LogFile>,
-}
-
-/// How the digests given to a read were found.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Order {
-    /// By listing their folders: every digest of a stream since the last pass, in order.
-    Listed,
-    /// By notifications, which may come late, twice, or out of order.
-    Announced,
 }
 
 /// What one listed file came to.
@@ -98,7 +92,7 @@ pub struct Audit<L, R, K> {
     tracked: Vec<Tracked>,
     /// Digests announced by notifications and not read yet (out of order, or not readable
     /// then): tried again with the next ones announced, until a pass reads them.
-    waiting: std::collections::BTreeSet<String>,
+    waiting: BTreeMap<String, read::Wait>,
     /// Streams reported silent, with the end of their last digest then (reported again
     /// only after a newer digest).
     silent: std::collections::HashMap<Stream, EventTime>,
@@ -219,8 +213,9 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         }
         self.read_streams(streams, Order::Listed, now, &mut out)
             .await;
-        let seen = &self.seen;
-        self.waiting.retain(|k| !seen.contains(k));
+        // Whatever was announced before this pass, the listing has seen (or lists again
+        // next pass, where its folder's listing failed).
+        self.waiting.clear();
         for (stream, end, at) in self.chains.ends() {
             if to.secs().saturating_sub(end.secs()) > SILENT_AFTER {
                 let line = format!(
@@ -259,111 +254,6 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
         c.findings
             .fetch_add(out.findings.len() as u64, Ordering::Relaxed);
         out
-    }
-
-    /// Reads the digests announced by notifications (SQS), as they arrive: no listing. Each
-    /// is read only if it continues its stream's chain (it names the last digest read, or
-    /// starts a chain); one that does not, and the stream's later ones, wait: for the one
-    /// before them to be announced, or for the next listing pass, which reads a stream's
-    /// digests in order. Then every tracked digest's unsettled files are checked, as a pass
-    /// does.
-    pub async fn announced(
-        &mut self,
-        ledger: Option<&Ledger>,
-        keys: &[String],
-        from: EventTime,
-        to: EventTime,
-        now: EventTime,
-    ) -> PassOutcome {
-        let mut out = PassOutcome::default();
-        let bucket = self.lister.bucket().to_string();
-        let (lo, hi) = (from.secs(), to.secs().saturating_add(3600));
-        let mut streams: BTreeMap<Stream, Vec<(EventTime, String)>> = BTreeMap::new();
-        self.waiting.extend(keys.iter().cloned());
-        let seen = &self.seen;
-        self.waiting.retain(|k| !seen.contains(k));
-        for key in &self.waiting {
-            if let Some((stream, end)) = stream_of(&bucket, key)
-                && end.secs() > lo
-                && end.secs() <= hi
-            {
-                streams.entry(stream).or_default().push((end, key.clone()));
-            }
-        }
-        let read = self.counts.digests.load(Ordering::Relaxed);
-        self.read_streams(streams, Order::Announced, now, &mut out)
-            .await;
-        let read = self.counts.digests.load(Ordering::Relaxed) - read;
-        self.counts.announced.fetch_add(read, Ordering::Relaxed);
-        let seen = &self.seen;
-        self.waiting.retain(|k| !seen.contains(k));
-        // Bounded: the listing passes find every digest anyway.
-        while self.waiting.len() > WAITING_MAX {
-            self.waiting.pop_first();
-        }
-        self.check_files(ledger, now, &mut out).await;
-        self.counts
-            .findings
-            .fetch_add(out.findings.len() as u64, Ordering::Relaxed);
-        out
-    }
-
-    /// Reads each stream's new digests in time order, linking each to the one before.
-    async fn read_streams(
-        &mut self,
-        streams: BTreeMap<Stream, Vec<(EventTime, String)>>,
-        order: Order,
-        now: EventTime,
-        out: &mut PassOutcome,
-    ) {
-        let bucket = self.lister.bucket().to_string();
-        for (stream, mut digests) in streams {
-            digests.sort();
-            for (end, key) in digests {
-                let at = Location {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                };
-                match self.read_digest(&stream, &at, order).await {
-                    // Out of order for a notification: this one and the stream's later
-                    // ones wait for a listing pass.
-                    Ok(None) => {
-                        self.counts.deferred.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(Some((tracked, link))) => {
-                        self.seen.insert(key);
-                        self.counts.digests.fetch_add(1, Ordering::Relaxed);
-                        if let Some(l) = link {
-                            let l = format!(
-                                "{} {} {}: {l}",
-                                stream.account, stream.region, stream.trail
-                            );
-                            out.chain.push(l.clone());
-                            out.findings.push(l);
-                        }
-                        let t = Tracked {
-                            end,
-                            read_at: now,
-                            ..tracked
-                        };
-                        out.findings.extend(
-                            t.hour
-                                .problems
-                                .iter()
-                                .map(|p| format!("{}: {p}", t.hour.digest)),
-                        );
-                        self.tracked.push(t);
-                    }
-                    // The stream's later digests wait for the next pass: read now, they
-                    // would be linked past this one and report a gap that is not there.
-                    Err(e) => {
-                        out.errors.push(e);
-                        break;
-                    }
-                }
-            }
-        }
     }
 
     /// Checks the unsettled files of every tracked digest; settled digests stop being
@@ -434,101 +324,6 @@ impl<L: Lister, R: Reader, K: KeySource> Audit<L, R, K> {
     /// Reads, checks and links one digest. Returns it tracked with all its files pending,
     /// and what its link to the previous digest says of the hours before it, when that is
     /// not "nothing missing".
-    /// Reads one digest: form, place, signature, link. `None` when it was announced
-    /// ([`Order::Announced`]) and does not continue its stream's chain: not read now.
-    async fn read_digest(
-        &mut self,
-        stream: &Stream,
-        at: &Location,
-        order: Order,
-    ) -> Result<Option<(Tracked, Option<String>)>, String> {
-        let (gz, metadata) = match self.reader.get(at).await? {
-            Fetched::Found { bytes, metadata } => (bytes, metadata),
-            Fetched::Missing => return Err(format!("{at}: listed, then gone")),
-        };
-        let mut hour = HourReport {
-            account: stream.account.clone(),
-            region: stream.region.clone(),
-            trail: stream.trail.clone(),
-            end: String::new(),
-            digest: at.to_string(),
-            complete: false,
-            logs: 0,
-            shipped: None,
-            problems: Vec::new(),
-            unjudged: 0,
-            pending: 0,
-        };
-        let digest = match inflate(&gz).and_then(|b| Digest::parse(&b)) {
-            Ok(d) => d,
-            Err(e) => {
-                hour.problems.push(format!("the digest is unreadable: {e}"));
-                let t = Tracked {
-                    end: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
-                    read_at: EventTime::from_parts(0, 0).unwrap_or_else(EventTime::now),
-                    hour,
-                    pending: Vec::new(),
-                };
-                return Ok(Some((t, None)));
-            }
-        };
-        if order == Order::Announced && !self.chains.continues(stream, &digest) {
-            return Ok(None);
-        }
-        hour.end = digest.end_text.clone();
-        hour.logs = digest.logs.len();
-        if digest.location != *at {
-            hour.problems.push(format!(
-                "the digest says it is {}, not where it was found: moved",
-                digest.location
-            ));
-        }
-        let signature = metadata.get("signature").map(String::as_str);
-        let algorithm = metadata.get("signature-algorithm").map(String::as_str);
-        let checked = match self
-            .keys
-            .find(
-                &stream.region,
-                &digest.fingerprint,
-                i64::from(digest.end.secs()),
-            )
-            .await?
-        {
-            Some(key) => sign::verify(&digest, signature, algorithm, &key.der),
-            None => Err(sign::SignatureError::UnknownKey(digest.fingerprint.clone())),
-        };
-        if let Err(e) = checked {
-            hour.problems.push(format!("signature: {e}"));
-        }
-        let link = match self.chains.follow(stream, at, &digest, signature) {
-            Link::Follows | Link::First => None,
-            Link::Restarted { after, from } => Some(format!(
-                "{at} starts a new chain after {after}: no digest covers {} to {} (logging or validation was off)",
-                from.to_rfc3339(),
-                digest.start.to_rfc3339()
-            )),
-            Link::Gap {
-                names,
-                last_seen,
-                from,
-            } => Some(format!(
-                "digests missing from {} to {}: {at} names {names} as the one before it, and the last one found is {last_seen}",
-                from.to_rfc3339(),
-                digest.start.to_rfc3339()
-            )),
-            Link::Altered { previous, what } => Some(format!(
-                "{previous} has another {what} than {at} names for it: altered after {at} was signed"
-            )),
-        };
-        let t = Tracked {
-            end: digest.end,
-            read_at: digest.end,
-            hour,
-            pending: digest.logs,
-        };
-        Ok(Some((t, link)))
-    }
-
     /// What one listed log file comes to now.
     async fn check_log(
         &self,
