@@ -16,13 +16,6 @@ use crate::host::{Instance, Record, logs_containing};
 use crate::server::{self, block_on};
 use crate::verify::recent_day;
 
-/// An S3 notification naming `key` in `bucket`, as the queue gets it.
-fn notice(bucket: &str, key: &str, size: usize) -> String {
-    format!(
-        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}","size":{size}}}}}}}]}}"#
-    )
-}
-
 /// One counter of the instance's `/metrics` page, 0 while it is absent.
 fn metric(listen: &str, name: &str) -> u64 {
     crate::live_ops::request(listen, "GET", "/metrics")
@@ -68,7 +61,7 @@ fn a_digest_announced_on_the_queue_is_read_at_once_and_in_order() {
     )
     .unwrap();
     for (k, gz) in eleven.iter().chain(&twelve[2..]) {
-        crate::sqs::send(&q, &notice(&bucket, k, gz.len()));
+        crate::sqs::send(&q, &crate::queue::s3_notice(&bucket, k, gz.len()));
     }
     let events_of = |keys: &[&String]| -> usize {
         data::objects()
@@ -127,12 +120,12 @@ fn a_digest_announced_on_the_queue_is_read_at_once_and_in_order() {
     // CloudTrail delivers the 13:00 and 14:00 digests; 14:00's notification comes first.
     let thirteen = w.write(13, &twelve, None, None);
     let fourteen = w.write(14, &[], None, None);
-    crate::sqs::send(&q, &notice(&bucket, &fourteen, 100));
+    crate::sqs::send(&q, &crate::queue::s3_notice(&bucket, &fourteen, 100));
     collect_while(&inst, &mut records, "14:00 to wait for 13:00", |_| {
         metric(&listen, "digests_deferred_total") >= 1
     });
     assert_eq!(metric(&listen, "digests_announced_total"), 0);
-    crate::sqs::send(&q, &notice(&bucket, &thirteen, 100));
+    crate::sqs::send(&q, &crate::queue::s3_notice(&bucket, &thirteen, 100));
     collect_while(
         &inst,
         &mut records,

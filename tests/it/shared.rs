@@ -241,11 +241,7 @@ fn a_message_that_comes_back_after_the_commit_ships_nothing_on_another_shipper()
     drop(a);
     // The notification again, as after a crash between commit and delete (or a delete
     // that failed): another shipper receives it.
-    let body = format!(
-        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{}","size":{}}}}}}}]}}"#,
-        o.key,
-        o.gz.len()
-    );
+    let body = crate::queue::s3_notice(&bucket, &o.key, o.gz.len());
     crate::sqs::send(&q, &body);
     let b = plugin.start(&props).expect("init B");
     // Every record B hands over until its queue is empty, and for a while after.

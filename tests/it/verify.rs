@@ -336,13 +336,7 @@ fn in_sqs_mode_a_file_no_notification_announced_is_found_through_its_digest_and_
     )
     .unwrap();
     for (k, gz) in eleven.iter().chain(&twelve[3..]) {
-        crate::sqs::send(
-            &q,
-            &format!(
-                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{}}}}}}}]}}"#,
-                gz.len()
-            ),
-        );
+        crate::sqs::send(&q, &crate::queue::s3_notice(&bucket, k, gz.len()));
     }
     let events_of = |keys: &[&String]| -> usize {
         data::objects()

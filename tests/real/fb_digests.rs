@@ -66,13 +66,7 @@ fn heal(fb: &FluentBit, found: Found) -> Result<(), Failed> {
     )
     .unwrap();
     for (k, gz) in eleven.iter().chain(&twelve[3..]) {
-        queue::send(
-            &q,
-            &format!(
-                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{k}","size":{}}}}}}}]}}"#,
-                gz.len()
-            ),
-        );
+        queue::send(&q, &queue::s3_notice(&bucket, k, gz.len()));
     }
     let shipped: Vec<data::Object> = data::objects()
         .into_iter()
@@ -159,12 +153,7 @@ fn heal(fb: &FluentBit, found: Found) -> Result<(), Failed> {
     }
     let thirteen = w.write(13, &twelve, None, None);
     if found == Found::Announced {
-        queue::send(
-            &q,
-            &format!(
-                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{thirteen}","size":100}}}}}}]}}"#
-            ),
-        );
+        queue::send(&q, &queue::s3_notice(&bucket, &thirteen, 100));
     }
     let expected = Expected::of(&shipped);
     let mut tally = Tally::new(&expected, Time::LeadingIso("timestamp"), true);

@@ -461,14 +461,7 @@ fn three_hybrid(fb: &FluentBit) -> Result<(), Failed> {
     let table = format!("{tag}-{}", std::process::id());
     let (objects, _) = data::spread_objects(PREFIXES);
     let notify = |o: &data::Object| {
-        queue::send(
-            &q,
-            &format!(
-                r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{}","size":{}}}}}}}]}}"#,
-                o.key,
-                o.gz.len()
-            ),
-        );
+        queue::send(&q, &queue::s3_notice(&bucket, &o.key, o.gz.len()));
     };
     // Half the objects (every prefix among them) are there before the shippers start;
     // the rest land while they run. Notifications come for every other object, those

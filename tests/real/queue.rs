@@ -40,6 +40,13 @@ pub fn create(tag: &str) -> String {
         .to_string()
 }
 
+/// The body S3 sends for an object created: `key` in `bucket`, `size` bytes.
+pub fn s3_notice(bucket: &str, key: &str, size: usize) -> String {
+    format!(
+        r#"{{"Records":[{{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}","size":{size}}}}}}}]}}"#
+    )
+}
+
 /// Sends a message body to the queue.
 pub fn send(queue_url: &str, body: &str) {
     block_on(
