@@ -69,6 +69,8 @@ struct State {
     bad: Mutex<Vec<String>>,
     /// A request was held by [`Answer::HoldFirst`].
     held: AtomicBool,
+    /// Requests answered before the held one was read (set once it is).
+    answered_before_hold: Mutex<Option<usize>>,
 }
 
 pub struct Receiver {
@@ -146,6 +148,17 @@ impl Receiver {
         self.state.held.load(Ordering::Acquire)
     }
 
+    /// Requests answered since the held one was read (0 before a hold). A client with
+    /// `n` requests in flight may still have `n - 1` sent before the held one among them;
+    /// past that, each was sent after it.
+    #[allow(dead_code)]
+    pub fn answered_since_hold(&self) -> usize {
+        let Some(before) = *self.state.answered_before_hold.lock().unwrap() else {
+            return 0;
+        };
+        self.requests().len().saturating_sub(before)
+    }
+
     /// Requests the receiver could not read (bad framing, bad gzip, not UTF-8).
     pub fn bad(&self) -> Vec<String> {
         self.state.bad.lock().unwrap().clone()
@@ -190,6 +203,8 @@ fn serve(conn: TcpStream, answer: &Mutex<Answer>, state: &State) {
 
         let a = *answer.lock().unwrap();
         if a == Answer::HoldFirst && !state.held.swap(true, Ordering::AcqRel) {
+            let answered = state.requests.lock().unwrap().len();
+            *state.answered_before_hold.lock().unwrap() = Some(answered);
             while *answer.lock().unwrap() == Answer::HoldFirst {
                 std::thread::sleep(Duration::from_millis(20));
             }
