@@ -3,19 +3,21 @@
 //! they are listed (nothing is stored). The real scan (`BucketScan`, 16 listings at once,
 //! each prefix's objects fed to the workers as it is claimed) runs against the real ledger
 //! file; a stand-in for the workers takes each object from the bounded queue and commits it
-//! done, 256 marks a durable commit, as the host's collects would. Then a second scan, after
-//! which the watermarks have moved and the ledger forgets what is behind the lookback.
+//! done, 256 marks a durable commit, as the host's collects would. Each scan claims up to
+//! its limit in each prefix; the next follows once half of what is in flight has finished,
+//! as in the engine, until no scan leaves keys. Then one more scan, after which the
+//! watermarks have moved and the ledger forgets what is behind the lookback.
 //!
-//! Reported: objects, LIST calls, the first scan's seconds, the process's peak RSS
-//! (`VmHWM`, this stage runs in its own process), and the ledger file at the end of the
-//! first scan and after the second (compacted).
+//! Reported: objects, scans, LIST calls, the backfill's seconds, the process's peak RSS
+//! (`VmHWM`, this stage runs in its own process), and the ledger file's largest size during
+//! the backfill and after the last scan (compacted).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cloudtrail_s3::discover::DiscoverError;
-use cloudtrail_s3::discover::bucket::BucketScan;
+use cloudtrail_s3::discover::bucket::{BucketScan, CLAIMS_PER_PREFIX_MIN, CLAIMS_PER_SCAN};
 use cloudtrail_s3::discover::listing::{Clock, Listed, Lister};
 use cloudtrail_s3::discover::sink::Sink;
 use cloudtrail_s3::engine::handoff::{End, Mark};
@@ -32,7 +34,7 @@ const ACCOUNTS: u64 = 30;
 const REGIONS: u64 = 17;
 const DAYS: i64 = 30;
 /// One file every 15 minutes per prefix (CloudTrail writes about one every 5 in a busy
-/// account and region; fewer keeps the ledger file of the first scan under a gigabyte).
+/// account and region; fewer keeps the run short).
 /// `MONTH_PER_DAY=288` runs the busy shape.
 fn per_day() -> u32 {
     std::env::var("MONTH_PER_DAY")
@@ -151,7 +153,9 @@ async fn workers(
             end: Some(End::Done),
             ..Mark::default()
         });
-        if marks.len() == COMMIT_EVERY {
+        // A commit every `COMMIT_EVERY` marks, or when the queue runs dry (as the host's
+        // collect hands over what it has each second).
+        if marks.len() == COMMIT_EVERY || rx.is_empty() {
             done += marks.len() as u64;
             ledger.commit(&marks, now, Backoff::TRANSIENT).unwrap();
             marks.clear();
@@ -197,14 +201,33 @@ pub fn run() -> (f64, u64, String) {
     let t = Instant::now();
     let (tx, rx) = mpsc::channel(1_024);
     let consumer = rt.spawn(workers(ledger.clone(), rx));
+    let file_mb = || std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+    let mut peak_mb: f64 = 0.0;
+    let mut scans = 0;
+    // As the engine's scan loop: a scan that left keys past its claim limits is followed
+    // by the next once half of what is in flight has finished.
     rt.block_on(async {
-        let mut sink = Sink::feed(&tx);
-        scan.scan_into(&ledger, &mut sink).await;
+        loop {
+            let mut sink = Sink::feed(&tx);
+            let outcome = scan.scan_into(&ledger, &mut sink).await;
+            scans += 1;
+            peak_mb = peak_mb.max(file_mb());
+            if outcome.left == 0 {
+                break;
+            }
+            let inflight = ledger.inflight_count();
+            let deadline = Instant::now() + std::time::Duration::from_secs(120);
+            while ledger.inflight_count() > inflight / 2 {
+                assert!(Instant::now() < deadline, "the stand-in workers stopped");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                peak_mb = peak_mb.max(file_mb());
+            }
+        }
     });
     drop(tx);
     let done = rt.block_on(consumer).unwrap();
     let first = t.elapsed().as_secs_f64();
-    let first_mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+    let first_mb = file_mb().max(peak_mb);
     let lists_first = lists.load(Ordering::Relaxed);
     // The next scan moves every watermark over the finished month; the ledger forgets
     // what is a lookback behind.
@@ -231,9 +254,10 @@ pub fn run() -> (f64, u64, String) {
         first,
         objects,
         format!(
-            "{} prefixes x {DAYS} days x {} files: {objects} objects claimed, fed and committed in {first:.0} s ({:.0} objects/s), {lists_first} LIST calls; peak RSS {:.0} MB; ledger {first_mb:.0} MB after that scan, {after_mb:.0} MB compacted after the next ({second:.0} s), which forgets what is a lookback behind",
+            "{} prefixes x {DAYS} days x {} files: {objects} objects claimed, fed and committed by {scans} scans (at most {} objects a scan in each prefix) in {first:.0} s ({:.0} objects/s), {lists_first} LIST calls; peak RSS {:.0} MB; ledger file at most {first_mb:.0} MB during them, {after_mb:.0} MB compacted after the next scan ({second:.1} s), which forgets what is a lookback behind",
             ACCOUNTS * REGIONS,
             per_day,
+            (CLAIMS_PER_SCAN / (ACCOUNTS * REGIONS) as usize).max(CLAIMS_PER_PREFIX_MIN),
             objects as f64 / first,
             hwm_kb as f64 / 1024.0
         ),

@@ -142,6 +142,12 @@ pub const KEYS: &[Key] = &[
         "S3 listings in flight at once during a scan (1-256)",
     ),
     key(
+        "scan_claims",
+        Int,
+        Some("100000"),
+        "objects one scan claims, shared among the region prefixes (at least 25 each); the rest wait for the next scan",
+    ),
+    key(
         "metrics.listen",
         Str,
         None,
@@ -366,6 +372,7 @@ pub(super) const DEFAULT_WORKERS: usize = 8;
 /// 30 ms per request (issue 20). Sixteen divides the round trips' wait by up to sixteen
 /// and stays far below S3's 5,500 GET/LIST requests a second per prefix.
 pub(super) const DEFAULT_LIST_CONCURRENCY: u64 = 16;
+pub(super) const DEFAULT_SCAN_CLAIMS: u64 = crate::discover::bucket::CLAIMS_PER_SCAN as u64;
 /// SQS messages held at once. A message is held from its receive until the host has
 /// committed its objects and the delete is sent: about two of Fluent Bit's one-second
 /// collects. Holding 100 capped one shipper at about 50 objects a second (`scripts/bench

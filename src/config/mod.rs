@@ -79,6 +79,9 @@ pub struct Settings {
     /// S3 listings in flight at once during a scan.
     #[serde(default, deserialize_with = "de::opt_count")]
     pub list_concurrency: Option<u64>,
+    /// Objects one scan claims at most.
+    #[serde(default, deserialize_with = "de::opt_count")]
+    pub scan_claims: Option<u64>,
     /// First wait before an object that failed transiently is tried again.
     #[serde(default, deserialize_with = "de::opt_secs")]
     pub retry_backoff: Option<u64>,
@@ -290,6 +293,8 @@ pub struct Config {
     pub lookback: Duration,
     /// S3 listings a scan keeps in flight at once (region prefixes, accounts).
     pub list_concurrency: usize,
+    /// How many objects a scan claims, shared among its region prefixes.
+    pub scan_claims: crate::discover::bucket::ClaimLimit,
     /// How objects that failed transiently are retried.
     pub retry_backoff: Backoff,
     /// Where `/metrics` and `/health` are served, if anywhere.

@@ -21,6 +21,10 @@ fn defaults() {
     assert_eq!(c.buffer_bytes, 8 << 20);
     assert_eq!(c.workers, 8);
     assert_eq!(c.list_concurrency, 16);
+    assert_eq!(
+        c.scan_claims,
+        crate::discover::bucket::ClaimLimit::default()
+    );
     assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
 }
 
@@ -127,6 +131,14 @@ fn errors_name_the_key() {
         (
             &[("bucket", "abc"), ("list_concurrency", "257")][..],
             "'list_concurrency'",
+        ),
+        (
+            &[("bucket", "abc"), ("scan_claims", "0")][..],
+            "'scan_claims'",
+        ),
+        (
+            &[("bucket", "abc"), ("scan_claims", "10000001")][..],
+            "'scan_claims'",
         ),
         (&[("bucket", "abc"), ("workers", "many")][..], "'workers'"),
         (

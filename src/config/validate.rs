@@ -8,14 +8,15 @@ use super::digest_keys::{DigestKeys, digest_config};
 use super::keys::{
     DEFAULT_BATCH_BYTES, DEFAULT_BATCH_BYTES_MAX, DEFAULT_LEASE_SECS, DEFAULT_LIST_CONCURRENCY,
     DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_OBJECT_BYTES,
-    DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_INTERVAL_SECS, DEFAULT_SILENCE_ALARM_SECS,
-    DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS, DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS,
-    KEYS,
+    DEFAULT_PATH_EXPRESSION, DEFAULT_SCAN_CLAIMS, DEFAULT_SCAN_INTERVAL_SECS,
+    DEFAULT_SILENCE_ALARM_SECS, DEFAULT_SQS_IN_FLIGHT, DEFAULT_SQS_RECEIVERS,
+    DEFAULT_START_LOOKBACK_SECS, DEFAULT_WORKERS, KEYS,
 };
 use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, SharedLedgerConfig, Source, SqsConfig,
     StartTime, StaticCredentials, de,
 };
+use crate::discover::bucket::ClaimLimit;
 use crate::layout::{Kind, Kinds};
 use crate::pathexpr::PathExpression;
 use crate::select::Selection;
@@ -268,6 +269,16 @@ impl Settings {
             return Err(bad("list_concurrency", "must be between 1 and 256"));
         }
 
+        let scan_claims = self
+            .scan_claims
+            .unwrap_or(DEFAULT_SCAN_CLAIMS)
+            .try_into()
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .filter(|n| n.get() <= 10_000_000)
+            .map(ClaimLimit::PerScan)
+            .ok_or_else(|| bad("scan_claims", "must be between 1 and 10000000"))?;
+
         let backoff = |key: &'static str, value: Option<u64>, default: Backoff| {
             let first = value.unwrap_or(u64::from(default.first));
             if !(1..=3600).contains(&first) {
@@ -448,6 +459,7 @@ impl Settings {
             scan_interval: Duration::from_secs(scan_interval),
             lookback: Duration::from_secs(lookback),
             list_concurrency: list_concurrency as usize,
+            scan_claims,
             retry_backoff,
             denied_backoff,
             metrics_listen: self.metrics_listen,

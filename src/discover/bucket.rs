@@ -27,6 +27,53 @@ use crate::timestamp::EventTime;
 /// (at once through SQS, in hybrid mode).
 pub const ENUMERATE_EVERY_SECS: u32 = 600;
 
+/// How many objects one scan claims at most by default (`scan_claims`), shared among its
+/// region prefixes, so that the ledger holds a stretch of a backfill rather than its whole
+/// window: a claimed object's entry stays until a later scan moves its prefix's watermark
+/// over it (about 365 bytes each; a month of 510 busy prefixes, 4.4 million objects, made a
+/// 1.6 GB ledger file when the first scan claimed it all). The scan that leaves keys
+/// unclaimed is followed by the next as soon as half of what is in flight has finished, so
+/// a backfill is not slowed by `scan_interval`.
+pub const CLAIMS_PER_SCAN: usize = 100_000;
+/// Each prefix claims at least this many a scan (or the whole limit, if smaller), however
+/// many prefixes share it: an organization's thousands of prefixes each move every scan.
+pub const CLAIMS_PER_PREFIX_MIN: usize = 25;
+
+/// How many objects a scan claims in each prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimLimit {
+    /// This many shared among the prefixes, at least [`CLAIMS_PER_PREFIX_MIN`] each.
+    PerScan(NonZeroUsize),
+    /// This many in each prefix (the simulation draws small ones).
+    PerPrefix(NonZeroUsize),
+}
+
+impl Default for ClaimLimit {
+    fn default() -> Self {
+        ClaimLimit::PerScan(NonZeroUsize::new(CLAIMS_PER_SCAN).unwrap_or(NonZeroUsize::MIN))
+    }
+}
+
+impl ClaimLimit {
+    /// The limit of each of `prefixes` prefixes.
+    pub fn per_prefix(self, prefixes: usize) -> usize {
+        match self {
+            ClaimLimit::PerScan(n) => {
+                (n.get() / prefixes.max(1)).max(CLAIMS_PER_PREFIX_MIN.min(n.get()))
+            }
+            ClaimLimit::PerPrefix(n) => n.get(),
+        }
+    }
+}
+
+/// What a scan left for the next one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// Wanted keys listed past the claim limit of their prefix: not claimed yet, and
+    /// holding their prefix's watermark. More than zero: scan again at once.
+    pub left: usize,
+}
+
 /// Scans one bucket.
 pub struct BucketScan<L, C> {
     pub lister: L,
@@ -47,6 +94,7 @@ pub struct BucketScan<L, C> {
     /// enumeration. Each LIST is a round trip to S3; one at a time, a scan of an
     /// organization's thousands of prefixes takes minutes.
     concurrency: NonZeroUsize,
+    claim_limit: ClaimLimit,
 }
 
 impl<L: Lister, C: Clock> BucketScan<L, C> {
@@ -68,7 +116,14 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             regions: BTreeSet::new(),
             enumerated_at: None,
             concurrency: NonZeroUsize::MIN,
+            claim_limit: ClaimLimit::default(),
         }
+    }
+
+    /// Claims at most `limit` objects in each prefix a scan.
+    pub fn with_claim_limit(mut self, limit: ClaimLimit) -> Self {
+        self.claim_limit = limit;
+        self
     }
 
     /// Lists up to `n` prefixes at once (one when `n` is zero).
@@ -93,10 +148,10 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     }
 
     /// One scan: claims in `ledger` and puts what is to be shipped into `sink`, each
-    /// prefix's objects as soon as they are claimed. Listing errors are logged with their
-    /// prefix and do not end the scan; the watermark of a prefix whose listing failed stays
-    /// where it was.
-    pub async fn scan_into(&mut self, ledger: &Ledger, sink: &mut Sink<'_>) {
+    /// prefix's objects as soon as they are claimed, up to the claim limit of each prefix.
+    /// Listing errors are logged with their prefix and do not end the scan; the watermark
+    /// of a prefix whose listing failed stays where it was.
+    pub async fn scan_into(&mut self, ledger: &Ledger, sink: &mut Sink<'_>) -> ScanOutcome {
         let base = layout::base(self.select.expr()).map(|b| match b {
             Base::Literal(s) => Some(s.to_string()),
             Base::Search => None,
@@ -107,12 +162,13 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 let mut found = Vec::new();
                 let result = self.scan_flat(ledger, &mut found).await;
                 sink.put(found).await;
-                result
+                result.map(|()| ScanOutcome::default())
             }
         };
-        if let Err(e) = result {
+        result.unwrap_or_else(|e| {
             self.log.error(format_args!("{e}"));
-        }
+            ScanOutcome::default()
+        })
     }
 
     fn ledger_error(&self, e: crate::ledger::LedgerError) -> DiscoverError {
@@ -208,7 +264,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         base: Option<&str>,
         ledger: &Ledger,
         sink: &mut Sink<'_>,
-    ) -> Result<(), DiscoverError> {
+    ) -> Result<ScanOutcome, DiscoverError> {
         let now = self.clock.now().secs();
         let due = self
             .enumerated_at
@@ -252,19 +308,24 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         // and only the order in which prefixes finish changes. Each prefix's objects go
         // out as it finishes; while the workers are busy, no further listing starts.
         let this = &*self;
+        let limit = this.claim_limit.per_prefix(regions.len());
+        let mut outcome = ScanOutcome::default();
         let mut scans = stream::iter(regions)
-            .map(|region| async move { this.scan_region(&region, ledger).await })
+            .map(|region| async move { this.scan_region(&region, ledger, limit).await })
             .buffer_unordered(this.concurrency.get());
         while let Some(result) = scans.next().await {
             match result {
-                Ok(objects) => sink.put(objects).await,
+                Ok(region) => {
+                    outcome.left += region.left;
+                    sink.put(region.found).await;
+                }
                 Err(e) => this.log.error(format_args!("{e}")),
             }
             if sink.is_closed() {
                 break;
             }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// Finds the region prefixes below the layout's base(s). A failed listing is logged and
@@ -370,13 +431,14 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
     }
 
     /// Lists one `…/CloudTrail/REGION/` prefix from `lookback` before its watermark's day
-    /// (or from `start_time`'s day), claims what is wanted and unfinished, and moves the
-    /// watermark over the finished keys at the front.
+    /// (or from `start_time`'s day), claims what is wanted and unfinished (`limit` at most,
+    /// in key order), and moves the watermark over the finished keys at the front.
     async fn scan_region(
         &self,
         region: &str,
         ledger: &Ledger,
-    ) -> Result<Vec<ObjectRef>, DiscoverError> {
+        limit: usize,
+    ) -> Result<RegionScan, DiscoverError> {
         let mut found = Vec::new();
         let bucket = self.bucket().clone();
         let now = self.clock.now().secs();
@@ -412,16 +474,30 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             self.wanted(o) && key_day(&o.key[region.len()..]).is_none_or(|d| d >= start_day)
         };
         let wanted: Vec<&Listed> = listed.iter().filter(|o| wanted_at(o)).collect();
-        self.claim(ledger, &wanted, None, &mut found)?;
-
-        // The watermark moves over finished keys only, and never into the future: a key
-        // dated after tomorrow (a clock gone wrong, a hand-written key) is shipped but does
-        // not pull the listing position after it.
+        // Which keys are unfinished (new, or open and not tried yet), read before the claim:
+        // a key finished now stays finished, so the watermark below may rely on it.
         let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let holds = ledger
             .holding_watermark(&id_refs)
             .map_err(|e| self.ledger_error(e))?;
+        // In key order, up to the `limit`-th unfinished key (those in flight count): the
+        // ones after it wait for a later scan, so the ledger holds a stretch of a backfill.
+        let mut unfinished = 0;
+        let end = holds
+            .iter()
+            .position(|h| {
+                unfinished += usize::from(*h);
+                unfinished > limit
+            })
+            .unwrap_or(wanted.len());
+        self.claim(ledger, &wanted[..end], None, &mut found)?;
+        let left = holds[end..].iter().filter(|h| **h).count();
+
+        // The watermark moves over finished keys only, and never into the future: a key
+        // dated after tomorrow (a clock gone wrong, a hand-written key) is shipped but does
+        // not pull the listing position after it. A key left unclaimed past the limit has
+        // no entry, so it holds the watermark like an open one.
         let open: std::collections::HashSet<&str> = wanted
             .iter()
             .zip(holds)
@@ -442,17 +518,24 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 None => {}
             }
         }
-        let Some(to) = to else { return Ok(found) };
+        let done = RegionScan { found, left };
+        let Some(to) = to else { return Ok(done) };
         let to = s3_id(&bucket, to);
         if mark.as_deref().is_some_and(|m| m >= to.as_str()) {
-            return Ok(found);
+            return Ok(done);
         }
         let forget_below = format!("{prefix_id}{}", day_path(from_day(Some(&to))));
         ledger
             .advance_at(&prefix_id, &to, &forget_below, now)
             .map_err(|e| self.ledger_error(e))?;
-        Ok(found)
+        Ok(done)
     }
+}
+
+/// One prefix's scan: what it claimed, and how many wanted keys wait past its limit.
+struct RegionScan {
+    found: Vec<ObjectRef>,
+    left: usize,
 }
 
 /// The day of a `YYYY/MM/DD` (forget lines end at the day, without its slash).
@@ -489,4 +572,170 @@ pub fn below_horizon(
 /// The time group a flat listing of `expr` in `bucket` forgets by.
 pub fn flat_group(bucket: &str, expr: &PathExpression) -> String {
     format!("flat:{}", s3_id(bucket, expr.literal_prefix()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ledger::Backoff;
+    use crate::ledger::mark::{End, Mark};
+    use crate::log::tests_support::Lines;
+
+    const NOW: i64 = 1_689_100_000; // 2023-07-11
+    const REGION: &str = "AWSLogs/111122223333/CloudTrail/us-east-1/";
+    const OBJECTS: usize = 10;
+
+    /// One region prefix holding [`OBJECTS`] keys, one an hour on 2023-07-10.
+    struct OnePrefix {
+        bucket: Arc<str>,
+    }
+
+    fn key(i: usize) -> String {
+        format!("{REGION}2023/07/10/111122223333_CloudTrail_us-east-1_20230710T{i:02}00Z_a.json.gz")
+    }
+
+    impl Lister for OnePrefix {
+        fn bucket(&self) -> &Arc<str> {
+            &self.bucket
+        }
+
+        async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, DiscoverError> {
+            Ok(match prefix {
+                "AWSLogs/" => vec!["AWSLogs/111122223333/".into()],
+                "AWSLogs/111122223333/CloudTrail/" => vec![REGION.into()],
+                _ => Vec::new(),
+            })
+        }
+
+        async fn list_objects(
+            &self,
+            _: &str,
+            start_after: Option<&str>,
+        ) -> Result<Vec<Listed>, DiscoverError> {
+            Ok((0..OBJECTS)
+                .map(key)
+                .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
+                .map(|key| Listed {
+                    key,
+                    size: 10,
+                    last_modified: EventTime::new(NOW - 86_400, 0).unwrap(),
+                })
+                .collect())
+        }
+    }
+
+    struct Fixed;
+
+    impl Clock for Fixed {
+        fn now(&self) -> EventTime {
+            EventTime::new(NOW, 0).unwrap()
+        }
+    }
+
+    fn ids(found: &[ObjectRef]) -> Vec<String> {
+        found.iter().map(|o| o.id.to_string()).collect()
+    }
+
+    fn ids_of(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| s3_id("b", &key(i))).collect()
+    }
+
+    fn done(ledger: &Ledger, found: &[ObjectRef]) {
+        let marks: Vec<Mark> = found
+            .iter()
+            .map(|o| Mark {
+                id: o.id.clone(),
+                end: Some(End::Done),
+                ..Mark::default()
+            })
+            .collect();
+        ledger
+            .commit(&marks, NOW as u32, Backoff::TRANSIENT)
+            .unwrap();
+    }
+
+    /// With a limit of three a prefix, each scan claims the next three unfinished keys in
+    /// key order (the ones in flight count), leaves the rest, and the watermark never
+    /// passes a key left unclaimed; the ledger holds three open entries at most.
+    #[test]
+    fn a_scan_claims_up_to_its_limit_and_the_watermark_waits_for_the_rest() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut scan = BucketScan::new(
+            OnePrefix { bucket: "b".into() },
+            Fixed,
+            Selection::events(PathExpression::new("AWSLogs/*/CloudTrail/*").unwrap()),
+            EventTime::new(NOW - 30 * 86_400, 0).unwrap(),
+            86_400,
+            Logger::new(Arc::new(Lines::default())),
+        )
+        .with_claim_limit(ClaimLimit::PerPrefix(NonZeroUsize::new(3).unwrap()));
+        let ledger = Ledger::open(None, None, 0).unwrap();
+        let prefix = s3_id("b", REGION);
+        let mut scan_once = |ledger: &Ledger| {
+            let mut sink = Sink::Collect(Vec::new());
+            let outcome = rt.block_on(scan.scan_into(ledger, &mut sink));
+            let Sink::Collect(found) = sink else {
+                unreachable!()
+            };
+            (found, outcome.left)
+        };
+
+        let (first, left) = scan_once(&ledger);
+        assert_eq!(ids(&first), ids_of(0..3));
+        assert_eq!(left, OBJECTS - 3);
+        assert_eq!(ledger.watermark(&prefix).unwrap(), None);
+
+        // Nothing finished: the three in flight fill the limit, nothing more is claimed.
+        let (again, left) = scan_once(&ledger);
+        assert!(again.is_empty(), "claimed past the limit: {again:?}");
+        assert_eq!(left, OBJECTS - 3);
+
+        // Two of three finish: the watermark moves over them, two more are claimed.
+        done(&ledger, &first[..2]);
+        let (next, left) = scan_once(&ledger);
+        assert_eq!(ids(&next), ids_of(3..5));
+        assert_eq!(left, OBJECTS - 5);
+        assert_eq!(
+            ledger.watermark(&prefix).unwrap(),
+            Some(s3_id("b", &key(1)))
+        );
+        assert_eq!(ledger.counts().unwrap().0, 3, "open entries");
+
+        // Finishing whatever each scan claims ships every key once and takes the
+        // watermark to the last; never more than three open.
+        let mut shipped = ids(&first);
+        shipped.extend(ids(&next));
+        done(&ledger, &first[2..]);
+        done(&ledger, &next);
+        for _ in 0..OBJECTS {
+            let (found, _) = scan_once(&ledger);
+            assert!(ledger.counts().unwrap().0 <= 3);
+            shipped.extend(ids(&found));
+            done(&ledger, &found);
+        }
+        let (_, left) = scan_once(&ledger);
+        assert_eq!(left, 0);
+        assert_eq!(shipped, ids_of(0..OBJECTS));
+        assert_eq!(
+            ledger.watermark(&prefix).unwrap(),
+            Some(s3_id("b", &key(OBJECTS - 1)))
+        );
+    }
+
+    #[test]
+    fn the_scan_limit_is_shared_among_prefixes_with_a_floor() {
+        let per_scan = ClaimLimit::default();
+        assert_eq!(per_scan.per_prefix(1), CLAIMS_PER_SCAN);
+        assert_eq!(per_scan.per_prefix(0), CLAIMS_PER_SCAN);
+        assert_eq!(per_scan.per_prefix(510), CLAIMS_PER_SCAN / 510);
+        assert_eq!(per_scan.per_prefix(8_500), CLAIMS_PER_PREFIX_MIN);
+        // A limit below the floor holds whole, in each prefix.
+        let small = ClaimLimit::PerScan(NonZeroUsize::new(5).unwrap());
+        assert_eq!(small.per_prefix(1), 5);
+        assert_eq!(small.per_prefix(100), 5);
+    }
 }

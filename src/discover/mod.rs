@@ -19,7 +19,7 @@ pub mod sink;
 pub mod sqs;
 mod window;
 
-use bucket::BucketScan;
+use bucket::{BucketScan, ScanOutcome};
 use folder::FolderScan;
 use listing::{S3Lister, SystemClock};
 pub use sink::Sink;
@@ -56,11 +56,19 @@ impl std::fmt::Display for Discovery {
 impl Discovery {
     /// One scan, then the open entries that are due (transient failures whose backoff has
     /// passed, objects put back in line, objects in flight at a crash), into `sink`.
-    pub async fn scan(&mut self, ledger: &Ledger, log: &Logger, sink: &mut Sink<'_>) {
-        match self {
+    pub async fn scan(
+        &mut self,
+        ledger: &Ledger,
+        log: &Logger,
+        sink: &mut Sink<'_>,
+    ) -> ScanOutcome {
+        let outcome = match self {
             Discovery::Bucket(b) => b.scan_into(ledger, sink).await,
-            Discovery::Folder(d) => sink.put(d.scan(ledger).await).await,
-        }
+            Discovery::Folder(d) => {
+                sink.put(d.scan(ledger).await).await;
+                ScanOutcome::default()
+            }
+        };
         let root = match self {
             Discovery::Folder(d) => Some(d.root.as_path()),
             Discovery::Bucket(_) => None,
@@ -69,6 +77,7 @@ impl Discovery {
             sink.put(requeue(ledger, EventTime::now().secs(), root, log))
                 .await;
         }
+        outcome
     }
 }
 

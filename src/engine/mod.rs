@@ -86,6 +86,8 @@ pub struct Stats {
     /// costs once the listing has caught up.
     pub last_scan_keys_listed: u64,
     pub last_scan_list_calls: u64,
+    /// Wanted keys the last complete scan left past its claim limits, for the next.
+    pub last_scan_left: u64,
     /// Keys in SQS notifications that `path_expression` does not match.
     pub notices_unmatched: u64,
     /// SQS messages handed back to the queue (a transient failure of a whole message, a
@@ -98,6 +100,8 @@ pub struct Stats {
 struct LastScan {
     keys_listed: AtomicU64,
     list_calls: AtomicU64,
+    /// Keys left past the claim limits: the scans are not done with what they found.
+    left: AtomicU64,
 }
 
 /// First allocation of a chunk buffer.
@@ -231,7 +235,9 @@ impl Engine {
     /// True when a scan has finished and everything it found is delivered or given up on.
     pub fn is_idle(&self) -> bool {
         let core = &self.core;
-        (!core.listing || core.observe.metrics.scans.load(Ordering::Acquire) > 0)
+        (!core.listing
+            || (core.observe.metrics.scans.load(Ordering::Acquire) > 0
+                && core.last_scan.left.load(Ordering::Acquire) == 0))
             && (core.sqs.is_none()
                 || (core.sqs_busy.load(Ordering::Acquire) == 0
                     && core.sqs.as_ref().is_some_and(|q| {
@@ -258,6 +264,7 @@ impl Engine {
             sqs_returned: get(&m.sqs_returned),
             last_scan_keys_listed: get(&self.core.last_scan.keys_listed),
             last_scan_list_calls: get(&self.core.last_scan.list_calls),
+            last_scan_left: get(&self.core.last_scan.left),
         }
     }
 

@@ -14,9 +14,12 @@ use crate::timestamp::EventTime;
 pub(super) const BACKFILL: usize = 300;
 pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-/// A backfill in progress: what the scan found and where the counters stood.
+/// A backfill in progress: what the scans found and where the counters stood.
 pub(super) struct Backfill {
+    /// Objects claimed since it started, and those waiting past the last scan's limits.
     found: u64,
+    /// Of `found`, the keys the last scan left for the next.
+    left: u64,
     finished_before: u64,
     events_before: u64,
     started: std::time::Instant,
@@ -57,25 +60,29 @@ impl Core {
         }
     }
 
-    /// A scan that started at `since` found `n` objects: a backfill starts when they are
-    /// many, counted from `since` (some may have shipped while the scan went on).
-    pub(super) fn start_backfill(&self, n: usize, since: ProgressMark) {
-        if n <= BACKFILL {
+    /// A scan that started at `since` claimed `n` objects and left `left` keys past its
+    /// limits: a backfill starts when they are many, counted from `since` (some may have
+    /// shipped while the scan went on). The keys left count once, though the next scan
+    /// claims them.
+    pub(super) fn start_backfill(&self, n: usize, left: usize, since: ProgressMark) {
+        let (n, left) = (n as u64, left as u64);
+        let mut b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = b.as_mut() {
+            b.found += (n + left).saturating_sub(b.left);
+            b.left = left;
             return;
         }
-        let mut b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
-        if b.is_some() {
-            if let Some(b) = b.as_mut() {
-                b.found += n as u64;
-            }
+        let total = n + left;
+        if total <= BACKFILL as u64 {
             return;
         }
         self.log.info(format_args!(
-            "backfill: {n} objects to ship; progress every {} s",
+            "backfill: {total} objects to ship; progress every {} s",
             PROGRESS_EVERY.as_secs()
         ));
         *b = Some(Backfill {
-            found: n as u64,
+            found: total,
+            left,
             finished_before: since.finished,
             events_before: since.events,
             started: since.at,

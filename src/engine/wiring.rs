@@ -150,7 +150,8 @@ impl Engine {
                             lookback,
                             log.clone(),
                         )
-                        .with_concurrency(config.list_concurrency),
+                        .with_concurrency(config.list_concurrency)
+                        .with_claim_limit(config.scan_claims),
                     )
                 });
                 let sqs = s3.sqs.clone().map(|q| {

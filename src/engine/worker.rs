@@ -315,10 +315,10 @@ pub(super) async fn run(
         // ships before its last prefix is listed); the progress counts from here.
         let since = core.progress_mark();
         let mut sink = Sink::feed(&tx);
-        tokio::select! {
-            () = discovery.scan(&core.ledger, &core.log, &mut sink) => {}
+        let outcome = tokio::select! {
+            o = discovery.scan(&core.ledger, &core.log, &mut sink) => o,
             _ = stop.changed() => return,
-        }
+        };
         if sink.is_closed() {
             return;
         }
@@ -330,14 +330,42 @@ pub(super) async fn run(
         core.last_scan
             .list_calls
             .store(m.requests_of(Op::ListObjects) - calls, Ordering::Relaxed);
-        core.start_backfill(found, since);
-        core.log
-            .debug(format_args!("{discovery}: scan found {found} new objects"));
+        core.last_scan
+            .left
+            .store(outcome.left as u64, Ordering::Release);
+        core.start_backfill(found, outcome.left, since);
+        core.log.debug(format_args!(
+            "{discovery}: scan found {found} new objects, left {} for the next",
+            outcome.left
+        ));
         core.observe.metrics.scans.fetch_add(1, Ordering::AcqRel);
+        // A scan that left keys past its limits is followed by the next as soon as half of
+        // what is in flight has finished; any other after `scan_interval`.
         tokio::select! {
+            () = until_half_finished(&core), if outcome.left > 0 => {}
             _ = tokio::time::sleep(core.config.scan_interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// How often the scan loop looks whether a backfill's stretch is half finished.
+const STRETCH_POLL: Duration = Duration::from_millis(250);
+
+/// Waits until half of the objects in flight now have finished (at least one); with none
+/// in flight (the keys left wait on other shippers' claims), for ever: the caller's
+/// `scan_interval` ends the wait.
+///
+/// After a scan that left keys past its claim limit: the next claims the following
+/// stretch while the workers still have the rest of this one, so they never wait on a
+/// listing, and the listings are not repeated faster than the objects finish.
+async fn until_half_finished(core: &Core) {
+    let now = core.ledger.inflight_count();
+    if now == 0 {
+        return std::future::pending().await;
+    }
+    while core.ledger.inflight_count() > now / 2 {
+        tokio::time::sleep(STRETCH_POLL).await;
     }
 }
 

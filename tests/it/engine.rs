@@ -182,6 +182,53 @@ fn layout_walk_finds_the_right_objects_once_and_does_not_relist_old_days() {
     assert_eq!(stats.last_scan_list_calls, 6, "LIST calls of an idle scan");
 }
 
+/// A backfill larger than `scan_claims` goes out in stretches: each scan claims four
+/// objects per prefix (a setting under 25 holds whole in each), the next follows as soon as half of them are finished (an hour's
+/// `scan_interval` is never waited), every event arrives once, and the engine is idle only
+/// once no scan leaves keys.
+#[test]
+fn a_backfill_past_scan_claims_ships_in_stretches_without_waiting_scan_interval() {
+    let bucket = server::bucket("stretches");
+    let mut wanted = Vec::new();
+    for region in ["us-east-1", "eu-west-1"] {
+        for day in ["08", "09", "10"] {
+            for n in 0..5 {
+                let key =
+                    format!("AWSLogs/111122223333/CloudTrail/{region}/2023/07/{day}/{n}.json.gz");
+                server::put(&bucket, &key, one_event(&key));
+                wanted.push(key);
+            }
+        }
+    }
+    let mut props = s3_props(&bucket);
+    props.retain(|(k, _)| !["start_time", "scan_interval"].contains(k));
+    props.push(("start_time", "2023-07-08T00:00:00Z".into()));
+    props.push(("scan_interval", "1h".into()));
+    props.push(("scan_claims", "4".into()));
+    let (engine, lines) = start(&props);
+    let events = drain_until(&engine, Duration::from_secs(90), |e| e.is_idle());
+    let mut got: Vec<String> = events
+        .iter()
+        .map(|e| e.str("eventID").unwrap().to_string())
+        .collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(got, wanted, "every object once");
+    let stats = engine.stats();
+    // 15 objects a prefix, 4 a scan: four scans at least.
+    assert!(stats.scans >= 4, "{} scans", stats.scans);
+    assert_eq!(stats.last_scan_left, 0);
+    let left: Vec<String> = lines
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("scan found 8 new objects, left 22 for the next"))
+        .cloned()
+        .collect();
+    assert_eq!(left.len(), 1, "the first scan claims 4 of each prefix's 15");
+}
+
 #[test]
 fn object_deleted_between_list_and_get_is_logged_and_the_rest_ships() {
     let bucket = server::bucket("vanish");
