@@ -69,8 +69,8 @@ impl ClaimLimit {
 /// What a scan left for the next one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanOutcome {
-    /// Wanted keys listed past the claim limit of their prefix: not claimed yet, and
-    /// holding their prefix's watermark. More than zero: scan again at once.
+    /// Wanted keys listed past the claim limit of their prefix: neither looked up nor
+    /// claimed, and holding their prefix's watermark. More than zero: scan again soon.
     pub left: usize,
 }
 
@@ -474,33 +474,38 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             self.wanted(o) && key_day(&o.key[region.len()..]).is_none_or(|d| d >= start_day)
         };
         let wanted: Vec<&Listed> = listed.iter().filter(|o| wanted_at(o)).collect();
-        // Which keys are unfinished (new, or open and not tried yet), read before the claim:
-        // a key finished now stays finished, so the watermark below may rely on it.
+        // Which keys are unfinished (new, or open and not tried yet), read before the claim
+        // (a key finished now stays finished, so the watermark below may rely on it), in
+        // key order up to the `limit`-th unfinished key (those in flight count). The keys
+        // after it are neither read (a shared ledger reads a row per key) nor claimed: they
+        // wait for a later scan, so the ledger holds a stretch of a backfill.
         let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let holds = ledger
-            .holding_watermark(&id_refs)
-            .map_err(|e| self.ledger_error(e))?;
-        // In key order, up to the `limit`-th unfinished key (those in flight count): the
-        // ones after it wait for a later scan, so the ledger holds a stretch of a backfill.
+        let mut holds: Vec<bool> = Vec::with_capacity(ids.len());
         let mut unfinished = 0;
-        let end = holds
-            .iter()
-            .position(|h| {
-                unfinished += usize::from(*h);
-                unfinished > limit
-            })
-            .unwrap_or(wanted.len());
+        'read: for piece in ids.chunks(READ_PIECE) {
+            let piece: Vec<&str> = piece.iter().map(String::as_str).collect();
+            for h in ledger
+                .holding_watermark(&piece)
+                .map_err(|e| self.ledger_error(e))?
+            {
+                unfinished += usize::from(h);
+                if unfinished > limit {
+                    break 'read;
+                }
+                holds.push(h);
+            }
+        }
+        let end = holds.len();
         self.claim(ledger, &wanted[..end], None, &mut found)?;
-        let left = holds[end..].iter().filter(|h| **h).count();
+        let left = wanted.len() - end;
 
         // The watermark moves over finished keys only, and never into the future: a key
         // dated after tomorrow (a clock gone wrong, a hand-written key) is shipped but does
-        // not pull the listing position after it. A key left unclaimed past the limit has
-        // no entry, so it holds the watermark like an open one.
+        // not pull the listing position after it. The keys left past the limit hold it
+        // like open ones.
         let open: std::collections::HashSet<&str> = wanted
             .iter()
-            .zip(holds)
+            .zip(holds.into_iter().chain(std::iter::repeat(true)))
             .filter(|(_, holds)| *holds)
             .map(|(o, _)| o.key.as_str())
             .collect();
@@ -531,6 +536,9 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         Ok(done)
     }
 }
+
+/// Listed keys are looked up in the ledger this many at a time (a LIST page).
+const READ_PIECE: usize = 1_000;
 
 /// One prefix's scan: what it claimed, and how many wanted keys wait past its limit.
 struct RegionScan {
