@@ -37,7 +37,8 @@ Usage: cloudtrail-s3 --config FILE [--once] [--http-url URL] [--exit-with-parent
 Options:
   -c, --config FILE   settings, TOML (.toml) or YAML (.yaml/.yml); same keys as the
                       Fluent Bit plugin's properties (see README)
-      --once          exit when everything the first scan found has been delivered
+      --once          exit when everything the first scan found (past scan_claims: the
+                      scans that follow it at once) has been delivered
       --http-url URL  post the lines to URL (sets the [http] table's url); a batch
                       counts as delivered when the receiver answers 2xx
       --exit-with-parent

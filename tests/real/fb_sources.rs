@@ -1,5 +1,5 @@
-//! Each way of finding objects, in the real host: a bucket listing (YAML configuration)
-//! and a folder (classic), records read back from Fluent Bit's `stdout` `json_lines` with
+//! Each way of finding objects, in the real host: a bucket listing (YAML configuration),
+//! whole or in stretches of `scan_claims`, and a folder (classic), records read back from Fluent Bit's `stdout` `json_lines` with
 //! the time in its `date` field; S3 notifications through SQS shared by three Fluent
 //! Bit processes on one queue; and one account whose objects are denied for ever ahead of
 //! another's on the queue.
@@ -23,6 +23,7 @@ use crate::{Body, data, queue, server};
 pub fn trials() -> Vec<(&'static str, Body<FluentBit>)> {
     vec![
         ("sources::s3_listing", s3_listing),
+        ("sources::s3_listing_in_stretches", s3_listing_in_stretches),
         ("sources::folder", folder),
         ("sources::event_kinds", event_kinds),
         ("sources::sqs_three_hosts_one_queue", sqs_three_hosts),
@@ -62,6 +63,21 @@ fn s3_listing(fb: &FluentBit) -> Result<(), Failed> {
     data::upload_all(&bucket, "");
     let conf = Conf::new().input(s3_input("cloudtrail", "ct", &bucket, server::endpoint()));
     run_to_stdout(fb, &work, conf, false, "S3 listing");
+    Ok(())
+}
+
+/// The 55 bundled objects (one prefix) with `scan_claims 10` and an hour's
+/// `scan_interval`: six scans of ten, each following the last as its objects finish, ship
+/// every event once well before the hour.
+fn s3_listing_in_stretches(fb: &FluentBit) -> Result<(), Failed> {
+    let work = Work::new("sources-stretches");
+    let bucket = server::bucket("real-stretches");
+    data::upload_all(&bucket, "");
+    let mut input = s3_input("cloudtrail", "ct", &bucket, server::endpoint());
+    input.retain(|(k, _)| k != "scan_interval");
+    input.extend(section(&[("scan_interval", "1h"), ("scan_claims", "10")]));
+    let conf = Conf::new().input(input);
+    run_to_stdout(fb, &work, conf, false, "S3 listing in stretches");
     Ok(())
 }
 
