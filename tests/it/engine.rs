@@ -88,6 +88,16 @@ pub fn ledger_entry(db: &std::path::Path, id: &str) -> Option<Entry> {
     Ledger::open(Some(db), None, 0).unwrap().entry(id).unwrap()
 }
 
+/// The events' `eventID`s, sorted.
+fn sorted_ids(events: &[J]) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .map(|e| e.str("eventID").unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 pub fn one_event(id: &str) -> Vec<u8> {
     data::gzip(
         format!(r#"{{"Records":[{{"eventID":"{id}","eventTime":"2023-07-10T00:00:00Z"}}]}}"#)
@@ -142,11 +152,7 @@ fn layout_walk_finds_the_right_objects_once_and_does_not_relist_old_days() {
     props.push(("lookback", "24h".into()));
     let (engine, _) = start(&props);
     let events = drain_until(&engine, Duration::from_secs(60), |e| e.is_idle());
-    let mut got: Vec<String> = events
-        .iter()
-        .map(|e| e.str("eventID").unwrap().to_string())
-        .collect();
-    got.sort();
+    let got = sorted_ids(&events);
     wanted.sort();
     assert_eq!(
         got, wanted,
@@ -207,11 +213,7 @@ fn a_backfill_past_scan_claims_ships_in_stretches_without_waiting_scan_interval(
     props.push(("scan_claims", "4".into()));
     let (engine, lines) = start(&props);
     let events = drain_until(&engine, Duration::from_secs(90), |e| e.is_idle());
-    let mut got: Vec<String> = events
-        .iter()
-        .map(|e| e.str("eventID").unwrap().to_string())
-        .collect();
-    got.sort();
+    let got = sorted_ids(&events);
     wanted.sort();
     assert_eq!(got, wanted, "every object once");
     let stats = engine.stats();
