@@ -87,6 +87,10 @@ pub struct BucketScan<L, C> {
     pub log: Logger,
     /// Region prefixes from the last enumeration (and from the ledger's watermarks).
     regions: BTreeSet<String>,
+    /// The keys each prefix's last listing left past its claim limit (prefixes with none
+    /// are not here). A prefix whose listing fails keeps its count, so one failed LIST
+    /// does not make a backfill look finished.
+    left: std::collections::BTreeMap<String, usize>,
     /// When accounts and regions were last enumerated (Unix seconds); `None` before the
     /// first time.
     enumerated_at: Option<u32>,
@@ -114,6 +118,7 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
             lookback,
             log,
             regions: BTreeSet::new(),
+            left: std::collections::BTreeMap::new(),
             enumerated_at: None,
             concurrency: NonZeroUsize::MIN,
             claim_limit: ClaimLimit::default(),
@@ -167,7 +172,10 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         };
         result.unwrap_or_else(|e| {
             self.log.error(format_args!("{e}"));
-            ScanOutcome::default()
+            // Nothing was listed: what the last scans left still waits.
+            ScanOutcome {
+                left: self.left.values().sum(),
+            }
         })
     }
 
@@ -309,15 +317,19 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         // out as it finishes; while the workers are busy, no further listing starts.
         let this = &*self;
         let limit = this.claim_limit.per_prefix(regions.len());
-        let mut outcome = ScanOutcome::default();
+        let mine: BTreeSet<String> = regions.iter().cloned().collect();
+        let mut left = Vec::new();
         let mut scans = stream::iter(regions)
-            .map(|region| async move { this.scan_region(&region, ledger, limit).await })
+            .map(|region| async move {
+                let result = this.scan_region(&region, ledger, limit).await;
+                (region, result)
+            })
             .buffer_unordered(this.concurrency.get());
-        while let Some(result) = scans.next().await {
+        while let Some((region, result)) = scans.next().await {
             match result {
-                Ok(region) => {
-                    outcome.left += region.left;
-                    sink.put(region.found).await;
+                Ok(scanned) => {
+                    left.push((region, scanned.left));
+                    sink.put(scanned.found).await;
                 }
                 Err(e) => this.log.error(format_args!("{e}")),
             }
@@ -325,7 +337,19 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
                 break;
             }
         }
-        Ok(outcome)
+        drop(scans);
+        for (region, n) in left {
+            if n == 0 {
+                self.left.remove(&region);
+            } else {
+                self.left.insert(region, n);
+            }
+        }
+        // A prefix no longer listed here (another shipper's now) leaves nothing here.
+        self.left.retain(|r, _| mine.contains(r));
+        Ok(ScanOutcome {
+            left: self.left.values().sum(),
+        })
     }
 
     /// Finds the region prefixes below the layout's base(s). A failed listing is logged and
@@ -482,8 +506,13 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         let ids: Vec<String> = wanted.iter().map(|o| s3_id(&bucket, &o.key)).collect();
         let mut holds: Vec<bool> = Vec::with_capacity(ids.len());
         let mut unfinished = 0;
-        'read: for piece in ids.chunks(READ_PIECE) {
-            let piece: Vec<&str> = piece.iter().map(String::as_str).collect();
+        'read: while holds.len() < ids.len() {
+            // No further than the limit needs: a shared ledger reads a row per key.
+            let n = READ_PIECE.min(limit + 1 - unfinished);
+            let piece: Vec<&str> = ids[holds.len()..ids.len().min(holds.len() + n)]
+                .iter()
+                .map(String::as_str)
+                .collect();
             for h in ledger
                 .holding_watermark(&piece)
                 .map_err(|e| self.ledger_error(e))?
@@ -598,6 +627,8 @@ mod tests {
     /// One region prefix holding [`OBJECTS`] keys, one an hour on 2023-07-10.
     struct OnePrefix {
         bucket: Arc<str>,
+        /// Every object listing fails while set.
+        failing: Arc<std::sync::atomic::AtomicBool>,
     }
 
     fn key(i: usize) -> String {
@@ -622,6 +653,12 @@ mod tests {
             _: &str,
             start_after: Option<&str>,
         ) -> Result<Vec<Listed>, DiscoverError> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(DiscoverError {
+                    location: REGION.into(),
+                    reason: "SlowDown".into(),
+                });
+            }
             Ok((0..OBJECTS)
                 .map(key)
                 .filter(|k| start_after.is_none_or(|s| k.as_str() > s))
@@ -665,15 +702,19 @@ mod tests {
     }
 
     /// With a limit of three a prefix, each scan claims the next three unfinished keys in
-    /// key order (the ones in flight count), leaves the rest, and the watermark never
-    /// passes a key left unclaimed; the ledger holds three open entries at most.
+    /// key order (the ones in flight count), leaves the rest, and the watermark stops at
+    /// the first unfinished key; the ledger holds three open entries at most.
     #[test]
     fn a_scan_claims_up_to_its_limit_and_the_watermark_waits_for_the_rest() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut scan = BucketScan::new(
-            OnePrefix { bucket: "b".into() },
+            OnePrefix {
+                bucket: "b".into(),
+                failing: failing.clone(),
+            },
             Fixed,
             Selection::events(PathExpression::new("AWSLogs/*/CloudTrail/*").unwrap()),
             EventTime::new(NOW - 30 * 86_400, 0).unwrap(),
@@ -696,6 +737,13 @@ mod tests {
         assert_eq!(ids(&first), ids_of(0..3));
         assert_eq!(left, OBJECTS - 3);
         assert_eq!(ledger.watermark(&prefix).unwrap(), None);
+
+        // A listing that fails leaves what the last one left: the backfill is not over.
+        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (none, left) = scan_once(&ledger);
+        assert!(none.is_empty());
+        assert_eq!(left, OBJECTS - 3);
+        failing.store(false, std::sync::atomic::Ordering::SeqCst);
 
         // Nothing finished: the three in flight fill the limit, nothing more is claimed.
         let (again, left) = scan_once(&ledger);

@@ -16,9 +16,9 @@ pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// A backfill in progress: what the scans found and where the counters stood.
 pub(super) struct Backfill {
-    /// Objects claimed since it started, and those waiting past the last scan's limits.
-    found: u64,
-    /// Of `found`, the keys the last scan left for the next.
+    /// Objects claimed since it started.
+    claimed: u64,
+    /// Keys the last scan left past its limits, for the next.
     left: u64,
     finished_before: u64,
     events_before: u64,
@@ -62,13 +62,13 @@ impl Core {
 
     /// A scan that started at `since` claimed `n` objects and left `left` keys past its
     /// limits: a backfill starts when they are many, counted from `since` (some may have
-    /// shipped while the scan went on). The keys left count once, though the next scan
-    /// claims them.
+    /// shipped while the scan went on). Its total is what the scans claimed since, plus
+    /// what the last one left: keys left count once, though a later scan claims them.
     pub(super) fn start_backfill(&self, n: usize, left: usize, since: ProgressMark) {
         let (n, left) = (n as u64, left as u64);
         let mut b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(b) = b.as_mut() {
-            b.found += (n + left).saturating_sub(b.left);
+            b.claimed += n;
             b.left = left;
             return;
         }
@@ -81,7 +81,7 @@ impl Core {
             PROGRESS_EVERY.as_secs()
         ));
         *b = Some(Backfill {
-            found: total,
+            claimed: n,
             left,
             finished_before: since.finished,
             events_before: since.events,
@@ -92,13 +92,14 @@ impl Core {
     pub(super) fn backfill_progress(&self) -> Option<BackfillProgress> {
         let b = self.backfill.lock().unwrap_or_else(PoisonError::into_inner);
         let b = b.as_ref()?;
-        let finished = (self.finished() - b.finished_before).min(b.found);
+        let found = b.claimed + b.left;
+        let finished = (self.finished() - b.finished_before).min(found);
         let secs = b.started.elapsed().as_secs_f64().max(0.001);
         let events = self.observe.metrics.events_shipped.load(Ordering::Relaxed) - b.events_before;
         let eta_secs = (finished > 0)
-            .then(|| ((b.found - finished) as f64 * secs / finished as f64).round() as u64);
+            .then(|| ((found - finished) as f64 * secs / finished as f64).round() as u64);
         Some(BackfillProgress {
-            found: b.found,
+            found,
             finished,
             events_per_sec: events as f64 / secs,
             eta_secs,

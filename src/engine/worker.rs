@@ -339,10 +339,12 @@ pub(super) async fn run(
             outcome.left
         ));
         core.observe.metrics.scans.fetch_add(1, Ordering::AcqRel);
-        // A scan that left keys past its limits is followed by the next as soon as half of
-        // what is in flight has finished; any other after `scan_interval`.
+        // A scan that claimed objects and left keys past its limits is followed by the
+        // next as soon as half of what is in flight has finished; any other after
+        // `scan_interval` (one that claimed nothing waits on objects in flight elsewhere:
+        // other shippers' claims, or the queue's).
         tokio::select! {
-            () = until_half_finished(&core), if outcome.left > 0 => {}
+            () = until_half_finished(&core), if outcome.left > 0 && found > 0 => {}
             _ = tokio::time::sleep(core.config.scan_interval) => {}
             _ = stop.changed() => return,
         }
@@ -352,19 +354,15 @@ pub(super) async fn run(
 /// How often the scan loop looks whether a backfill's stretch is half finished.
 const STRETCH_POLL: Duration = Duration::from_millis(250);
 
-/// Waits until half of the objects in flight now have finished (at least one); with none
-/// in flight (the keys left wait on other shippers' claims), for ever: the caller's
-/// `scan_interval` ends the wait.
+/// Waits until half of the objects in flight now have finished (at least one; none if
+/// they all have already, the stretch shipped while slower prefixes were still listed).
 ///
-/// After a scan that left keys past its claim limit: the next claims the following
-/// stretch while the workers still have the rest of this one, so they never wait on a
-/// listing, and the listings are not repeated faster than the objects finish.
+/// After a scan that claimed a stretch and left keys past its claim limit: the next claims
+/// the following stretch while the workers still have the rest of this one, so they never
+/// wait on a listing, and the listings are not repeated faster than the objects finish.
 async fn until_half_finished(core: &Core) {
     let now = core.ledger.inflight_count();
-    if now == 0 {
-        return std::future::pending().await;
-    }
-    while core.ledger.inflight_count() > now / 2 {
+    while now > 0 && core.ledger.inflight_count() > now / 2 {
         tokio::time::sleep(STRETCH_POLL).await;
     }
 }
