@@ -507,8 +507,13 @@ impl<L: Lister, C: Clock> BucketScan<L, C> {
         let mut holds: Vec<bool> = Vec::with_capacity(ids.len());
         let mut unfinished = 0;
         'read: while holds.len() < ids.len() {
-            // No further than the limit needs: a shared ledger reads a row per key.
-            let n = READ_PIECE.min(limit + 1 - unfinished);
+            // A shared ledger reads a row per key: no further than the limit needs. The
+            // file reads a page in one transaction (an idle scan of thousands of prefixes
+            // at 25 each would otherwise make hundreds of thousands of them).
+            let n = match ledger.shared() {
+                Some(_) => READ_PIECE.min(limit + 1 - unfinished),
+                None => READ_PIECE,
+            };
             let piece: Vec<&str> = ids[holds.len()..ids.len().min(holds.len() + n)]
                 .iter()
                 .map(String::as_str)
