@@ -372,7 +372,8 @@ pub(super) const DEFAULT_WORKERS: usize = 8;
 /// 30 ms per request (issue 20). Sixteen divides the round trips' wait by up to sixteen
 /// and stays far below S3's 5,500 GET/LIST requests a second per prefix.
 pub(super) const DEFAULT_LIST_CONCURRENCY: u64 = 16;
-pub(super) const DEFAULT_SCAN_CLAIMS: u64 = crate::discover::bucket::CLAIMS_PER_SCAN as u64;
+/// Objects one scan claims by default (`scan_claims`; why in `discover::bucket`).
+pub const DEFAULT_SCAN_CLAIMS: usize = 100_000;
 /// SQS messages held at once. A message is held from its receive until the host has
 /// committed its objects and the delete is sent: about two of Fluent Bit's one-second
 /// collects. Holding 100 capped one shipper at about 50 objects a second (`scripts/bench

@@ -293,8 +293,9 @@ pub struct Config {
     pub lookback: Duration,
     /// S3 listings a scan keeps in flight at once (region prefixes, accounts).
     pub list_concurrency: usize,
-    /// How many objects a scan claims, shared among its region prefixes.
-    pub scan_claims: crate::discover::bucket::ClaimLimit,
+    /// How many objects a scan claims, shared among its region prefixes (at least
+    /// `discover::bucket::CLAIMS_PER_PREFIX_MIN` each).
+    pub scan_claims: std::num::NonZeroUsize,
     /// How objects that failed transiently are retried.
     pub retry_backoff: Backoff,
     /// Where `/metrics` and `/health` are served, if anywhere.

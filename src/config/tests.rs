@@ -21,10 +21,7 @@ fn defaults() {
     assert_eq!(c.buffer_bytes, 8 << 20);
     assert_eq!(c.workers, 8);
     assert_eq!(c.list_concurrency, 16);
-    assert_eq!(
-        c.scan_claims,
-        crate::discover::bucket::ClaimLimit::default()
-    );
+    assert_eq!(c.scan_claims.get(), 100_000);
     assert_eq!(c.start_time, StartTime::Before(Duration::from_secs(86_400)));
 }
 

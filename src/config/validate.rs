@@ -16,7 +16,6 @@ use super::{
     AssumeRole, Config, ConfigError, S3Source, Settings, SharedLedgerConfig, Source, SqsConfig,
     StartTime, StaticCredentials, de,
 };
-use crate::discover::bucket::ClaimLimit;
 use crate::layout::{Kind, Kinds};
 use crate::pathexpr::PathExpression;
 use crate::select::Selection;
@@ -271,12 +270,9 @@ impl Settings {
 
         let scan_claims = self
             .scan_claims
-            .unwrap_or(DEFAULT_SCAN_CLAIMS)
-            .try_into()
-            .ok()
+            .map_or(Some(DEFAULT_SCAN_CLAIMS), |n| usize::try_from(n).ok())
             .and_then(std::num::NonZeroUsize::new)
             .filter(|n| n.get() <= 10_000_000)
-            .map(ClaimLimit::PerScan)
             .ok_or_else(|| bad("scan_claims", "must be between 1 and 10000000"))?;
 
         let backoff = |key: &'static str, value: Option<u64>, default: Backoff| {

@@ -34,7 +34,7 @@ pub const ENUMERATE_EVERY_SECS: u32 = 600;
 /// 1.6 GB ledger file when the first scan claimed it all). The scan that leaves keys
 /// unclaimed is followed by the next as soon as half of what is in flight has finished, so
 /// a backfill is not slowed by `scan_interval`.
-pub const CLAIMS_PER_SCAN: usize = 100_000;
+pub const CLAIMS_PER_SCAN: usize = crate::config::DEFAULT_SCAN_CLAIMS;
 /// Each prefix claims at least this many a scan (or the whole limit, if smaller), however
 /// many prefixes share it: an organization's thousands of prefixes each move every scan.
 pub const CLAIMS_PER_PREFIX_MIN: usize = 25;

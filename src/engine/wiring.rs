@@ -12,7 +12,7 @@ use super::worker::run;
 use super::{Core, Engine, LastScan, StartError};
 use crate::config::{Config, Source, StartTime};
 use crate::discover::Discovery;
-use crate::discover::bucket::BucketScan;
+use crate::discover::bucket::{BucketScan, ClaimLimit};
 use crate::discover::folder::FolderScan;
 use crate::discover::listing::{S3Lister, SystemClock};
 use crate::discover::sqs::{Queue, Tracker};
@@ -151,7 +151,7 @@ impl Engine {
                             log.clone(),
                         )
                         .with_concurrency(config.list_concurrency)
-                        .with_claim_limit(config.scan_claims),
+                        .with_claim_limit(ClaimLimit::PerScan(config.scan_claims)),
                     )
                 });
                 let sqs = s3.sqs.clone().map(|q| {
